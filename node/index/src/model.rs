@@ -1,0 +1,168 @@
+//! Records stored in the index.
+
+use std::collections::BTreeMap;
+
+use berth_types::{Algorithm, Digest, RepoName, Tag};
+use serde::{Deserialize, Serialize};
+
+/// Where a blob's bytes live. Only `Local` exists until tiering lands; the others are the
+/// states tiering moves blobs through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierState {
+    /// Only on local disk.
+    Local,
+    /// On local disk and safely in S3: may be evicted.
+    LocalAndRemote,
+    /// Only in S3: reads go through to it.
+    Remote,
+}
+
+/// A committed blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was first committed (unix ms).
+    pub created_at_ms: u64,
+    /// Where its bytes are.
+    pub tier: TierState,
+}
+
+/// A resumable upload session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadSession {
+    /// Repository the upload belongs to.
+    pub repo: RepoName,
+    /// Bytes received and recorded so far.
+    pub offset: u64,
+    /// Digest algorithm the client asked for (sha256 unless `?digest-algorithm=`).
+    pub algorithm: Algorithm,
+    /// Creation time (unix ms).
+    pub created_at_ms: u64,
+    /// Last activity (unix ms); the session expires after a configured idle time.
+    pub updated_at_ms: u64,
+}
+
+/// What the index keeps about a manifest besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    /// Media type it was pushed with.
+    pub media_type: String,
+    /// Artifact type (`artifactType`, or the config media type for image manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// `subject` digest, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+    /// Blobs it references (config and layers), excluding non-distributable layers.
+    #[serde(default)]
+    pub blobs: Vec<Digest>,
+    /// Manifests it references (children of an index).
+    #[serde(default)]
+    pub manifests: Vec<Digest>,
+    /// Manifest annotations, kept for the referrers API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// When it was pushed (unix ms).
+    pub pushed_at_ms: u64,
+}
+
+/// An OCI content descriptor as the referrers API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    /// Media type of the referrer manifest.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Its artifact type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Its annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// One metadata change, as the change feed carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    /// A new blob became visible in the store.
+    BlobCommitted {
+        /// Digest.
+        digest: Digest,
+        /// Size.
+        size: u64,
+    },
+    /// A repository gained access to a blob (upload or mount).
+    BlobLinked {
+        /// Repository.
+        repo: RepoName,
+        /// Digest.
+        digest: Digest,
+    },
+    /// A repository lost access to a blob.
+    BlobUnlinked {
+        /// Repository.
+        repo: RepoName,
+        /// Digest.
+        digest: Digest,
+    },
+    /// A manifest was stored.
+    ManifestPut {
+        /// Repository.
+        repo: RepoName,
+        /// Digest.
+        digest: Digest,
+        /// Media type.
+        media_type: String,
+        /// Size in bytes.
+        size: u64,
+        /// Artifact type.
+        artifact_type: Option<String>,
+        /// Subject.
+        subject: Option<Digest>,
+        /// Referenced blobs.
+        blobs: Vec<Digest>,
+        /// Referenced manifests.
+        manifests: Vec<Digest>,
+    },
+    /// A manifest was deleted.
+    ManifestDeleted {
+        /// Repository.
+        repo: RepoName,
+        /// Digest.
+        digest: Digest,
+    },
+    /// A tag was created or moved.
+    TagSet {
+        /// Repository.
+        repo: RepoName,
+        /// Tag.
+        tag: Tag,
+        /// Manifest it points to.
+        digest: Digest,
+    },
+    /// A tag was deleted.
+    TagDeleted {
+        /// Repository.
+        repo: RepoName,
+        /// Tag.
+        tag: Tag,
+    },
+}
+
+/// A change with its sequence number and time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// Monotonic sequence number, starting at 1, without gaps.
+    pub seq: u64,
+    /// Commit time (unix ms).
+    pub at_ms: u64,
+    /// The change.
+    #[serde(flatten)]
+    pub change: Change,
+}

@@ -1,0 +1,83 @@
+use super::*;
+use berth_types::Algorithm;
+
+fn open() -> (tempfile::TempDir, Index) {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(dir.path(), false).unwrap();
+    (dir, idx)
+}
+
+fn repo(s: &str) -> RepoName {
+    s.parse().unwrap()
+}
+
+fn record(blobs: Vec<Digest>, subject: Option<Digest>) -> ManifestRecord {
+    ManifestRecord {
+        media_type: berth_types::MediaType::OciManifest.as_str().into(),
+        artifact_type: None,
+        subject,
+        blobs,
+        manifests: vec![],
+        annotations: None,
+        pushed_at_ms: 1,
+    }
+}
+
+#[test]
+fn blob_commit_link_unlink() {
+    let (_d, idx) = open();
+    let d = Digest::of(Algorithm::Sha256, b"x");
+    let r = repo("a/b");
+    assert!(idx.blob(&d).unwrap().is_none());
+    idx.commit_blob(&r, &d, 1, None).unwrap();
+    assert_eq!(idx.blob(&d).unwrap().unwrap().size, 1);
+    assert!(idx.repo_has_blob(&r, &d).unwrap());
+    assert!(!idx.repo_has_blob(&repo("a"), &d).unwrap());
+    assert!(idx.link_blob(&repo("c"), &d).unwrap());
+    assert!(!idx.link_blob(&repo("c"), &Digest::of(Algorithm::Sha256, b"y")).unwrap());
+    assert_eq!(idx.list_repos(None, 10).unwrap().items, vec!["a/b", "c"]);
+    assert!(idx.unlink_blob(&r, &d).unwrap());
+    assert!(!idx.unlink_blob(&r, &d).unwrap());
+    assert_eq!(idx.list_repos(None, 10).unwrap().items, vec!["c"]);
+    // Feed: committed, linked a/b, linked c, unlinked a/b.
+    let feed = idx.changes(1, 100).unwrap();
+    assert_eq!(feed.len(), 4);
+    assert_eq!(feed.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn manifests_tags_referrers() {
+    let (_d, idx) = open();
+    let r = repo("x");
+    let m1 = Digest::of(Algorithm::Sha256, b"m1");
+    let m2 = Digest::of(Algorithm::Sha256, b"m2");
+    let tags: Vec<Tag> = vec!["v1".parse().unwrap(), "latest".parse().unwrap()];
+    assert!(idx.put_manifest(&r, &m1, &record(vec![], None), b"m1", &tags).unwrap().created);
+    assert!(!idx.put_manifest(&r, &m1, &record(vec![], None), b"m1", &[]).unwrap().created);
+    idx.put_manifest(&r, &m2, &record(vec![], Some(m1.clone())), b"m2", &[]).unwrap();
+    assert_eq!(idx.tag(&r, &tags[0]).unwrap(), Some(m1.clone()));
+    assert_eq!(idx.manifest(&r, &m1).unwrap().unwrap().1, b"m1");
+    assert_eq!(idx.list_tags(&r, None, 10).unwrap().items, vec!["latest", "v1"]);
+    let p = idx.list_tags(&r, None, 1).unwrap();
+    assert_eq!((p.items, p.more), (vec!["latest".to_string()], true));
+    let p = idx.list_tags(&r, Some("latest"), 1).unwrap();
+    assert_eq!((p.items, p.more), (vec!["v1".to_string()], false));
+    assert_eq!(idx.referrers(&r, &m1).unwrap().len(), 1);
+    assert!(idx.delete_tag(&r, &tags[0]).unwrap());
+    assert!(idx.delete_manifest(&r, &m1).unwrap());
+    assert!(idx.list_tags(&r, None, 10).unwrap().items.is_empty());
+    assert!(idx.delete_manifest(&r, &m2).unwrap());
+    assert!(idx.referrers(&r, &m1).unwrap().is_empty());
+    assert!(!idx.repo_exists(&r).unwrap());
+}
+
+#[test]
+fn sequence_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let idx = Index::open(dir.path(), true).unwrap();
+        idx.commit_blob(&repo("a"), &Digest::of(Algorithm::Sha256, b"1"), 1, None).unwrap();
+    }
+    let idx = Index::open(dir.path(), true).unwrap();
+    assert_eq!(idx.next_sequence(), 3);
+}
