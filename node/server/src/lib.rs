@@ -1,1 +1,17 @@
+//! The Berth storage node: the OCI Distribution API served by a thread-per-core io_uring server.
+//!
+//! Layering, top to bottom (a layer calls only those below it):
+//! `server` (cores, listeners, connections) → `api` (one file per HTTP resource) →
+//! `store` (blob files, upload sessions) and `manifest` (validation) → `berth_index` (RocksDB)
+//! → `berth_types`. `http` is the wire format, used by `server` and `api`.
 
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod manifest;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod store;

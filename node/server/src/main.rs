@@ -1,1 +1,117 @@
-fn main(){}
+//! `berth`: the Berth registry binary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_node::config::{Config, LogFormat};
+use clap::{Parser, Subcommand};
+
+/// Berth: an OCI container registry. `berth serve` runs it on local disk with no other
+/// service needed.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry (OCI Distribution API) until SIGTERM or SIGINT.
+    ///
+    /// With no options it listens on 127.0.0.1:5000 and stores everything under
+    /// ./berth-data. Settings come from defaults, then --config FILE (TOML), then BERTH_*
+    /// environment variables (BERTH_AUTH__REALM for nested keys), then these flags.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see deploy/config.example.toml for every key).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:5000.
+    #[arg(long, env = "BERTH_LISTEN")]
+    listen: Option<String>,
+    /// Directory for blobs, uploads and the index.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Serving threads (cores); 0 = one per CPU.
+    #[arg(long, env = "BERTH_WORKERS")]
+    workers: Option<usize>,
+    /// Log format: text or json.
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().flatten_event(true).init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+/// Block SIGTERM and SIGINT in every thread (inherited by the cores), to be taken by sigwait.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set manipulation on a zeroed local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` was initialised by block_signals; `sig` is a valid out pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg =
+        Config::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(w) = args.workers {
+        cfg.workers = w;
+    }
+    if let Some(f) = args.log_format {
+        cfg.log_format = if f == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+    }
+    init_logs(cfg.log_format);
+    let set = block_signals();
+    let app = berth_node::app::App::open(cfg).context("opening the data directory")?;
+    let node = berth_node::server::start(app).context("starting the server")?;
+    let sig = wait_signal(&set);
+    tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
+    node.shutdown(Duration::from_secs(30));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(a) => serve(a),
+    }
+}

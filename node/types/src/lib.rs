@@ -16,6 +16,6 @@ mod range;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{ErrorKind, OciError};
-pub use media::{MediaType, ManifestKind};
+pub use media::{ManifestKind, MediaType};
 pub use name::{NameError, Reference, RepoName, Tag};
 pub use range::{ByteRange, ContentRange, RangeError};

@@ -25,7 +25,8 @@ pub enum NameError {
     Grammar(&'static str),
 }
 
-const NAME_GRAMMAR: &str = "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*";
+const NAME_GRAMMAR: &str =
+    "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*";
 const TAG_GRAMMAR: &str = "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}";
 
 /// A validated repository name such as `library/alpine`.
@@ -131,7 +132,9 @@ impl FromStr for Tag {
             return Err(NameError::TooLong(128));
         }
         let first_ok = b[0].is_ascii_alphanumeric() || b[0] == b'_';
-        let rest_ok = b[1..].iter().all(|&c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
+        let rest_ok = b[1..]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
         if !(first_ok && rest_ok) {
             return Err(NameError::Grammar(TAG_GRAMMAR));
         }
@@ -206,7 +209,13 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "library/alpine", "my-project/sub.dir/x__y", "a0/b-----c", "x.y_z"] {
+        for ok in [
+            "a",
+            "library/alpine",
+            "my-project/sub.dir/x__y",
+            "a0/b-----c",
+            "x.y_z",
+        ] {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
         for bad in [

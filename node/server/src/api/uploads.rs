@@ -1,0 +1,177 @@
+//! `/v2/<name>/blobs/uploads/[<id>]`: start (POST, with monolithic `?digest=` and
+//! cross-repository `?mount=`), chunk (PATCH), status (GET), complete (PUT), cancel (DELETE).
+
+use berth_types::{Algorithm, ContentRange, Digest, ErrorKind, OciError, RepoName};
+
+use crate::app::App;
+use crate::http::{Body, Method, Request, Response};
+use crate::store::{index_error, UploadId};
+
+fn location(repo: &RepoName, id: UploadId) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+fn range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
+fn accepted(app: &App, repo: &RepoName, id: UploadId, offset: u64) -> Response {
+    let mut r = Response::new(202)
+        .header("Location", location(repo, id))
+        .header("Range", range(offset))
+        .header("Docker-Upload-UUID", id.to_string());
+    if app.cfg.uploads.chunk_min_length > 0 {
+        r = r.header(
+            "OCI-Chunk-Min-Length",
+            app.cfg.uploads.chunk_min_length.to_string(),
+        );
+    }
+    r
+}
+
+fn created(repo: &RepoName, digest: &Digest) -> Response {
+    Response::new(201)
+        .header("Location", format!("/v2/{repo}/blobs/{digest}"))
+        .header("Docker-Content-Digest", digest.to_string())
+}
+
+fn query_digest(req: &Request, key: &str) -> Result<Option<Digest>, OciError> {
+    match req.query(key) {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|e| {
+            OciError::new(ErrorKind::DigestInvalid).msg(format!("invalid {key}: {e}"))
+        }),
+    }
+}
+
+/// POST `/v2/<name>/blobs/uploads/`.
+pub(super) async fn start(
+    app: &App,
+    req: &Request,
+    body: &mut Body<'_>,
+    repo: &RepoName,
+) -> Result<Response, OciError> {
+    if req.method != Method::Post {
+        return super::method_not_allowed("POST");
+    }
+    if let Some(digest) = query_digest(req, "mount")? {
+        let linked = match req.query("from") {
+            Some(from) => {
+                let from: RepoName = from.parse().map_err(|e| {
+                    OciError::new(ErrorKind::NameInvalid).msg(format!("invalid from: {e}"))
+                })?;
+                app.index
+                    .repo_has_blob(&from, &digest)
+                    .map_err(index_error)?
+                    && app.index.link_blob(repo, &digest).map_err(index_error)?
+            }
+            // Without `from`, mount when the blob exists anywhere in the registry.
+            None => app.index.link_blob(repo, &digest).map_err(index_error)?,
+        };
+        if linked {
+            return Ok(created(repo, &digest));
+        }
+        // Fall back to a regular upload session (spec: 202).
+    } else if let Some(digest) = query_digest(req, "digest")? {
+        app.uploads.monolithic(repo, &digest, body).await?;
+        return Ok(created(repo, &digest));
+    }
+    let algorithm = match req.query("digest-algorithm") {
+        None => Algorithm::Sha256,
+        Some(a) => a.parse().map_err(|e| {
+            OciError::new(ErrorKind::DigestInvalid).msg(format!("digest-algorithm: {e}"))
+        })?,
+    };
+    let (id, session) = app.uploads.start(repo, algorithm)?;
+    Ok(accepted(app, repo, id, session.offset))
+}
+
+/// Requests on an existing session. A 416 carries the session's current `Range` and
+/// `Location`, so the client can resume from it.
+pub(super) async fn handle(
+    app: &App,
+    req: &Request,
+    body: &mut Body<'_>,
+    repo: &RepoName,
+    id: UploadId,
+) -> Result<Response, OciError> {
+    match on_session(app, req, body, repo, id).await {
+        Err(e) if e.kind == ErrorKind::RangeInvalid => {
+            let offset = app.uploads.session(repo, id).map(|s| s.offset).unwrap_or(0);
+            Ok(Response::from(e)
+                .header("Location", location(repo, id))
+                .header("Range", range(offset))
+                .header("Docker-Upload-UUID", id.to_string()))
+        }
+        other => other,
+    }
+}
+
+async fn on_session(
+    app: &App,
+    req: &Request,
+    body: &mut Body<'_>,
+    repo: &RepoName,
+    id: UploadId,
+) -> Result<Response, OciError> {
+    match req.method {
+        Method::Get => {
+            let s = app.uploads.session(repo, id)?;
+            Ok(Response::new(204)
+                .header("Location", location(repo, id))
+                .header("Range", range(s.offset))
+                .header("Docker-Upload-UUID", id.to_string()))
+        }
+        Method::Patch => patch(app, req, body, repo, id).await,
+        Method::Put => {
+            let digest = query_digest(req, "digest")?.ok_or_else(|| {
+                OciError::new(ErrorKind::DigestInvalid).msg("digest query parameter is required")
+            })?;
+            if let Some(cr) = req.header("content-range") {
+                // A final chunk with a range must start where the upload stands.
+                let cr: ContentRange = cr.parse().map_err(|_| bad_range())?;
+                let s = app.uploads.session(repo, id)?;
+                if cr.start != s.offset {
+                    return Err(crate::store::range_error(s.offset));
+                }
+            }
+            app.uploads.complete(repo, id, &digest, body).await?;
+            Ok(created(repo, &digest))
+        }
+        Method::Delete => {
+            app.uploads.cancel(repo, id)?;
+            Ok(Response::new(204))
+        }
+        _ => super::method_not_allowed("GET, PATCH, PUT, DELETE"),
+    }
+}
+
+fn bad_range() -> OciError {
+    OciError::new(ErrorKind::RangeInvalid).msg("malformed Content-Range; expected <start>-<end>")
+}
+
+async fn patch(
+    app: &App,
+    req: &Request,
+    body: &mut Body<'_>,
+    repo: &RepoName,
+    id: UploadId,
+) -> Result<Response, OciError> {
+    let start = match req.header("content-range") {
+        None => None,
+        Some(cr) => {
+            let cr: ContentRange = cr.parse().map_err(|_| bad_range())?;
+            if let Some(len) = body.declared_len() {
+                if len != cr.len() {
+                    return Err(OciError::new(ErrorKind::SizeInvalid).msg(format!(
+                        "Content-Range covers {} bytes, Content-Length is {len}",
+                        cr.len()
+                    )));
+                }
+            }
+            Some(cr.start)
+        }
+    };
+    let offset = app.uploads.append(repo, id, start, body).await?;
+    Ok(accepted(app, repo, id, offset))
+}

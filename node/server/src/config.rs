@@ -1,0 +1,202 @@
+//! The node's configuration: one documented struct. Sources, later ones winning: built-in
+//! defaults, a TOML file (`--config`), `BERTH_*` environment variables (nested keys with `__`,
+//! e.g. `BERTH_AUTH__REALM`), then command-line flags. Unknown keys are rejected.
+
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which monoio driver runs the cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoDriver {
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+    /// io_uring only (fail to start without it).
+    Iouring,
+    /// epoll only.
+    Epoll,
+}
+
+/// Complete node configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the registry listens on.
+    pub listen: String,
+    /// Where blobs, uploads and the index live.
+    pub data_dir: PathBuf,
+    /// Number of cores (threads) serving requests; 0 means one per available CPU.
+    pub workers: usize,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// I/O driver selection.
+    pub io_driver: IoDriver,
+    /// Storage behaviour.
+    pub storage: StorageConfig,
+    /// Upload sessions.
+    pub uploads: UploadConfig,
+    /// Request limits and timeouts.
+    pub limits: LimitsConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+}
+
+/// Storage behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Allow `DELETE` of blobs and manifests (405 `UNSUPPORTED` otherwise).
+    pub delete_enabled: bool,
+    /// Sync the index WAL on every acknowledged write (power-loss safety). Without it an
+    /// acknowledged write still survives a process crash.
+    pub sync_index: bool,
+}
+
+/// Upload sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// An upload with no activity for this many seconds expires and its data is removed.
+    pub expire_after_secs: u64,
+    /// How often expired uploads are looked for, in seconds.
+    pub expiry_interval_secs: u64,
+    /// Smallest chunk we ask clients for (`OCI-Chunk-Min-Length`); 0 leaves it unset.
+    pub chunk_min_length: u64,
+    /// Most concurrent upload sessions in one repository (429 beyond).
+    pub max_sessions_per_repo: usize,
+}
+
+/// Request limits and timeouts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest manifest accepted (413 beyond).
+    pub max_manifest_bytes: u64,
+    /// Largest request head (431 beyond).
+    pub max_head_bytes: usize,
+    /// Idle keep-alive connections are closed after this many seconds.
+    pub idle_timeout_secs: u64,
+    /// A request head must arrive within this many seconds of its first byte.
+    pub head_timeout_secs: u64,
+    /// Longest pause while receiving a body or sending a response, in seconds.
+    pub io_timeout_secs: u64,
+}
+
+/// One user with a bcrypt password hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// User name.
+    pub name: String,
+    /// bcrypt hash (`htpasswd -B` format).
+    pub bcrypt: String,
+}
+
+/// Authentication. Off when neither `htpasswd` nor `users` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Path of an htpasswd file with bcrypt entries.
+    pub htpasswd: Option<PathBuf>,
+    /// Users given inline.
+    pub users: Vec<User>,
+    /// Realm in `WWW-Authenticate`.
+    pub realm: String,
+    /// Let anyone pull (GET/HEAD) without credentials; pushes still need them.
+    pub anonymous_pull: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:5000".into(),
+            data_dir: "./berth-data".into(),
+            workers: 0,
+            log_format: LogFormat::Text,
+            io_driver: IoDriver::Auto,
+            storage: StorageConfig::default(),
+            uploads: UploadConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            delete_enabled: true,
+            sync_index: true,
+        }
+    }
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            expire_after_secs: 3600,
+            expiry_interval_secs: 60,
+            chunk_min_length: 0,
+            max_sessions_per_repo: 1000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_head_bytes: 64 * 1024,
+            idle_timeout_secs: 75,
+            head_timeout_secs: 30,
+            io_timeout_secs: 60,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            htpasswd: None,
+            users: Vec::new(),
+            realm: "berth".into(),
+            anonymous_pull: false,
+        }
+    }
+}
+
+impl Config {
+    /// Load defaults, then the file (if any), then `BERTH_*` variables.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Config, Box<figment::Error>> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig = fig.merge(Env::prefixed("BERTH_").split("__"));
+        fig.extract().map_err(Box::new)
+    }
+
+    /// Number of serving cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}

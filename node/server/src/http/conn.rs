@@ -1,0 +1,232 @@
+//! One client connection: a read buffer, request-head parsing and response writing.
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+
+use super::request::{from_parsed, HeadError, Request};
+use super::response::{reason, Response, ResponseBody};
+use super::sendfile::send_file;
+
+/// Connection limits and timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request head (request line + headers) in bytes.
+    pub max_head_bytes: usize,
+    /// Most headers in one request.
+    pub max_headers: usize,
+    /// How long an idle keep-alive connection is kept open.
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a complete head once it started.
+    pub head_timeout: Duration,
+    /// Longest pause allowed while a body is being received.
+    pub body_timeout: Duration,
+    /// Longest pause allowed while a client is not reading our response.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+            idle_timeout: Duration::from_secs(75),
+            head_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why no request could be read.
+#[derive(Debug)]
+pub enum HeadFailure {
+    /// The head is malformed: answer 400 and close.
+    Malformed(&'static str),
+    /// The head exceeds the size or header-count limit: answer 431 and close.
+    TooLarge,
+    /// `Transfer-Encoding` we do not implement: answer 501 and close.
+    UnsupportedEncoding,
+    /// The socket failed or the client was too slow: close without answering.
+    Io(io::Error),
+}
+
+/// A client connection.
+pub struct Conn {
+    pub(crate) stream: TcpStream,
+    buf: Vec<u8>,
+    pos: usize,
+    pub(crate) limits: Limits,
+}
+
+impl Conn {
+    /// Wrap an accepted stream.
+    pub fn new(stream: TcpStream, limits: Limits) -> Conn {
+        let _ = stream.set_nodelay(true);
+        Conn {
+            stream,
+            buf: Vec::with_capacity(limits.max_head_bytes.max(16 * 1024)),
+            pos: 0,
+            limits,
+        }
+    }
+
+    pub(crate) fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.pos = 0;
+            self.buf.clear();
+        }
+    }
+
+    /// Read more bytes into the buffer; Ok(0) at end of stream.
+    pub(crate) async fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+        if self.pos > 0 && self.buf.len() == self.buf.capacity() {
+            self.buf.copy_within(self.pos.., 0);
+            self.buf.truncate(self.buf.len() - self.pos);
+            self.pos = 0;
+        }
+        if self.buf.len() == self.buf.capacity() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "read buffer full",
+            ));
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        let cap = buf.capacity();
+        let fut = self.stream.read(buf.slice_mut(len..cap));
+        match monoio::time::timeout(timeout, fut).await {
+            Ok((res, slice)) => {
+                self.buf = slice.into_inner();
+                res
+            }
+            Err(_) => {
+                // The read future was dropped with the buffer: io_uring cancellation returns
+                // it to the driver, not to us. Start over with a fresh buffer.
+                self.buf = Vec::with_capacity(cap);
+                self.pos = 0;
+                Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out"))
+            }
+        }
+    }
+
+    /// Read the next request head. `Ok(None)` when the client closed the connection (or went
+    /// idle past the idle timeout) between requests.
+    pub async fn read_head(&mut self) -> Result<Option<Request>, HeadFailure> {
+        loop {
+            // Tolerate stray CRLFs between pipelined requests (RFC 9112 2.2).
+            let skip = self
+                .buffered()
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
+            if skip > 0 {
+                self.consume(skip);
+            }
+            if !self.buffered().is_empty() {
+                let mut headers = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+                let mut parsed = httparse::Request::new(&mut headers);
+                match parsed.parse(self.buffered()) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let req = from_parsed(&parsed).map_err(|e| match e {
+                            HeadError::Bad(m) => HeadFailure::Malformed(m),
+                            HeadError::UnsupportedEncoding => HeadFailure::UnsupportedEncoding,
+                        })?;
+                        self.consume(n);
+                        return Ok(Some(req));
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if self.buffered().len() >= self.limits.max_head_bytes {
+                            return Err(HeadFailure::TooLarge);
+                        }
+                    }
+                    Err(httparse::Error::TooManyHeaders) => return Err(HeadFailure::TooLarge),
+                    Err(_) => return Err(HeadFailure::Malformed("malformed request head")),
+                }
+            }
+            let idle = self.buffered().is_empty();
+            let timeout = if idle {
+                self.limits.idle_timeout
+            } else {
+                self.limits.head_timeout
+            };
+            match self.fill(timeout).await {
+                Ok(0) if idle => return Ok(None),
+                Ok(0) => return Err(HeadFailure::Io(io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) if idle && e.kind() == io::ErrorKind::TimedOut => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(HeadFailure::TooLarge)
+                }
+                Err(e) => return Err(HeadFailure::Io(e)),
+            }
+        }
+    }
+
+    /// Write raw bytes (interim responses).
+    pub(crate) async fn write_all(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        match monoio::time::timeout(self.limits.write_timeout, self.stream.write_all(bytes)).await {
+            Ok((res, _)) => res.map(|_| ()),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+    }
+
+    /// Write a response. With `head_only` (HEAD requests) the body is described by
+    /// `Content-Length` but not sent. Returns the body bytes sent.
+    pub async fn write_response(
+        &mut self,
+        resp: Response,
+        head_only: bool,
+        keep_alive: bool,
+    ) -> io::Result<u64> {
+        let mut head = Vec::with_capacity(512);
+        let status = resp.status;
+        head.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", status, reason(status)).as_bytes());
+        let mut has_len = false;
+        for (n, v) in &resp.headers {
+            if n.eq_ignore_ascii_case("content-length") {
+                has_len = true;
+            }
+            head.extend_from_slice(n.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(v.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        if !has_len && status != 204 && status >= 200 {
+            head.extend_from_slice(format!("Content-Length: {}\r\n", resp.body_len()).as_bytes());
+        }
+        if !keep_alive {
+            head.extend_from_slice(b"Connection: close\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        if head_only || status == 204 {
+            self.write_all(head).await?;
+            return Ok(0);
+        }
+        match resp.body {
+            ResponseBody::Empty => {
+                self.write_all(head).await?;
+                Ok(0)
+            }
+            ResponseBody::Bytes(b) => {
+                let n = b.len() as u64;
+                head.extend_from_slice(&b);
+                self.write_all(head).await?;
+                Ok(n)
+            }
+            ResponseBody::File { file, offset, len } => {
+                self.write_all(head).await?;
+                send_file(&self.stream, &file, offset, len, self.limits.write_timeout).await
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Manifest validation: decide the media type, check the structure, and extract every
+//! reference (config, layers, child manifests, subject) the index must record.
+
+use std::collections::BTreeMap;
+
+use berth_types::{Digest, ErrorKind, ManifestKind, MediaType, OciError};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A validated manifest's references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedManifest {
+    /// Media type it is stored and served with.
+    pub media_type: MediaType,
+    /// Blobs that must exist in the repository (config, distributable layers).
+    pub blobs: Vec<Digest>,
+    /// Manifests that must exist in the repository (children of an index).
+    pub manifests: Vec<Digest>,
+    /// `subject`, when present (not required to exist).
+    pub subject: Option<Digest>,
+    /// `artifactType`, else the config media type of an image manifest.
+    pub artifact_type: Option<String>,
+    /// Annotations.
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    media_type: Option<String>,
+    digest: String,
+    size: i64,
+    #[serde(default)]
+    urls: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    schema_version: Option<i64>,
+    media_type: Option<String>,
+    artifact_type: Option<String>,
+    config: Option<RawDescriptor>,
+    layers: Option<Vec<RawDescriptor>>,
+    manifests: Option<Vec<RawDescriptor>>,
+    subject: Option<RawDescriptor>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+fn invalid(msg: impl Into<String>) -> OciError {
+    OciError::new(ErrorKind::ManifestInvalid).msg(msg)
+}
+
+fn descriptor_digest(d: &RawDescriptor, what: &str) -> Result<Digest, OciError> {
+    if d.size < 0 {
+        return Err(invalid(format!("{what}: negative size")));
+    }
+    d.digest
+        .parse()
+        .map_err(|e| invalid(format!("{what}: invalid digest {:?}: {e}", d.digest)))
+}
+
+fn non_distributable(d: &RawDescriptor) -> bool {
+    d.media_type
+        .as_deref()
+        .is_some_and(|m| m.contains("nondistributable") || m.contains("foreign"))
+        || d.urls.as_ref().is_some_and(|u| !u.is_empty())
+}
+
+/// Validate `bytes` pushed with `content_type` (the request's `Content-Type`, if any).
+pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, OciError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(invalid("manifest must be a JSON object"));
+    }
+    let raw: RawManifest = serde_json::from_value(value)
+        .map_err(|e| invalid(format!("manifest structure is invalid: {e}")))?;
+    if raw.schema_version != Some(2) {
+        return Err(invalid("schemaVersion must be 2"));
+    }
+    let header = content_type.and_then(MediaType::parse);
+    let body = match raw.media_type.as_deref() {
+        Some(m) => Some(
+            MediaType::parse(m)
+                .ok_or_else(|| invalid(format!("unsupported manifest media type {m:?}")))?,
+        ),
+        None => None,
+    };
+    let media_type = match (header, body) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(invalid(format!(
+                "Content-Type {} does not match mediaType {}",
+                h.as_str(),
+                b.as_str()
+            )))
+        }
+        (_, Some(b)) => b,
+        (Some(h), None) => h,
+        (None, None) => {
+            if raw.manifests.is_some() {
+                MediaType::OciIndex
+            } else if raw.config.is_some() {
+                MediaType::OciManifest
+            } else {
+                return Err(invalid("cannot determine the manifest media type"));
+            }
+        }
+    };
+    if let Some(ct) = content_type {
+        let base = ct.split(';').next().unwrap_or("").trim();
+        if header.is_none() && base.starts_with("application/vnd.") && !base.is_empty() {
+            return Err(invalid(format!("unsupported manifest media type {base:?}")));
+        }
+    }
+    let mut blobs = Vec::new();
+    let mut manifests = Vec::new();
+    let mut artifact_type = raw.artifact_type.clone();
+    match media_type.kind() {
+        ManifestKind::Image => {
+            if raw.manifests.is_some() {
+                return Err(invalid("an image manifest has no manifests list"));
+            }
+            let config = raw
+                .config
+                .as_ref()
+                .ok_or_else(|| invalid("image manifest without config"))?;
+            blobs.push(descriptor_digest(config, "config")?);
+            if artifact_type.is_none() {
+                artifact_type = config.media_type.clone();
+            }
+            let layers = raw
+                .layers
+                .as_ref()
+                .ok_or_else(|| invalid("image manifest without layers"))?;
+            for (i, l) in layers.iter().enumerate() {
+                let d = descriptor_digest(l, &format!("layers[{i}]"))?;
+                if !non_distributable(l) {
+                    blobs.push(d);
+                }
+            }
+        }
+        ManifestKind::Index => {
+            if raw.config.is_some() || raw.layers.is_some() {
+                return Err(invalid("an index has no config or layers"));
+            }
+            let list = raw
+                .manifests
+                .as_ref()
+                .ok_or_else(|| invalid("index without manifests"))?;
+            for (i, m) in list.iter().enumerate() {
+                manifests.push(descriptor_digest(m, &format!("manifests[{i}]"))?);
+            }
+        }
+    }
+    let subject = match &raw.subject {
+        Some(s) => Some(descriptor_digest(s, "subject")?),
+        None => None,
+    };
+    blobs.dedup();
+    Ok(ParsedManifest {
+        media_type,
+        blobs,
+        manifests,
+        subject,
+        artifact_type,
+        annotations: raw.annotations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn image_manifest() {
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D}","size":0}},
+            "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D}","size":0}},
+                      {{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar","digest":"sha256:{}","size":1}}]}}"#,
+            "a".repeat(64)
+        );
+        let p = parse(
+            m.as_bytes(),
+            Some("application/vnd.oci.image.manifest.v1+json"),
+        )
+        .unwrap();
+        assert_eq!(p.blobs.len(), 1);
+        assert_eq!(
+            p.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
+    }
+
+    #[test]
+    fn rejects() {
+        for (body, ct) in [
+            ("not json", None),
+            ("[]", None),
+            (r#"{"schemaVersion":1}"#, None),
+            (r#"{"schemaVersion":2}"#, None),
+            (
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v1+json"}"#,
+                None,
+            ),
+            (
+                r#"{"schemaVersion":2,"config":{"digest":"sha256:x","size":1},"layers":[]}"#,
+                None,
+            ),
+            (
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+                Some("application/vnd.oci.image.manifest.v1+json"),
+            ),
+        ] {
+            assert_eq!(
+                parse(body.as_bytes(), ct).unwrap_err().kind,
+                ErrorKind::ManifestInvalid,
+                "{body}"
+            );
+        }
+    }
+}

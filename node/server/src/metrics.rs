@@ -1,0 +1,111 @@
+//! Prometheus metrics, shared by all cores (atomic counters; no lock on the request path).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of a request metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Endpoint name (see `Endpoint::name`).
+    pub endpoint: &'static str,
+    /// HTTP method.
+    pub method: &'static str,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of a latency metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// Endpoint name.
+    pub endpoint: &'static str,
+}
+
+/// All node metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by endpoint, method, status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Latency by endpoint, seconds.
+    pub latency: Family<EndpointLabels, Histogram>,
+    /// Request body bytes received.
+    pub bytes_in: Counter,
+    /// Response body bytes sent.
+    pub bytes_out: Counter,
+    /// Open upload sessions (sampled at scrape).
+    pub upload_sessions: Gauge,
+    /// Committed blobs (sampled at scrape).
+    pub blobs: Gauge,
+    /// Open connections.
+    pub connections: Gauge,
+}
+
+impl Metrics {
+    /// Register everything.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("berth");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        let m = Metrics {
+            requests,
+            latency,
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            upload_sessions: Gauge::default(),
+            blobs: Gauge::default(),
+            connections: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by endpoint, method and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Request latency by endpoint",
+            m.latency.clone(),
+        );
+        registry.register(
+            "http_request_body_bytes",
+            "Request body bytes received",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "http_response_body_bytes",
+            "Response body bytes sent",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "upload_sessions",
+            "Open upload sessions",
+            m.upload_sessions.clone(),
+        );
+        registry.register("store_blobs", "Committed blobs (estimate)", m.blobs.clone());
+        registry.register(
+            "http_connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

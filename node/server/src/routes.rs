@@ -1,0 +1,153 @@
+//! Request paths parsed into a typed endpoint, once. Repository names contain `/`, so paths
+//! are matched from the right.
+
+use berth_types::{Digest, ErrorKind, OciError, Reference, RepoName};
+
+use crate::store::UploadId;
+
+/// Every resource the node serves.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// `/v2/`
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/tags/list`
+    Tags(RepoName),
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest(RepoName, Reference),
+    /// `/v2/<name>/blobs/<digest>`
+    Blob(RepoName, Digest),
+    /// `/v2/<name>/blobs/uploads/`
+    UploadStart(RepoName),
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload(RepoName, UploadId),
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers(RepoName, Digest),
+    /// `/healthz`
+    Health,
+    /// `/readyz`
+    Ready,
+    /// `/metrics`
+    Metrics,
+}
+
+impl Endpoint {
+    /// Stable name for logs and metric labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "base",
+            Endpoint::Catalog => "catalog",
+            Endpoint::Tags(..) => "tags",
+            Endpoint::Manifest(..) => "manifest",
+            Endpoint::Blob(..) => "blob",
+            Endpoint::UploadStart(..) => "upload_start",
+            Endpoint::Upload(..) => "upload",
+            Endpoint::Referrers(..) => "referrers",
+            Endpoint::Health => "healthz",
+            Endpoint::Ready => "readyz",
+            Endpoint::Metrics => "metrics",
+        }
+    }
+
+    /// Whether the endpoint is part of the registry API (`/v2/`), i.e. subject to auth.
+    pub fn is_registry_api(&self) -> bool {
+        !matches!(self, Endpoint::Health | Endpoint::Ready | Endpoint::Metrics)
+    }
+}
+
+fn name(s: &str) -> Result<RepoName, OciError> {
+    s.parse().map_err(|e| {
+        OciError::new(ErrorKind::NameInvalid).msg(format!("invalid repository name: {e}"))
+    })
+}
+
+fn digest(s: &str) -> Result<Digest, OciError> {
+    s.parse()
+        .map_err(|e| OciError::new(ErrorKind::DigestInvalid).msg(format!("invalid digest: {e}")))
+}
+
+/// Parse a request path.
+pub fn route(path: &str) -> Result<Endpoint, OciError> {
+    match path {
+        "/healthz" => return Ok(Endpoint::Health),
+        "/readyz" => return Ok(Endpoint::Ready),
+        "/metrics" => return Ok(Endpoint::Metrics),
+        "/v2" | "/v2/" => return Ok(Endpoint::Base),
+        "/v2/_catalog" => return Ok(Endpoint::Catalog),
+        _ => {}
+    }
+    let not_found = || OciError::new(ErrorKind::NotFound);
+    let rest = path.strip_prefix("/v2/").ok_or_else(not_found)?;
+    let mut parts = rest.rsplitn(3, '/');
+    let last = parts.next().ok_or_else(not_found)?;
+    let kind = parts.next().ok_or_else(not_found)?;
+    let repo = parts.next().ok_or_else(not_found)?;
+    match kind {
+        "manifests" => {
+            let r = last.parse().map_err(|e| {
+                OciError::new(ErrorKind::ManifestInvalid).msg(format!("invalid reference: {e}"))
+            })?;
+            Ok(Endpoint::Manifest(name(repo)?, r))
+        }
+        "blobs" if last == "uploads" => Ok(Endpoint::UploadStart(name(repo)?)),
+        "blobs" => Ok(Endpoint::Blob(name(repo)?, digest(last)?)),
+        "uploads" => {
+            let repo = repo.strip_suffix("/blobs").ok_or_else(not_found)?;
+            if last.is_empty() {
+                Ok(Endpoint::UploadStart(name(repo)?))
+            } else {
+                Ok(Endpoint::Upload(name(repo)?, last.parse()?))
+            }
+        }
+        "tags" if last == "list" => Ok(Endpoint::Tags(name(repo)?)),
+        "referrers" => Ok(Endpoint::Referrers(name(repo)?, digest(last)?)),
+        _ => Err(not_found()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert!(matches!(route("/v2/").unwrap(), Endpoint::Base));
+        assert!(
+            matches!(route("/v2/a/b/tags/list").unwrap(), Endpoint::Tags(r) if r.as_str() == "a/b")
+        );
+        assert!(
+            matches!(route("/v2/a/manifests/manifests/latest").unwrap(), Endpoint::Manifest(r, _) if r.as_str() == "a/manifests")
+        );
+        assert!(
+            matches!(route("/v2/x/blobs/uploads/").unwrap(), Endpoint::UploadStart(r) if r.as_str() == "x")
+        );
+        assert!(
+            matches!(route("/v2/x/blobs/uploads").unwrap(), Endpoint::UploadStart(r) if r.as_str() == "x")
+        );
+        assert!(
+            matches!(route("/v2/x/blobs/blobs/uploads/").unwrap(), Endpoint::UploadStart(r) if r.as_str() == "x/blobs")
+        );
+        let id = "0b0a4f0e-5a43-4c34-8e2e-0f4f0d8c7c11";
+        assert!(
+            matches!(route(&format!("/v2/x/y/blobs/uploads/{id}")).unwrap(), Endpoint::Upload(r, _) if r.as_str() == "x/y")
+        );
+        assert_eq!(
+            route("/v2/../blobs/uploads/").unwrap_err().kind,
+            ErrorKind::NameInvalid
+        );
+        assert_eq!(
+            route("/v2/x/blobs/sha256:zz").unwrap_err().kind,
+            ErrorKind::DigestInvalid
+        );
+        assert_eq!(
+            route("/v2/x/unknown/y").unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(route("/etc/passwd").unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(
+            route("/v2/%2e%2e/tags/list").unwrap_err().kind,
+            ErrorKind::NameInvalid
+        );
+    }
+}

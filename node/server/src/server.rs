@@ -1,0 +1,274 @@
+//! Thread-per-core serving: one monoio runtime per core, each with its own `SO_REUSEPORT`
+//! listener on the same address (the kernel spreads connections over the cores; no
+//! accept-and-hand-off, no cross-core queue). A connection lives on the core that accepted it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use berth_types::{ErrorKind, OciError};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+
+use crate::api;
+use crate::app::App;
+use crate::config::IoDriver;
+use crate::http::{Body, Conn, Limits, Method, Response};
+use crate::metrics::{EndpointLabels, RequestLabels};
+
+/// A running node.
+pub struct Node {
+    /// Address the node listens on (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// Shared state.
+    pub app: Arc<App>,
+    /// Which driver the cores run.
+    pub driver: &'static str,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Stop accepting, let in-flight requests finish (bounded by `grace`), flush the index.
+    pub fn shutdown(self, grace: Duration) {
+        self.app.shutting_down.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        while self.app.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+        if let Err(e) = self.app.index.flush() {
+            tracing::error!(error = %e, "index flush at shutdown failed");
+        }
+    }
+}
+
+fn limits(app: &App) -> Limits {
+    let l = &app.cfg.limits;
+    Limits {
+        max_head_bytes: l.max_head_bytes,
+        max_headers: 100,
+        idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+        head_timeout: Duration::from_secs(l.head_timeout_secs),
+        body_timeout: Duration::from_secs(l.io_timeout_secs),
+        write_timeout: Duration::from_secs(l.io_timeout_secs),
+    }
+}
+
+fn use_uring(choice: IoDriver) -> std::io::Result<bool> {
+    match choice {
+        IoDriver::Epoll => Ok(false),
+        IoDriver::Iouring if !monoio::utils::detect_uring() => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "io_uring is not available on this kernel",
+        )),
+        IoDriver::Iouring => Ok(true),
+        IoDriver::Auto => Ok(monoio::utils::detect_uring()),
+    }
+}
+
+/// Run `f` on a new monoio runtime of the chosen driver on this thread.
+fn run_core<F, Fut>(uring: bool, f: F) -> std::io::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if uring {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(1024)
+            .enable_timer()
+            .build()?
+            .block_on(f());
+    } else {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()?
+            .block_on(f());
+    }
+    Ok(())
+}
+
+/// Start serving on every core. Returns once all cores listen.
+pub fn start(app: App) -> std::io::Result<Node> {
+    let app = Arc::new(app);
+    let uring = use_uring(app.cfg.io_driver)?;
+    let driver = if uring { "io_uring" } else { "epoll" };
+    let workers = app.cfg.worker_count();
+    let mut addr: SocketAddr = app.cfg.listen.parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("listen address: {e}"),
+        )
+    })?;
+    // Startup housekeeping: remove stale upload files and expired sessions.
+    let removed = app.uploads.expire();
+    if removed > 0 {
+        tracing::info!(removed, "removed expired uploads at start");
+    }
+    let mut threads = Vec::with_capacity(workers);
+    for core in 0..workers {
+        let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
+        let app2 = app.clone();
+        let bind = addr;
+        let t = std::thread::Builder::new()
+            .name(format!("berth-core-{core}"))
+            .spawn(move || {
+                let res = run_core(uring, move || async move {
+                    let opts = ListenerOpts::new()
+                        .reuse_port(true)
+                        .reuse_addr(true)
+                        .backlog(4096);
+                    let listener = match TcpListener::bind_with_config(bind, &opts) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(listener.local_addr());
+                    if core == 0 {
+                        monoio::spawn(expiry_worker(app2.clone()));
+                    }
+                    accept_loop(app2, listener, core).await;
+                });
+                if let Err(e) = res {
+                    tracing::error!(core, error = %e, "core runtime failed");
+                }
+            })?;
+        match rx.recv() {
+            Ok(Ok(a)) => addr = a,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::Error::other("core failed to start")),
+        }
+        threads.push(t);
+    }
+    tracing::info!(%addr, workers, driver, data_dir = %app.cfg.data_dir.display(), "berth node listening");
+    Ok(Node {
+        addr,
+        app,
+        driver,
+        threads,
+    })
+}
+
+async fn accept_loop(app: Arc<App>, listener: TcpListener, core: usize) {
+    let limits = limits(&app);
+    while !app.shutting_down.load(Ordering::Relaxed) {
+        // Wake up periodically to notice shutdown; accepting is otherwise event-driven.
+        match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
+            Ok(Ok((stream, peer))) => {
+                monoio::spawn(serve(app.clone(), stream, peer, limits, core));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+async fn expiry_worker(app: Arc<App>) {
+    let every = Duration::from_secs(app.cfg.uploads.expiry_interval_secs.max(1));
+    loop {
+        monoio::time::sleep(every).await;
+        if app.shutting_down.load(Ordering::Relaxed) {
+            return;
+        }
+        let n = app.uploads.expire();
+        if n > 0 {
+            tracing::info!(removed = n, "expired uploads removed");
+        }
+    }
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limits, core: usize) {
+    app.metrics.connections.inc();
+    let mut conn = Conn::new(stream, limits);
+    loop {
+        let req = match conn.read_head().await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(crate::http::HeadFailure::Io(_)) => break,
+            Err(f) => {
+                let e = match f {
+                    crate::http::HeadFailure::TooLarge => OciError::new(ErrorKind::HeadersTooLarge),
+                    crate::http::HeadFailure::UnsupportedEncoding => {
+                        OciError::new(ErrorKind::BadRequest).msg("unsupported Transfer-Encoding")
+                    }
+                    crate::http::HeadFailure::Malformed(m) => {
+                        OciError::new(ErrorKind::BadRequest).msg(m)
+                    }
+                    crate::http::HeadFailure::Io(_) => unreachable!("handled above"),
+                };
+                tracing::info!(%peer, error = %e, "rejected request head");
+                let _ = conn.write_response(Response::from(e), false, false).await;
+                break;
+            }
+        };
+        app.in_flight.fetch_add(1, Ordering::SeqCst);
+        let started = Instant::now();
+        let id = format!(
+            "{:x}-{:x}",
+            core,
+            REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut body = Body::new(&mut conn, &req);
+        let (mut resp, endpoint) = api::handle(&app, &req, &mut body).await;
+        let mut keep = req.keep_alive && !app.shutting_down.load(Ordering::Relaxed);
+        if !body.is_complete() {
+            keep = keep && body.drain(1 << 20).await;
+        }
+        let received = body.received();
+        drop(body);
+        resp.headers.push(("X-Request-Id", id.clone()));
+        let status = resp.status;
+        let error = resp.error;
+        let sent = conn
+            .write_response(resp, req.method == Method::Head, keep)
+            .await;
+        let elapsed = started.elapsed();
+        let sent_bytes = *sent.as_ref().unwrap_or(&0);
+        app.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                method: req.method.as_str(),
+                status,
+            })
+            .inc();
+        app.metrics
+            .latency
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(elapsed.as_secs_f64());
+        app.metrics.bytes_in.inc_by(received);
+        app.metrics.bytes_out.inc_by(sent_bytes);
+        tracing::info!(
+            target: "berth::access",
+            id = %id,
+            %peer,
+            method = req.method.as_str(),
+            path = %req.path,
+            endpoint,
+            status,
+            error = error.unwrap_or(""),
+            bytes_in = received,
+            bytes_out = sent_bytes,
+            latency_us = elapsed.as_micros() as u64,
+            "request"
+        );
+        app.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Err(e) = sent {
+            tracing::debug!(%peer, error = %e, "response write failed");
+            break;
+        }
+        if !keep {
+            break;
+        }
+    }
+    app.metrics.connections.dec();
+}

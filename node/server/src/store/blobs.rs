@@ -1,0 +1,65 @@
+//! Blob files on local disk, content-addressed: `<root>/blobs/<alg>/<hh>/<hex>`.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use berth_types::Digest;
+
+/// The blob file store. Files only ever appear by an atomic rename of a fully written and
+/// synced temp file, followed by a sync of the directory.
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+impl BlobStore {
+    /// Open the store under `data_dir`, creating its directories.
+    pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
+        let root = data_dir.to_path_buf();
+        for d in ["blobs/sha256", "blobs/sha512", "uploads"] {
+            fs::create_dir_all(root.join(d))?;
+        }
+        Ok(BlobStore { root })
+    }
+
+    /// Final path of a blob. Safe by construction: the digest's hex is validated.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    /// Directory of in-progress uploads.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    /// Open a blob for reading.
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<File> {
+        File::open(self.path(digest))
+    }
+
+    /// Move a fully written, synced file into place as `digest` and make the rename durable.
+    pub fn publish(&self, tmp: &Path, digest: &Digest) -> io::Result<()> {
+        let dest = self.path(digest);
+        let shard = dest.parent().expect("blob path has a parent");
+        if !shard.exists() {
+            fs::create_dir_all(shard)?;
+            sync_dir(shard.parent().expect("shard has a parent"))?;
+        }
+        fs::rename(tmp, &dest)?;
+        sync_dir(shard)
+    }
+
+    /// Whether a blob file exists (fsck; the index is the authority for visibility).
+    pub fn exists(&self, digest: &Digest) -> bool {
+        self.path(digest).exists()
+    }
+}

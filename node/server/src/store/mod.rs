@@ -1,0 +1,11 @@
+//! Local storage: content-addressed blob files and upload sessions.
+//!
+//! Layering: handlers (`api`) call these stores; the stores call the index and the filesystem;
+//! neither calls back into `api`.
+
+mod blobs;
+mod uploads;
+
+pub use blobs::BlobStore;
+pub(crate) use uploads::{index_error, io_error, range_error};
+pub use uploads::{UploadId, Uploads};

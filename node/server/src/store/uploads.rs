@@ -1,0 +1,560 @@
+//! Upload sessions: streaming chunks to a per-upload file, hashing as bytes arrive, verifying
+//! and publishing on completion.
+//!
+//! The session record (repository, offset, algorithm, last activity) lives in the index, so an
+//! upload resumes after a restart. The running hash lives in memory as a cache: when it is
+//! missing (restart, or the session's last chunk was handled on another core's failed request)
+//! it is rebuilt by hashing the file's first `offset` bytes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use berth_index::{Index, UploadSession};
+use berth_types::{Algorithm, Digest, ErrorKind, Hasher, OciError, RepoName};
+
+use super::BlobStore;
+use crate::http::{Body, BodyError};
+
+/// Size of the buffers bodies are read into and files are written from.
+const IO_BUF: usize = 256 * 1024;
+
+/// An upload id: a UUID, only constructible by parsing or generating one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UploadId(uuid::Uuid);
+
+impl UploadId {
+    fn new() -> UploadId {
+        UploadId(uuid::Uuid::new_v4())
+    }
+}
+
+impl FromStr for UploadId {
+    type Err = OciError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::try_parse(s)
+            .map(UploadId)
+            .map_err(|_| OciError::new(ErrorKind::BlobUploadUnknown).msg("malformed upload id"))
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+enum Slot {
+    /// A request is reading into this upload right now.
+    Busy,
+    /// Running hash of the first `offset` bytes.
+    Idle { offset: u64, hasher: Hasher },
+}
+
+/// Upload sessions of all cores.
+pub struct Uploads {
+    index: Arc<Index>,
+    blobs: Arc<BlobStore>,
+    slots: Mutex<HashMap<UploadId, Slot>>,
+    expire_after_ms: u64,
+    max_per_repo: usize,
+}
+
+/// Exclusive use of one upload session while a request reads into it. Dropping it without
+/// [`Lease::release`] forgets the running hash (it will be rebuilt from the file).
+struct Lease<'a> {
+    uploads: &'a Uploads,
+    id: UploadId,
+    state: Option<(u64, Hasher)>,
+}
+
+impl Lease<'_> {
+    fn release(mut self, offset: u64, hasher: Hasher) {
+        self.state = Some((offset, hasher));
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut slots = self.uploads.slots.lock().unwrap_or_else(|p| p.into_inner());
+        match self.state.take() {
+            Some((offset, hasher)) => {
+                slots.insert(self.id, Slot::Idle { offset, hasher });
+            }
+            None => {
+                slots.remove(&self.id);
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Map an I/O error to the registry error a client sees.
+pub(crate) fn io_error(e: io::Error, what: &str) -> OciError {
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+        return OciError::new(ErrorKind::InsufficientStorage);
+    }
+    tracing::error!(error = %e, "{what}");
+    OciError::new(ErrorKind::Internal).msg(format!("{what}: storage error"))
+}
+
+pub(crate) fn index_error(e: berth_index::IndexError) -> OciError {
+    tracing::error!(error = %e, "index failure");
+    OciError::new(ErrorKind::Internal).msg("index failure")
+}
+
+fn body_error(e: BodyError) -> OciError {
+    match e {
+        BodyError::Io(e) => {
+            OciError::new(ErrorKind::BlobUploadInvalid).msg(format!("body read failed: {e}"))
+        }
+        BodyError::Malformed(m) => OciError::new(ErrorKind::BadRequest).msg(m),
+        BodyError::TooLarge(n) => {
+            OciError::new(ErrorKind::TooLarge).msg(format!("body larger than {n} bytes"))
+        }
+    }
+}
+
+/// Outcome of streaming a body into an upload file.
+struct Appended {
+    offset: u64,
+    hasher: Hasher,
+    error: Option<OciError>,
+}
+
+impl Uploads {
+    /// Create the session registry.
+    pub fn new(
+        index: Arc<Index>,
+        blobs: Arc<BlobStore>,
+        expire_after_secs: u64,
+        max_per_repo: usize,
+    ) -> Uploads {
+        Uploads {
+            index,
+            blobs,
+            slots: Mutex::new(HashMap::new()),
+            expire_after_ms: expire_after_secs.saturating_mul(1000),
+            max_per_repo,
+        }
+    }
+
+    fn path(&self, id: UploadId) -> std::path::PathBuf {
+        self.blobs.uploads_dir().join(id.to_string())
+    }
+
+    fn lease(&self, id: UploadId) -> Result<Lease<'_>, OciError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let state = match slots.insert(id, Slot::Busy) {
+            Some(Slot::Busy) => {
+                slots.insert(id, Slot::Busy);
+                return Err(OciError::new(ErrorKind::BlobUploadInvalid)
+                    .msg("another request is writing to this upload; retry after it completes"));
+            }
+            Some(Slot::Idle { offset, hasher }) => Some((offset, hasher)),
+            None => None,
+        };
+        Ok(Lease {
+            uploads: self,
+            id,
+            state,
+        })
+    }
+
+    /// Start a session in `repo`.
+    pub fn start(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+    ) -> Result<(UploadId, UploadSession), OciError> {
+        if self.max_per_repo > 0 {
+            let open = self
+                .index
+                .uploads()
+                .map_err(index_error)?
+                .iter()
+                .filter(|(_, s)| &s.repo == repo)
+                .count();
+            if open >= self.max_per_repo {
+                return Err(OciError::new(ErrorKind::TooManyRequests)
+                    .msg("too many open uploads in this repository"));
+            }
+        }
+        let id = UploadId::new();
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.path(id))
+            .map_err(|e| io_error(e, "create upload"))?;
+        let now = now_ms();
+        let session = UploadSession {
+            repo: repo.clone(),
+            offset: 0,
+            algorithm,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        self.index
+            .put_upload(&id.to_string(), &session)
+            .map_err(index_error)?;
+        Ok((id, session))
+    }
+
+    /// The live session `id` of `repo`, or `BLOB_UPLOAD_UNKNOWN`.
+    pub fn session(&self, repo: &RepoName, id: UploadId) -> Result<UploadSession, OciError> {
+        match self.index.upload(&id.to_string()).map_err(index_error)? {
+            Some(s)
+                if &s.repo == repo
+                    && now_ms().saturating_sub(s.updated_at_ms) <= self.expire_after_ms =>
+            {
+                Ok(s)
+            }
+            _ => Err(OciError::new(ErrorKind::BlobUploadUnknown)),
+        }
+    }
+
+    /// Rebuild the running hash of the first `offset` bytes of the upload file.
+    async fn rehash(
+        &self,
+        id: UploadId,
+        offset: u64,
+        algorithm: Algorithm,
+    ) -> Result<Hasher, OciError> {
+        let file = monoio::fs::File::open(self.path(id))
+            .await
+            .map_err(|e| io_error(e, "open upload"))?;
+        let mut hasher = algorithm.hasher();
+        let mut pos = 0u64;
+        let mut buf = Vec::with_capacity(IO_BUF);
+        while pos < offset {
+            let want = (offset - pos).min(IO_BUF as u64) as usize;
+            buf.clear();
+            let (r, b) = file.read_at(buf, pos).await;
+            buf = b;
+            let n = r.map_err(|e| io_error(e, "read upload"))?;
+            if n == 0 {
+                return Err(OciError::new(ErrorKind::BlobUploadInvalid)
+                    .msg("upload data is shorter than its recorded offset"));
+            }
+            let n = n.min(want);
+            hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
+        Ok(hasher)
+    }
+
+    async fn hasher_at(
+        &self,
+        lease: &mut Lease<'_>,
+        s: &UploadSession,
+    ) -> Result<Hasher, OciError> {
+        match lease.state.take() {
+            Some((off, h)) if off == s.offset && h.algorithm() == s.algorithm => Ok(h),
+            _ => self.rehash(lease.id, s.offset, s.algorithm).await,
+        }
+    }
+
+    /// Stream `body` into the upload file at `offset`.
+    async fn append_body(
+        &self,
+        id: UploadId,
+        mut offset: u64,
+        mut hasher: Hasher,
+        body: &mut Body<'_>,
+    ) -> Appended {
+        let file = match OpenOptions::new().write(true).open(self.path(id)) {
+            Ok(f) => f,
+            Err(e) => {
+                return Appended {
+                    offset,
+                    hasher,
+                    error: Some(io_error(e, "open upload")),
+                }
+            }
+        };
+        let file = match monoio::fs::File::from_std(file) {
+            Ok(f) => f,
+            Err(e) => {
+                return Appended {
+                    offset,
+                    hasher,
+                    error: Some(io_error(e, "open upload")),
+                }
+            }
+        };
+        let mut buf = Vec::with_capacity(IO_BUF);
+        loop {
+            let (r, b) = body.read(buf).await;
+            buf = b;
+            let n = match r {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    return Appended {
+                        offset,
+                        hasher,
+                        error: Some(body_error(e)),
+                    }
+                }
+            };
+            let (w, b) = file.write_all_at(buf, offset).await;
+            buf = b;
+            if let Err(e) = w {
+                return Appended {
+                    offset,
+                    hasher,
+                    error: Some(io_error(e, "write upload")),
+                };
+            }
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+        Appended {
+            offset,
+            hasher,
+            error: None,
+        }
+    }
+
+    /// Append a chunk (PATCH). `start` is the chunk's first offset from `Content-Range`, which
+    /// must equal the session's offset. Returns the new offset.
+    pub async fn append(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        start: Option<u64>,
+        body: &mut Body<'_>,
+    ) -> Result<u64, OciError> {
+        let mut lease = self.lease(id)?;
+        let mut s = self.session(repo, id)?;
+        if let Some(start) = start {
+            if start != s.offset {
+                lease.release_unchanged();
+                return Err(range_error(s.offset));
+            }
+        }
+        let hasher = self.hasher_at(&mut lease, &s).await?;
+        let out = self.append_body(id, s.offset, hasher, body).await;
+        s.offset = out.offset;
+        s.updated_at_ms = now_ms();
+        // Record progress even when the body broke off: what arrived is kept and resumable.
+        self.index
+            .put_upload(&id.to_string(), &s)
+            .map_err(index_error)?;
+        lease.release(out.offset, out.hasher);
+        match out.error {
+            Some(e) => Err(e),
+            None => Ok(out.offset),
+        }
+    }
+
+    /// Complete an upload (PUT ?digest=), with an optional final chunk in `body`. On success
+    /// the blob is verified, durable and linked into `repo`; on a digest mismatch the upload is
+    /// discarded.
+    pub async fn complete(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        digest: &Digest,
+        body: &mut Body<'_>,
+    ) -> Result<u64, OciError> {
+        let mut lease = self.lease(id)?;
+        let mut s = self.session(repo, id)?;
+        let mut hasher = self.hasher_at(&mut lease, &s).await?;
+        if body.declared_len() != Some(0) {
+            let out = self.append_body(id, s.offset, hasher, body).await;
+            s.offset = out.offset;
+            s.updated_at_ms = now_ms();
+            if let Some(e) = out.error {
+                self.index
+                    .put_upload(&id.to_string(), &s)
+                    .map_err(index_error)?;
+                lease.release(out.offset, out.hasher);
+                return Err(e);
+            }
+            hasher = out.hasher;
+        }
+        let computed = if hasher.algorithm() == digest.algorithm() {
+            hasher.finish()
+        } else {
+            self.rehash(id, s.offset, digest.algorithm())
+                .await?
+                .finish()
+        };
+        if &computed != digest {
+            self.discard(id);
+            lease.forget();
+            return Err(OciError::new(ErrorKind::DigestInvalid).msg(format!(
+                "content digest is {computed}, not {digest}; the upload was discarded"
+            )));
+        }
+        self.publish(repo, id, digest, s.offset).await?;
+        lease.forget();
+        Ok(s.offset)
+    }
+
+    /// Make a verified upload file durable, move it into place, and commit it to the index.
+    async fn publish(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), OciError> {
+        let path = self.path(id);
+        let exists = self.index.blob(digest).map_err(index_error)?.is_some();
+        if exists {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_error(e, "open upload"))?;
+            // Drop anything past the verified length (left by an earlier broken chunk).
+            f.set_len(size)
+                .map_err(|e| io_error(e, "truncate upload"))?;
+            let f = monoio::fs::File::from_std(f).map_err(|e| io_error(e, "open upload"))?;
+            f.sync_all().await.map_err(|e| io_error(e, "sync upload"))?;
+            drop(f);
+            self.blobs
+                .publish(&path, digest)
+                .map_err(|e| io_error(e, "publish blob"))?;
+        }
+        self.index
+            .commit_blob(repo, digest, size, Some(&id.to_string()))
+            .map_err(index_error)
+    }
+
+    /// A whole blob in one request (POST ?digest=): no session is recorded; a crash leaves only
+    /// a temp file that startup removes.
+    pub async fn monolithic(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: &mut Body<'_>,
+    ) -> Result<u64, OciError> {
+        let id = UploadId::new();
+        let path = self.path(id);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_error(e, "create upload"))?;
+        let out = self
+            .append_body(id, 0, digest.algorithm().hasher(), body)
+            .await;
+        if let Some(e) = out.error {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let computed = out.hasher.finish();
+        if &computed != digest {
+            let _ = std::fs::remove_file(&path);
+            return Err(OciError::new(ErrorKind::DigestInvalid)
+                .msg(format!("content digest is {computed}, not {digest}")));
+        }
+        let r = self.publish(repo, id, digest, out.offset).await;
+        if r.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        r.map(|_| out.offset)
+    }
+
+    /// Cancel a session (DELETE) and remove its data.
+    pub fn cancel(&self, repo: &RepoName, id: UploadId) -> Result<(), OciError> {
+        let lease = self.lease(id)?;
+        self.session(repo, id)?;
+        self.discard(id);
+        lease.forget();
+        Ok(())
+    }
+
+    fn discard(&self, id: UploadId) {
+        let _ = std::fs::remove_file(self.path(id));
+        if let Err(e) = self.index.delete_upload(&id.to_string()) {
+            tracing::error!(error = %e, upload = %id, "could not delete upload session");
+        }
+    }
+
+    /// Remove sessions idle past the expiry time, and upload files with no session (left by a
+    /// crash during a monolithic upload). Returns how many were removed.
+    pub fn expire(&self) -> usize {
+        let now = now_ms();
+        let mut removed = 0;
+        let sessions = match self.index.uploads() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "upload expiry: cannot list sessions");
+                return 0;
+            }
+        };
+        let mut live = std::collections::HashSet::new();
+        for (id, s) in sessions {
+            let Ok(uid) = id.parse::<UploadId>() else {
+                continue;
+            };
+            if now.saturating_sub(s.updated_at_ms) > self.expire_after_ms {
+                if let Ok(lease) = self.lease(uid) {
+                    self.discard(uid);
+                    lease.forget();
+                    removed += 1;
+                    tracing::info!(upload = %uid, repo = %s.repo, bytes = s.offset, "upload expired");
+                    continue;
+                }
+            }
+            live.insert(id);
+        }
+        if let Ok(dir) = std::fs::read_dir(self.blobs.uploads_dir()) {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let busy = name.parse::<UploadId>().ok().is_some_and(|u| {
+                    self.slots
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains_key(&u)
+                });
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age.as_millis() as u64 > self.expire_after_ms);
+                if !live.contains(&name) && !busy && old {
+                    let _ = std::fs::remove_file(entry.path());
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Number of open sessions.
+    pub fn open_sessions(&self) -> usize {
+        self.index.uploads().map(|u| u.len()).unwrap_or(0)
+    }
+}
+
+impl Lease<'_> {
+    /// Keep whatever hash state was there before this lease.
+    fn release_unchanged(&mut self) {}
+    /// End the lease and drop the session's hash state (the session is gone).
+    fn forget(mut self) {
+        self.state = None;
+    }
+}
+
+/// The 416 answer for a chunk that does not start at the session's offset.
+pub(crate) fn range_error(offset: u64) -> OciError {
+    OciError::new(ErrorKind::RangeInvalid)
+        .msg(format!("chunk must start at offset {offset}"))
+        .detail(serde_json::json!({ "offset": offset }))
+}
