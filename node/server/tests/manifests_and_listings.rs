@@ -79,7 +79,7 @@ fn manifest_validation_errors() {
     let big = vec![b' '; 2048];
     let r = small.req("PUT", "/v2/v/manifests/t", &[("Content-Type", OCI_MANIFEST)], Some(&big));
     assert_eq!(r.status, 413);
-    let r = n.req("PUT", "/v2/v/manifests/%2e%2e", &[("Content-Type", OCI_MANIFEST)], Some(m.as_bytes()));
+    let r = n.req("PUT", "/v2/v/manifests/-bad-tag", &[("Content-Type", OCI_MANIFEST)], Some(m.as_bytes()));
     assert_eq!(r.status, 400);
 }
 
