@@ -1,0 +1,373 @@
+//! Process-level harness: the real `berth` binary, real clients, all on 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+/// The berth binary built alongside the tests (`cargo test --workspace` builds it).
+pub fn berth_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("berth");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --bin berth` (the README test command does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// Whether a client program is available. Under CI (`CI` set) a missing client fails the
+/// test instead of skipping it, so a broken install step cannot pass silently.
+pub fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("{tool} is required under CI (install it in .ci/run)");
+        }
+        eprintln!("SKIP: {tool} not installed");
+    }
+    ok
+}
+
+/// Run a command, assert success, return stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Berth {
+    pub port: u16,
+    pub addr: String,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    extra: Vec<(String, String)>,
+    pub log: PathBuf,
+}
+
+impl Berth {
+    /// Start the binary on a free port with its data in `dir` and extra environment.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Berth {
+        let port = free_port();
+        let mut b = Berth {
+            port,
+            addr: format!("127.0.0.1:{port}"),
+            dir: dir.to_path_buf(),
+            child: None,
+            extra: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            log: dir.with_extension("log"),
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(&self.addr)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--workers")
+            .arg("2")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.extra {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn berth"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = ureq::get(&format!("http://{}/healthz", self.addr)).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "berth exited at start ({st}): {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "berth did not become healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        // SAFETY: sending a signal to our own child process by its pid.
+        unsafe { libc_kill(c.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A response with any status.
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+    let mut r = ureq::request(method, url);
+    for (k, v) in headers {
+        r = r.set(k, v);
+    }
+    let res = match body {
+        Some(b) => r.send_bytes(b),
+        None => r.call(),
+    };
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_owned()))
+        .collect();
+    let mut body = Vec::new();
+    resp.into_reader().read_to_end(&mut body).unwrap();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Build an OCI image layout in `dir` with `layers` uncompressed tar layers made from files;
+/// returns the layer blobs' bytes (what a registry must store exactly).
+pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, layer_size: usize) -> Vec<Vec<u8>> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mut layer_bytes = Vec::new();
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for i in 0..layers {
+        let root = dir.join(format!("rootfs{i}"));
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        let content: Vec<u8> = (0..layer_size)
+            .map(|j| ((j * 31 + i * 7) % 251) as u8)
+            .collect();
+        std::fs::write(root.join(format!("data/file{i}")), &content).unwrap();
+        let tar = dir.join(format!("layer{i}.tar"));
+        run(Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&root)
+            .arg("."));
+        let bytes = std::fs::read(&tar).unwrap();
+        let d = sha256(&bytes);
+        std::fs::write(blobs.join(&d[7..]), &bytes).unwrap();
+        descs.push(serde_json::json!({"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":d,"size":bytes.len()}));
+        diff_ids.push(d);
+        layer_bytes.push(bytes);
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture":"amd64","os":"linux","config":{},
+        "rootfs":{"type":"layers","diff_ids":diff_ids}
+    }))
+    .unwrap();
+    let cd = sha256(&config);
+    std::fs::write(blobs.join(&cd[7..]), &config).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cd,"size":config.len()},
+        "layers":descs
+    }))
+    .unwrap();
+    let md = sha256(&manifest);
+    std::fs::write(blobs.join(&md[7..]), &manifest).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion":2,
+            "manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":md,"size":manifest.len(),
+                          "annotations":{"org.opencontainers.image.ref.name":tag}}]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    layer_bytes
+}
+
+/// A private Docker daemon (own data, exec root and socket), stopped on drop.
+pub struct Dockerd {
+    pub host: String,
+    pub config_dir: PathBuf,
+    child: Child,
+}
+
+impl Dockerd {
+    pub fn start(dir: &Path, insecure: &str) -> Dockerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let sock = dir.join("docker.sock");
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--insecure-registry",
+                insecure,
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let host = format!("unix://{}", sock.display());
+        let config_dir = dir.join("config");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        let d = Dockerd {
+            host,
+            config_dir,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !d.docker(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start: {}",
+                std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    pub fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", &self.host)
+            .env("DOCKER_CONFIG", &self.config_dir)
+            .output()
+            .unwrap()
+    }
+
+    /// Run docker, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
