@@ -24,6 +24,17 @@ enum Command {
     /// ./berth-data. Settings come from defaults, then --config FILE (TOML), then BERTH_*
     /// environment variables (BERTH_AUTH__REALM for nested keys), then these flags.
     Serve(ServeArgs),
+    /// Print a bcrypt hash of a password for the htpasswd file or `[[auth.users]]`.
+    ///
+    /// The password is read from BERTH_PASSWORD or, if unset, from the first line of stdin.
+    HashPassword {
+        /// Print an htpasswd line `USER:HASH` instead of the bare hash.
+        #[arg(long)]
+        user: Option<String>,
+        /// bcrypt cost (4-31); 10 takes ~0.1 s per check and is cached after the first.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
+    },
 }
 
 #[derive(clap::Args)]
@@ -113,5 +124,21 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => serve(a),
+        Command::HashPassword { user, cost } => {
+            let password = match std::env::var("BERTH_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let hash = bcrypt::hash(password, cost)?;
+            match user {
+                Some(u) => println!("{u}:{hash}"),
+                None => println!("{hash}"),
+            }
+            Ok(())
+        }
     }
 }

@@ -227,7 +227,7 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
     }
 }
 
-/// Build an OCI image layout in `dir` with `layers` uncompressed tar layers made from files;
+/// Build an OCI image layout in `dir` with `layers` gzip tar layers made from files;
 /// returns the layer blobs' bytes (what a registry must store exactly).
 pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, layer_size: usize) -> Vec<Vec<u8>> {
     let blobs = dir.join("blobs/sha256");
@@ -242,9 +242,9 @@ pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, layer_size: usize) 
             .map(|j| ((j * 31 + i * 7) % 251) as u8)
             .collect();
         std::fs::write(root.join(format!("data/file{i}")), &content).unwrap();
-        let tar = dir.join(format!("layer{i}.tar"));
+        let tar = dir.join(format!("layer{i}.tar.gz"));
         run(Command::new("tar")
-            .arg("-cf")
+            .arg("-czf")
             .arg(&tar)
             .arg("-C")
             .arg(&root)
@@ -252,8 +252,11 @@ pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, layer_size: usize) 
         let bytes = std::fs::read(&tar).unwrap();
         let d = sha256(&bytes);
         std::fs::write(blobs.join(&d[7..]), &bytes).unwrap();
-        descs.push(serde_json::json!({"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":d,"size":bytes.len()}));
-        diff_ids.push(d);
+        descs.push(serde_json::json!({"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":d,"size":bytes.len()}));
+        let raw = run(Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -dc {} | sha256sum", tar.display())));
+        diff_ids.push(format!("sha256:{}", &raw[..64]));
         layer_bytes.push(bytes);
     }
     let config = serde_json::to_vec(&serde_json::json!({
