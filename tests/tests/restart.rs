@@ -17,12 +17,7 @@ fn kill9_mid_upload_then_resume_and_pull() {
     assert_eq!(r.status, 202);
     let loc = r.header("Location").unwrap().to_owned();
     let first = 1024 * 1024;
-    let r = http(
-        "PATCH",
-        &b.url(&loc),
-        &[("Content-Range", &format!("0-{}", first - 1))],
-        Some(&data[..first]),
-    );
+    let r = http("PATCH", &b.url(&loc), &[("Content-Range", &format!("0-{}", first - 1))], Some(&data[..first]));
     assert_eq!(r.status, 202);
     // A second chunk that is cut off by the crash half-way.
     let mut s = TcpStream::connect(&b.addr).unwrap();
@@ -42,10 +37,7 @@ fn kill9_mid_upload_then_resume_and_pull() {
     let range = st.header("Range").unwrap().to_owned();
     let end: usize = range.split('-').nth(1).unwrap().parse().unwrap();
     let resume = end + 1;
-    assert!(
-        resume >= first && resume <= first + 300_000,
-        "resume offset {resume}"
-    );
+    assert!(resume >= first && resume <= first + 300_000, "resume offset {resume}");
     let r = http(
         "PATCH",
         &b.url(&loc),
@@ -56,12 +48,7 @@ fn kill9_mid_upload_then_resume_and_pull() {
     let d = sha256(&data);
     let r = http("PUT", &b.url(&format!("{loc}?digest={d}")), &[], None);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let got = http(
-        "GET",
-        &b.url(&format!("/v2/resume/me/blobs/{d}")),
-        &[],
-        None,
-    );
+    let got = http("GET", &b.url(&format!("/v2/resume/me/blobs/{d}")), &[], None);
     assert_eq!(got.body, data);
 }
 
@@ -73,24 +60,10 @@ fn acknowledged_writes_survive_kill9() {
     for i in 0..20 {
         let layer = format!("layer {i} ").repeat(1000).into_bytes();
         let ld = sha256(&layer);
-        assert_eq!(
-            http(
-                "POST",
-                &b.url(&format!("/v2/k/blobs/uploads/?digest={ld}")),
-                &[],
-                Some(&layer)
-            )
-            .status,
-            201
-        );
+        assert_eq!(http("POST", &b.url(&format!("/v2/k/blobs/uploads/?digest={ld}")), &[], Some(&layer)).status, 201);
         let cfg = b"{}".to_vec();
         let cd = sha256(&cfg);
-        http(
-            "POST",
-            &b.url(&format!("/v2/k/blobs/uploads/?digest={cd}")),
-            &[],
-            Some(&cfg),
-        );
+        http("POST", &b.url(&format!("/v2/k/blobs/uploads/?digest={cd}")), &[], Some(&cfg));
         let m = serde_json::to_vec(&serde_json::json!({
             "schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
             "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cd,"size":2},
@@ -123,22 +96,10 @@ fn sigterm_shuts_down_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let mut b = Berth::start(&tmp.path().join("data"), &[]);
     let d = sha256(b"x");
-    assert_eq!(
-        http(
-            "POST",
-            &b.url(&format!("/v2/t/blobs/uploads/?digest={d}")),
-            &[],
-            Some(b"x")
-        )
-        .status,
-        201
-    );
+    assert_eq!(http("POST", &b.url(&format!("/v2/t/blobs/uploads/?digest={d}")), &[], Some(b"x")).status, 201);
     assert_eq!(b.terminate(), Some(0));
     let log = std::fs::read_to_string(&b.log).unwrap();
     assert!(log.contains("stopped"), "{log}");
     b.restart();
-    assert_eq!(
-        http("GET", &b.url(&format!("/v2/t/blobs/{d}")), &[], None).body,
-        b"x"
-    );
+    assert_eq!(http("GET", &b.url(&format!("/v2/t/blobs/{d}")), &[], None).body, b"x");
 }

@@ -10,10 +10,7 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(b: &[u8], cf: &'static str) -> Result<T> {
-    serde_json::from_slice(b).map_err(|e| IndexError::Corrupt {
-        cf,
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(b).map_err(|e| IndexError::Corrupt { cf, reason: e.to_string() })
 }
 
 pub(crate) fn encode_manifest(rec: &ManifestRecord, bytes: &[u8]) -> Vec<u8> {
@@ -26,16 +23,8 @@ pub(crate) fn encode_manifest(rec: &ManifestRecord, bytes: &[u8]) -> Vec<u8> {
 }
 
 pub(crate) fn decode_manifest(v: &[u8]) -> Result<(ManifestRecord, Vec<u8>)> {
-    let corrupt = || IndexError::Corrupt {
-        cf: "manifests",
-        reason: "short record".into(),
-    };
-    let len = u32::from_be_bytes(
-        v.get(..4)
-            .ok_or_else(corrupt)?
-            .try_into()
-            .map_err(|_| corrupt())?,
-    ) as usize;
+    let corrupt = || IndexError::Corrupt { cf: "manifests", reason: "short record".into() };
+    let len = u32::from_be_bytes(v.get(..4).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?) as usize;
     let head = v.get(4..4 + len).ok_or_else(corrupt)?;
     let rec = decode(head, "manifests")?;
     Ok((rec, v[4 + len..].to_vec()))

@@ -28,13 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use berth_types::{Digest, RepoName, Tag};
-use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
-pub use model::{
-    BlobMeta, Change, ChangeRecord, Descriptor, ManifestRecord, TierState, UploadSession,
-};
+pub use model::{BlobMeta, Change, ChangeRecord, Descriptor, ManifestRecord, TierState, UploadSession};
 
 const CF_BLOBS: &str = "blobs";
 const CF_REPO_BLOBS: &str = "repo_blobs";
@@ -45,17 +41,8 @@ const CF_UPLOADS: &str = "uploads";
 const CF_REPOS: &str = "repos";
 const CF_ACCESS: &str = "access";
 const CF_FEED: &str = "feed";
-const ALL_CFS: [&str; 9] = [
-    CF_BLOBS,
-    CF_REPO_BLOBS,
-    CF_MANIFESTS,
-    CF_TAGS,
-    CF_REFERRERS,
-    CF_UPLOADS,
-    CF_REPOS,
-    CF_ACCESS,
-    CF_FEED,
-];
+const ALL_CFS: [&str; 9] =
+    [CF_BLOBS, CF_REPO_BLOBS, CF_MANIFESTS, CF_TAGS, CF_REFERRERS, CF_UPLOADS, CF_REPOS, CF_ACCESS, CF_FEED];
 
 /// Index failures. All of them are server-side: a client mistake never produces one.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +88,7 @@ pub struct Index {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn key2(a: &str, b: &str) -> Vec<u8> {
@@ -130,9 +114,7 @@ impl Index {
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
         opts.set_max_background_jobs(2);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let cfs = ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let last = {
             let cf = db.cf_handle(CF_FEED).expect("feed cf");
@@ -143,19 +125,12 @@ impl Index {
                 None => 0,
             }
         };
-        Ok(Index {
-            db,
-            next_seq: AtomicU64::new(last + 1),
-            write_lock: Mutex::new(()),
-            sync,
-        })
+        Ok(Index { db, next_seq: AtomicU64::new(last + 1), write_lock: Mutex::new(()), sync })
     }
 
     fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
         // All families are created at open; absence is a programming error.
-        self.db
-            .cf_handle(name)
-            .expect("column family created at open")
+        self.db.cf_handle(name).expect("column family created at open")
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
@@ -174,11 +149,7 @@ impl Index {
         let at = now_ms();
         for change in changes {
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-            let rec = ChangeRecord {
-                seq,
-                at_ms: at,
-                change,
-            };
+            let rec = ChangeRecord { seq, at_ms: at, change };
             batch.put_cf(self.cf(CF_FEED), seq.to_be_bytes(), codec::encode(&rec));
         }
     }
@@ -187,10 +158,7 @@ impl Index {
     fn bump_repo(&self, batch: &mut WriteBatch, repo: &RepoName, delta: i64) -> Result<()> {
         let cf = self.cf(CF_REPOS);
         let cur = match self.db.get_cf(cf, repo.as_str())? {
-            Some(v) => codec::u64_from(&v).ok_or(IndexError::Corrupt {
-                cf: CF_REPOS,
-                reason: "count".into(),
-            })?,
+            Some(v) => codec::u64_from(&v).ok_or(IndexError::Corrupt { cf: CF_REPOS, reason: "count".into() })?,
             None => 0,
         };
         let next = (cur as i64 + delta).max(0) as u64;
@@ -206,10 +174,7 @@ impl Index {
 
     /// Metadata of a committed blob, wherever it is linked.
     pub fn blob(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_BLOBS), digest.to_string())?
-        {
+        match self.db.get_pinned_cf(self.cf(CF_BLOBS), digest.to_string())? {
             Some(v) => codec::decode(&v, CF_BLOBS).map(Some),
             None => Ok(None),
         }
@@ -217,39 +182,20 @@ impl Index {
 
     /// Whether `repo` may read `digest`.
     pub fn repo_has_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        Ok(self
-            .db
-            .get_pinned_cf(
-                self.cf(CF_REPO_BLOBS),
-                key2(repo.as_str(), &digest.to_string()),
-            )?
-            .is_some())
+        Ok(self.db.get_pinned_cf(self.cf(CF_REPO_BLOBS), key2(repo.as_str(), &digest.to_string()))?.is_some())
     }
 
     /// Record a verified, durable blob and link it into `repo`, removing the upload session
     /// `upload` if given. Idempotent: committing a blob that exists only adds the link.
-    pub fn commit_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        size: u64,
-        upload: Option<&str>,
-    ) -> Result<()> {
+    pub fn commit_blob(&self, repo: &RepoName, digest: &Digest, size: u64, upload: Option<&str>) -> Result<()> {
         let _g = self.lock();
         let mut batch = WriteBatch::default();
         let mut changes = Vec::new();
         let dkey = digest.to_string();
         if self.db.get_pinned_cf(self.cf(CF_BLOBS), &dkey)?.is_none() {
-            let meta = BlobMeta {
-                size,
-                created_at_ms: now_ms(),
-                tier: TierState::Local,
-            };
+            let meta = BlobMeta { size, created_at_ms: now_ms(), tier: TierState::Local };
             batch.put_cf(self.cf(CF_BLOBS), &dkey, codec::encode(&meta));
-            changes.push(Change::BlobCommitted {
-                digest: digest.clone(),
-                size,
-            });
+            changes.push(Change::BlobCommitted { digest: digest.clone(), size });
         }
         self.link_in(&mut batch, &mut changes, repo, digest)?;
         if let Some(id) = upload {
@@ -267,17 +213,10 @@ impl Index {
         digest: &Digest,
     ) -> Result<()> {
         let lkey = key2(repo.as_str(), &digest.to_string());
-        if self
-            .db
-            .get_pinned_cf(self.cf(CF_REPO_BLOBS), &lkey)?
-            .is_none()
-        {
+        if self.db.get_pinned_cf(self.cf(CF_REPO_BLOBS), &lkey)?.is_none() {
             batch.put_cf(self.cf(CF_REPO_BLOBS), &lkey, []);
             self.bump_repo(batch, repo, 1)?;
-            changes.push(Change::BlobLinked {
-                repo: repo.clone(),
-                digest: digest.clone(),
-            });
+            changes.push(Change::BlobLinked { repo: repo.clone(), digest: digest.clone() });
         }
         Ok(())
     }
@@ -286,11 +225,7 @@ impl Index {
     /// is not in the store.
     pub fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let _g = self.lock();
-        if self
-            .db
-            .get_pinned_cf(self.cf(CF_BLOBS), digest.to_string())?
-            .is_none()
-        {
+        if self.db.get_pinned_cf(self.cf(CF_BLOBS), digest.to_string())?.is_none() {
             return Ok(false);
         }
         let mut batch = WriteBatch::default();
@@ -306,23 +241,13 @@ impl Index {
     pub fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let _g = self.lock();
         let lkey = key2(repo.as_str(), &digest.to_string());
-        if self
-            .db
-            .get_pinned_cf(self.cf(CF_REPO_BLOBS), &lkey)?
-            .is_none()
-        {
+        if self.db.get_pinned_cf(self.cf(CF_REPO_BLOBS), &lkey)?.is_none() {
             return Ok(false);
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_REPO_BLOBS), &lkey);
         self.bump_repo(&mut batch, repo, -1)?;
-        self.feed(
-            &mut batch,
-            vec![Change::BlobUnlinked {
-                repo: repo.clone(),
-                digest: digest.clone(),
-            }],
-        );
+        self.feed(&mut batch, vec![Change::BlobUnlinked { repo: repo.clone(), digest: digest.clone() }]);
         self.write(batch)?;
         Ok(true)
     }
@@ -335,10 +260,7 @@ impl Index {
             let d = std::str::from_utf8(&k)
                 .ok()
                 .and_then(|s| s.parse::<Digest>().ok())
-                .ok_or(IndexError::Corrupt {
-                    cf: CF_BLOBS,
-                    reason: "key".into(),
-                })?;
+                .ok_or(IndexError::Corrupt { cf: CF_BLOBS, reason: "key".into() })?;
             out.push((d, codec::decode(&v, CF_BLOBS)?));
         }
         Ok(out)
@@ -371,15 +293,9 @@ impl Index {
     /// All upload sessions (for expiry and fsck).
     pub fn uploads(&self) -> Result<Vec<(String, UploadSession)>> {
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_UPLOADS), IteratorMode::Start)
-        {
+        for item in self.db.iterator_cf(self.cf(CF_UPLOADS), IteratorMode::Start) {
             let (k, v) = item?;
-            out.push((
-                String::from_utf8_lossy(&k).into_owned(),
-                codec::decode(&v, CF_UPLOADS)?,
-            ));
+            out.push((String::from_utf8_lossy(&k).into_owned(), codec::decode(&v, CF_UPLOADS)?));
         }
         Ok(out)
     }
@@ -401,16 +317,9 @@ impl Index {
         let mut changes = Vec::new();
         let dkey = digest.to_string();
         let mkey = key2(repo.as_str(), &dkey);
-        let created = self
-            .db
-            .get_pinned_cf(self.cf(CF_MANIFESTS), &mkey)?
-            .is_none();
+        let created = self.db.get_pinned_cf(self.cf(CF_MANIFESTS), &mkey)?.is_none();
         if created {
-            batch.put_cf(
-                self.cf(CF_MANIFESTS),
-                &mkey,
-                codec::encode_manifest(record, bytes),
-            );
+            batch.put_cf(self.cf(CF_MANIFESTS), &mkey, codec::encode_manifest(record, bytes));
             self.bump_repo(&mut batch, repo, 1)?;
             if let Some(subject) = &record.subject {
                 let desc = Descriptor {
@@ -439,11 +348,7 @@ impl Index {
             let prev = self.db.get_pinned_cf(self.cf(CF_TAGS), &tkey)?;
             if prev.as_deref() != Some(dkey.as_bytes()) {
                 batch.put_cf(self.cf(CF_TAGS), &tkey, dkey.as_bytes());
-                changes.push(Change::TagSet {
-                    repo: repo.clone(),
-                    tag: tag.clone(),
-                    digest: digest.clone(),
-                });
+                changes.push(Change::TagSet { repo: repo.clone(), tag: tag.clone(), digest: digest.clone() });
             }
         }
         self.feed(&mut batch, changes);
@@ -452,15 +357,8 @@ impl Index {
     }
 
     /// A manifest's record and exact bytes.
-    pub fn manifest(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<Option<(ManifestRecord, Vec<u8>)>> {
-        match self.db.get_pinned_cf(
-            self.cf(CF_MANIFESTS),
-            key2(repo.as_str(), &digest.to_string()),
-        )? {
+    pub fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<(ManifestRecord, Vec<u8>)>> {
+        match self.db.get_pinned_cf(self.cf(CF_MANIFESTS), key2(repo.as_str(), &digest.to_string()))? {
             Some(v) => codec::decode_manifest(&v).map(Some),
             None => Ok(None),
         }
@@ -468,29 +366,17 @@ impl Index {
 
     /// Whether a manifest exists in `repo`.
     pub fn has_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        Ok(self
-            .db
-            .get_pinned_cf(
-                self.cf(CF_MANIFESTS),
-                key2(repo.as_str(), &digest.to_string()),
-            )?
-            .is_some())
+        Ok(self.db.get_pinned_cf(self.cf(CF_MANIFESTS), key2(repo.as_str(), &digest.to_string()))?.is_some())
     }
 
     /// Resolve a tag.
     pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_TAGS), key2(repo.as_str(), tag.as_str()))?
-        {
+        match self.db.get_pinned_cf(self.cf(CF_TAGS), key2(repo.as_str(), tag.as_str()))? {
             Some(v) => std::str::from_utf8(&v)
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .map(Some)
-                .ok_or(IndexError::Corrupt {
-                    cf: CF_TAGS,
-                    reason: "digest".into(),
-                }),
+                .ok_or(IndexError::Corrupt { cf: CF_TAGS, reason: "digest".into() }),
             None => Ok(None),
         }
     }
@@ -504,13 +390,7 @@ impl Index {
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_TAGS), &tkey);
-        self.feed(
-            &mut batch,
-            vec![Change::TagDeleted {
-                repo: repo.clone(),
-                tag: tag.clone(),
-            }],
-        );
+        self.feed(&mut batch, vec![Change::TagDeleted { repo: repo.clone(), tag: tag.clone() }]);
         self.write(batch)?;
         Ok(true)
     }
@@ -531,25 +411,16 @@ impl Index {
             if d == dkey {
                 batch.delete_cf(self.cf(CF_TAGS), key2(repo.as_str(), &tag));
                 if let Ok(tag) = tag.parse() {
-                    changes.push(Change::TagDeleted {
-                        repo: repo.clone(),
-                        tag,
-                    });
+                    changes.push(Change::TagDeleted { repo: repo.clone(), tag });
                 }
             }
         }
         if let Some(subject) = &record.subject {
-            batch.delete_cf(
-                self.cf(CF_REFERRERS),
-                key2(&key2_str(repo.as_str(), &subject.to_string()), &dkey),
-            );
+            batch.delete_cf(self.cf(CF_REFERRERS), key2(&key2_str(repo.as_str(), &subject.to_string()), &dkey));
         }
         batch.delete_cf(self.cf(CF_MANIFESTS), &mkey);
         self.bump_repo(&mut batch, repo, -1)?;
-        changes.push(Change::ManifestDeleted {
-            repo: repo.clone(),
-            digest: digest.clone(),
-        });
+        changes.push(Change::ManifestDeleted { repo: repo.clone(), digest: digest.clone() });
         self.feed(&mut batch, changes);
         self.write(batch)?;
         Ok(true)
@@ -558,18 +429,12 @@ impl Index {
     fn scan_tags(&self, repo: &RepoName) -> Result<Vec<(String, String)>> {
         let p = prefix(repo.as_str());
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_TAGS), IteratorMode::From(&p, Direction::Forward))
-        {
+        for item in self.db.iterator_cf(self.cf(CF_TAGS), IteratorMode::From(&p, Direction::Forward)) {
             let (k, v) = item?;
             if !k.starts_with(&p) {
                 break;
             }
-            out.push((
-                String::from_utf8_lossy(&k[p.len()..]).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
-            ));
+            out.push((String::from_utf8_lossy(&k[p.len()..]).into_owned(), String::from_utf8_lossy(&v).into_owned()));
         }
         Ok(out)
     }
@@ -586,10 +451,7 @@ impl Index {
 
     /// Whether `repo` holds anything (a manifest or a blob link).
     pub fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_REPOS), repo.as_str())?
-            .is_some())
+        Ok(self.db.get_pinned_cf(self.cf(CF_REPOS), repo.as_str())?.is_some())
     }
 
     fn page(&self, cf: &'static str, pfx: &[u8], last: Option<&str>, n: usize) -> Result<Page> {
@@ -601,10 +463,7 @@ impl Index {
         }
         let mut items = Vec::new();
         let mut more = false;
-        for item in self
-            .db
-            .iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward))
-        {
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward)) {
             let (k, _) = item?;
             if !k.starts_with(pfx) {
                 break;
@@ -621,24 +480,12 @@ impl Index {
     /// Every manifest of every repository (for GC, fsck and resync).
     pub fn all_manifests(&self) -> Result<Vec<(RepoName, Digest, ManifestRecord)>> {
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_MANIFESTS), IteratorMode::Start)
-        {
+        for item in self.db.iterator_cf(self.cf(CF_MANIFESTS), IteratorMode::Start) {
             let (k, v) = item?;
-            let corrupt = || IndexError::Corrupt {
-                cf: CF_MANIFESTS,
-                reason: "key".into(),
-            };
+            let corrupt = || IndexError::Corrupt { cf: CF_MANIFESTS, reason: "key".into() };
             let pos = k.iter().position(|&b| b == 0).ok_or_else(corrupt)?;
-            let repo = std::str::from_utf8(&k[..pos])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(corrupt)?;
-            let digest = std::str::from_utf8(&k[pos + 1..])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(corrupt)?;
+            let repo = std::str::from_utf8(&k[..pos]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
+            let digest = std::str::from_utf8(&k[pos + 1..]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
             let (record, _) = codec::decode_manifest(&v)?;
             out.push((repo, digest, record));
         }
@@ -649,10 +496,7 @@ impl Index {
     pub fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Descriptor>> {
         let p = prefix(&key2_str(repo.as_str(), &subject.to_string()));
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            self.cf(CF_REFERRERS),
-            IteratorMode::From(&p, Direction::Forward),
-        ) {
+        for item in self.db.iterator_cf(self.cf(CF_REFERRERS), IteratorMode::From(&p, Direction::Forward)) {
             let (k, v) = item?;
             if !k.starts_with(&p) {
                 break;
@@ -668,10 +512,7 @@ impl Index {
     pub fn changes(&self, from: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
         let start = from.to_be_bytes();
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            self.cf(CF_FEED),
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
+        for item in self.db.iterator_cf(self.cf(CF_FEED), IteratorMode::From(&start, Direction::Forward)) {
             if out.len() >= limit {
                 break;
             }
@@ -700,19 +541,12 @@ impl Index {
 
     /// Last recorded access of a blob (unix ms).
     pub fn last_access(&self, digest: &Digest) -> Result<Option<u64>> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_ACCESS), digest.to_string())?
-            .and_then(|v| codec::u64_from(&v)))
+        Ok(self.db.get_pinned_cf(self.cf(CF_ACCESS), digest.to_string())?.and_then(|v| codec::u64_from(&v)))
     }
 
     /// Estimated number of committed blobs (cheap; for metrics).
     pub fn estimate_blobs(&self) -> u64 {
-        self.db
-            .property_int_value_cf(self.cf(CF_BLOBS), "rocksdb.estimate-num-keys")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
+        self.db.property_int_value_cf(self.cf(CF_BLOBS), "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
     }
 
     /// Flush memtables and the WAL to disk (graceful shutdown).

@@ -34,9 +34,7 @@ fn blob_commit_link_unlink() {
     assert!(idx.repo_has_blob(&r, &d).unwrap());
     assert!(!idx.repo_has_blob(&repo("a"), &d).unwrap());
     assert!(idx.link_blob(&repo("c"), &d).unwrap());
-    assert!(!idx
-        .link_blob(&repo("c"), &Digest::of(Algorithm::Sha256, b"y"))
-        .unwrap());
+    assert!(!idx.link_blob(&repo("c"), &Digest::of(Algorithm::Sha256, b"y")).unwrap());
     assert_eq!(idx.list_repos(None, 10).unwrap().items, vec!["a/b", "c"]);
     assert!(idx.unlink_blob(&r, &d).unwrap());
     assert!(!idx.unlink_blob(&r, &d).unwrap());
@@ -44,10 +42,7 @@ fn blob_commit_link_unlink() {
     // Feed: committed, linked a/b, linked c, unlinked a/b.
     let feed = idx.changes(1, 100).unwrap();
     assert_eq!(feed.len(), 4);
-    assert_eq!(
-        feed.iter().map(|c| c.seq).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
-    );
+    assert_eq!(feed.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
 }
 
 #[test]
@@ -57,24 +52,12 @@ fn manifests_tags_referrers() {
     let m1 = Digest::of(Algorithm::Sha256, b"m1");
     let m2 = Digest::of(Algorithm::Sha256, b"m2");
     let tags: Vec<Tag> = vec!["v1".parse().unwrap(), "latest".parse().unwrap()];
-    assert!(
-        idx.put_manifest(&r, &m1, &record(vec![], None), b"m1", &tags)
-            .unwrap()
-            .created
-    );
-    assert!(
-        !idx.put_manifest(&r, &m1, &record(vec![], None), b"m1", &[])
-            .unwrap()
-            .created
-    );
-    idx.put_manifest(&r, &m2, &record(vec![], Some(m1.clone())), b"m2", &[])
-        .unwrap();
+    assert!(idx.put_manifest(&r, &m1, &record(vec![], None), b"m1", &tags).unwrap().created);
+    assert!(!idx.put_manifest(&r, &m1, &record(vec![], None), b"m1", &[]).unwrap().created);
+    idx.put_manifest(&r, &m2, &record(vec![], Some(m1.clone())), b"m2", &[]).unwrap();
     assert_eq!(idx.tag(&r, &tags[0]).unwrap(), Some(m1.clone()));
     assert_eq!(idx.manifest(&r, &m1).unwrap().unwrap().1, b"m1");
-    assert_eq!(
-        idx.list_tags(&r, None, 10).unwrap().items,
-        vec!["latest", "v1"]
-    );
+    assert_eq!(idx.list_tags(&r, None, 10).unwrap().items, vec!["latest", "v1"]);
     let p = idx.list_tags(&r, None, 1).unwrap();
     assert_eq!((p.items, p.more), (vec!["latest".to_string()], true));
     let p = idx.list_tags(&r, Some("latest"), 1).unwrap();
@@ -93,8 +76,7 @@ fn sequence_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let idx = Index::open(dir.path(), true).unwrap();
-        idx.commit_blob(&repo("a"), &Digest::of(Algorithm::Sha256, b"1"), 1, None)
-            .unwrap();
+        idx.commit_blob(&repo("a"), &Digest::of(Algorithm::Sha256, b"1"), 1, None).unwrap();
     }
     let idx = Index::open(dir.path(), true).unwrap();
     assert_eq!(idx.next_sequence(), 3);

@@ -46,10 +46,7 @@ impl App {
     pub fn open(cfg: Config) -> Result<App, StartError> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let blobs = Arc::new(BlobStore::open(&cfg.data_dir)?);
-        let index = Arc::new(Index::open(
-            &cfg.data_dir.join("index"),
-            cfg.storage.sync_index,
-        )?);
+        let index = Arc::new(Index::open(&cfg.data_dir.join("index"), cfg.storage.sync_index)?);
         let uploads = Uploads::new(
             index.clone(),
             blobs.clone(),

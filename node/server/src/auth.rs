@@ -78,10 +78,7 @@ impl Auth {
                 }
             }
         }
-        let Some(b64) = h
-            .strip_prefix("Basic ")
-            .or_else(|| h.strip_prefix("basic "))
-        else {
+        let Some(b64) = h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")) else {
             return Verdict::Invalid;
         };
         let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
@@ -116,11 +113,7 @@ impl Auth {
 fn parse_htpasswd(path: &Path) -> std::io::Result<HashMap<String, String>> {
     let text = std::fs::read_to_string(path)?;
     let mut out = HashMap::new();
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         if let Some((u, h)) = line.split_once(':') {
             if h.starts_with("$2") {
                 out.insert(u.to_owned(), h.to_owned());

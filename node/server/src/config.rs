@@ -137,10 +137,7 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig {
-            delete_enabled: true,
-            sync_index: true,
-        }
+        StorageConfig { delete_enabled: true, sync_index: true }
     }
 }
 
@@ -169,12 +166,7 @@ impl Default for LimitsConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig {
-            htpasswd: None,
-            users: Vec::new(),
-            realm: "berth".into(),
-            anonymous_pull: false,
-        }
+        AuthConfig { htpasswd: None, users: Vec::new(), realm: "berth".into(), anonymous_pull: false }
     }
 }
 
@@ -194,9 +186,7 @@ impl Config {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         }
     }
 }

@@ -60,10 +60,7 @@ fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().flatten_event(true).init(),
         LogFormat::Text => b.init(),
@@ -91,8 +88,7 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut cfg =
-        Config::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let mut cfg = Config::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     if let Some(l) = args.listen {
         cfg.listen = l;
     }
@@ -103,11 +99,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cfg.workers = w;
     }
     if let Some(f) = args.log_format {
-        cfg.log_format = if f == "json" {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        };
+        cfg.log_format = if f == "json" { LogFormat::Json } else { LogFormat::Text };
     }
     init_logs(cfg.log_format);
     let set = block_signals();

@@ -55,45 +55,34 @@ fn descriptor_digest(d: &RawDescriptor, what: &str) -> Result<Digest, OciError> 
     if d.size < 0 {
         return Err(invalid(format!("{what}: negative size")));
     }
-    d.digest
-        .parse()
-        .map_err(|e| invalid(format!("{what}: invalid digest {:?}: {e}", d.digest)))
+    d.digest.parse().map_err(|e| invalid(format!("{what}: invalid digest {:?}: {e}", d.digest)))
 }
 
 fn non_distributable(d: &RawDescriptor) -> bool {
-    d.media_type
-        .as_deref()
-        .is_some_and(|m| m.contains("nondistributable") || m.contains("foreign"))
+    d.media_type.as_deref().is_some_and(|m| m.contains("nondistributable") || m.contains("foreign"))
         || d.urls.as_ref().is_some_and(|u| !u.is_empty())
 }
 
 /// Validate `bytes` pushed with `content_type` (the request's `Content-Type`, if any).
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, OciError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(invalid("manifest must be a JSON object"));
     }
-    let raw: RawManifest = serde_json::from_value(value)
-        .map_err(|e| invalid(format!("manifest structure is invalid: {e}")))?;
+    let raw: RawManifest =
+        serde_json::from_value(value).map_err(|e| invalid(format!("manifest structure is invalid: {e}")))?;
     if raw.schema_version != Some(2) {
         return Err(invalid("schemaVersion must be 2"));
     }
     let header = content_type.and_then(MediaType::parse);
     let body = match raw.media_type.as_deref() {
-        Some(m) => Some(
-            MediaType::parse(m)
-                .ok_or_else(|| invalid(format!("unsupported manifest media type {m:?}")))?,
-        ),
+        Some(m) => Some(MediaType::parse(m).ok_or_else(|| invalid(format!("unsupported manifest media type {m:?}")))?),
         None => None,
     };
     let media_type = match (header, body) {
         (Some(h), Some(b)) if h != b => {
-            return Err(invalid(format!(
-                "Content-Type {} does not match mediaType {}",
-                h.as_str(),
-                b.as_str()
-            )))
+            return Err(invalid(format!("Content-Type {} does not match mediaType {}", h.as_str(), b.as_str())))
         }
         (_, Some(b)) => b,
         (Some(h), None) => h,
@@ -121,18 +110,12 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
             if raw.manifests.is_some() {
                 return Err(invalid("an image manifest has no manifests list"));
             }
-            let config = raw
-                .config
-                .as_ref()
-                .ok_or_else(|| invalid("image manifest without config"))?;
+            let config = raw.config.as_ref().ok_or_else(|| invalid("image manifest without config"))?;
             blobs.push(descriptor_digest(config, "config")?);
             if artifact_type.is_none() {
                 artifact_type = config.media_type.clone();
             }
-            let layers = raw
-                .layers
-                .as_ref()
-                .ok_or_else(|| invalid("image manifest without layers"))?;
+            let layers = raw.layers.as_ref().ok_or_else(|| invalid("image manifest without layers"))?;
             for (i, l) in layers.iter().enumerate() {
                 let d = descriptor_digest(l, &format!("layers[{i}]"))?;
                 if !non_distributable(l) {
@@ -144,10 +127,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
             if raw.config.is_some() || raw.layers.is_some() {
                 return Err(invalid("an index has no config or layers"));
             }
-            let list = raw
-                .manifests
-                .as_ref()
-                .ok_or_else(|| invalid("index without manifests"))?;
+            let list = raw.manifests.as_ref().ok_or_else(|| invalid("index without manifests"))?;
             for (i, m) in list.iter().enumerate() {
                 manifests.push(descriptor_digest(m, &format!("manifests[{i}]"))?);
             }
@@ -158,14 +138,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
         None => None,
     };
     blobs.dedup();
-    Ok(ParsedManifest {
-        media_type,
-        blobs,
-        manifests,
-        subject,
-        artifact_type,
-        annotations: raw.annotations,
-    })
+    Ok(ParsedManifest { media_type, blobs, manifests, subject, artifact_type, annotations: raw.annotations })
 }
 
 #[cfg(test)]
@@ -183,16 +156,9 @@ mod tests {
                       {{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar","digest":"sha256:{}","size":1}}]}}"#,
             "a".repeat(64)
         );
-        let p = parse(
-            m.as_bytes(),
-            Some("application/vnd.oci.image.manifest.v1+json"),
-        )
-        .unwrap();
+        let p = parse(m.as_bytes(), Some("application/vnd.oci.image.manifest.v1+json")).unwrap();
         assert_eq!(p.blobs.len(), 1);
-        assert_eq!(
-            p.artifact_type.as_deref(),
-            Some("application/vnd.oci.image.config.v1+json")
-        );
+        assert_eq!(p.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
     }
 
     #[test]
@@ -202,24 +168,14 @@ mod tests {
             ("[]", None),
             (r#"{"schemaVersion":1}"#, None),
             (r#"{"schemaVersion":2}"#, None),
-            (
-                r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v1+json"}"#,
-                None,
-            ),
-            (
-                r#"{"schemaVersion":2,"config":{"digest":"sha256:x","size":1},"layers":[]}"#,
-                None,
-            ),
+            (r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v1+json"}"#, None),
+            (r#"{"schemaVersion":2,"config":{"digest":"sha256:x","size":1},"layers":[]}"#, None),
             (
                 r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
                 Some("application/vnd.oci.image.manifest.v1+json"),
             ),
         ] {
-            assert_eq!(
-                parse(body.as_bytes(), ct).unwrap_err().kind,
-                ErrorKind::ManifestInvalid,
-                "{body}"
-            );
+            assert_eq!(parse(body.as_bytes(), ct).unwrap_err().kind, ErrorKind::ManifestInvalid, "{body}");
         }
     }
 }

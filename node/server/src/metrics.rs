@@ -36,6 +36,8 @@ pub struct Metrics {
     pub bytes_in: Counter,
     /// Response body bytes sent.
     pub bytes_out: Counter,
+    /// Response body bytes sent with sendfile(2), i.e. without a user-space copy.
+    pub sendfile_bytes: Counter,
     /// Open upload sessions (sampled at scrape).
     pub upload_sessions: Gauge,
     /// Committed blobs (sampled at scrape).
@@ -57,42 +59,24 @@ impl Metrics {
             latency,
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
+            sendfile_bytes: Counter::default(),
             upload_sessions: Gauge::default(),
             blobs: Gauge::default(),
             connections: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register("http_requests", "HTTP requests by endpoint, method and status", m.requests.clone());
+        registry.register("http_request_duration_seconds", "Request latency by endpoint", m.latency.clone());
+        registry.register("http_request_body_bytes", "Request body bytes received", m.bytes_in.clone());
+        registry.register("http_response_body_bytes", "Response body bytes sent", m.bytes_out.clone());
+        registry.register("upload_sessions", "Open upload sessions", m.upload_sessions.clone());
         registry.register(
-            "http_requests",
-            "HTTP requests by endpoint, method and status",
-            m.requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "Request latency by endpoint",
-            m.latency.clone(),
-        );
-        registry.register(
-            "http_request_body_bytes",
-            "Request body bytes received",
-            m.bytes_in.clone(),
-        );
-        registry.register(
-            "http_response_body_bytes",
-            "Response body bytes sent",
-            m.bytes_out.clone(),
-        );
-        registry.register(
-            "upload_sessions",
-            "Open upload sessions",
-            m.upload_sessions.clone(),
+            "http_response_sendfile_bytes",
+            "Response body bytes sent with sendfile (zero-copy)",
+            m.sendfile_bytes.clone(),
         );
         registry.register("store_blobs", "Committed blobs (estimate)", m.blobs.clone());
-        registry.register(
-            "http_connections",
-            "Open client connections",
-            m.connections.clone(),
-        );
+        registry.register("http_connections", "Open client connections", m.connections.clone());
         Metrics { registry, ..m }
     }
 

@@ -57,14 +57,11 @@ impl Endpoint {
 }
 
 fn name(s: &str) -> Result<RepoName, OciError> {
-    s.parse().map_err(|e| {
-        OciError::new(ErrorKind::NameInvalid).msg(format!("invalid repository name: {e}"))
-    })
+    s.parse().map_err(|e| OciError::new(ErrorKind::NameInvalid).msg(format!("invalid repository name: {e}")))
 }
 
 fn digest(s: &str) -> Result<Digest, OciError> {
-    s.parse()
-        .map_err(|e| OciError::new(ErrorKind::DigestInvalid).msg(format!("invalid digest: {e}")))
+    s.parse().map_err(|e| OciError::new(ErrorKind::DigestInvalid).msg(format!("invalid digest: {e}")))
 }
 
 /// Parse a request path.
@@ -85,9 +82,9 @@ pub fn route(path: &str) -> Result<Endpoint, OciError> {
     let repo = parts.next().ok_or_else(not_found)?;
     match kind {
         "manifests" => {
-            let r = last.parse().map_err(|e| {
-                OciError::new(ErrorKind::ManifestInvalid).msg(format!("invalid reference: {e}"))
-            })?;
+            let r = last
+                .parse()
+                .map_err(|e| OciError::new(ErrorKind::ManifestInvalid).msg(format!("invalid reference: {e}")))?;
             Ok(Endpoint::Manifest(name(repo)?, r))
         }
         "blobs" if last == "uploads" => Ok(Endpoint::UploadStart(name(repo)?)),
@@ -113,18 +110,12 @@ mod tests {
     #[test]
     fn routes() {
         assert!(matches!(route("/v2/").unwrap(), Endpoint::Base));
-        assert!(
-            matches!(route("/v2/a/b/tags/list").unwrap(), Endpoint::Tags(r) if r.as_str() == "a/b")
-        );
+        assert!(matches!(route("/v2/a/b/tags/list").unwrap(), Endpoint::Tags(r) if r.as_str() == "a/b"));
         assert!(
             matches!(route("/v2/a/manifests/manifests/latest").unwrap(), Endpoint::Manifest(r, _) if r.as_str() == "a/manifests")
         );
-        assert!(
-            matches!(route("/v2/x/blobs/uploads/").unwrap(), Endpoint::UploadStart(r) if r.as_str() == "x")
-        );
-        assert!(
-            matches!(route("/v2/x/blobs/uploads").unwrap(), Endpoint::UploadStart(r) if r.as_str() == "x")
-        );
+        assert!(matches!(route("/v2/x/blobs/uploads/").unwrap(), Endpoint::UploadStart(r) if r.as_str() == "x"));
+        assert!(matches!(route("/v2/x/blobs/uploads").unwrap(), Endpoint::UploadStart(r) if r.as_str() == "x"));
         assert!(
             matches!(route("/v2/x/blobs/blobs/uploads/").unwrap(), Endpoint::UploadStart(r) if r.as_str() == "x/blobs")
         );
@@ -132,22 +123,10 @@ mod tests {
         assert!(
             matches!(route(&format!("/v2/x/y/blobs/uploads/{id}")).unwrap(), Endpoint::Upload(r, _) if r.as_str() == "x/y")
         );
-        assert_eq!(
-            route("/v2/../blobs/uploads/").unwrap_err().kind,
-            ErrorKind::NameInvalid
-        );
-        assert_eq!(
-            route("/v2/x/blobs/sha256:zz").unwrap_err().kind,
-            ErrorKind::DigestInvalid
-        );
-        assert_eq!(
-            route("/v2/x/unknown/y").unwrap_err().kind,
-            ErrorKind::NotFound
-        );
+        assert_eq!(route("/v2/../blobs/uploads/").unwrap_err().kind, ErrorKind::NameInvalid);
+        assert_eq!(route("/v2/x/blobs/sha256:zz").unwrap_err().kind, ErrorKind::DigestInvalid);
+        assert_eq!(route("/v2/x/unknown/y").unwrap_err().kind, ErrorKind::NotFound);
         assert_eq!(route("/etc/passwd").unwrap_err().kind, ErrorKind::NotFound);
-        assert_eq!(
-            route("/v2/%2e%2e/tags/list").unwrap_err().kind,
-            ErrorKind::NameInvalid
-        );
+        assert_eq!(route("/v2/%2e%2e/tags/list").unwrap_err().kind, ErrorKind::NameInvalid);
     }
 }

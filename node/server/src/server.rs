@@ -60,10 +60,9 @@ fn limits(app: &App) -> Limits {
 fn use_uring(choice: IoDriver) -> std::io::Result<bool> {
     match choice {
         IoDriver::Epoll => Ok(false),
-        IoDriver::Iouring if !monoio::utils::detect_uring() => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "io_uring is not available on this kernel",
-        )),
+        IoDriver::Iouring if !monoio::utils::detect_uring() => {
+            Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "io_uring is not available on this kernel"))
+        }
         IoDriver::Iouring => Ok(true),
         IoDriver::Auto => Ok(monoio::utils::detect_uring()),
     }
@@ -76,16 +75,9 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     if uring {
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(1024)
-            .enable_timer()
-            .build()?
-            .block_on(f());
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build()?.block_on(f());
     } else {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()?
-            .block_on(f());
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()?.block_on(f());
     }
     Ok(())
 }
@@ -96,12 +88,11 @@ pub fn start(app: App) -> std::io::Result<Node> {
     let uring = use_uring(app.cfg.io_driver)?;
     let driver = if uring { "io_uring" } else { "epoll" };
     let workers = app.cfg.worker_count();
-    let mut addr: SocketAddr = app.cfg.listen.parse().map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("listen address: {e}"),
-        )
-    })?;
+    let mut addr: SocketAddr = app
+        .cfg
+        .listen
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen address: {e}")))?;
     // Startup housekeeping: remove stale upload files and expired sessions.
     let removed = app.uploads.expire();
     if removed > 0 {
@@ -112,31 +103,30 @@ pub fn start(app: App) -> std::io::Result<Node> {
         let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
         let app2 = app.clone();
         let bind = addr;
-        let t = std::thread::Builder::new()
-            .name(format!("berth-core-{core}"))
-            .spawn(move || {
-                let res = run_core(uring, move || async move {
-                    let opts = ListenerOpts::new()
-                        .reuse_port(true)
-                        .reuse_addr(true)
-                        .backlog(4096);
-                    let listener = match TcpListener::bind_with_config(bind, &opts) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = tx.send(listener.local_addr());
-                    if core == 0 {
-                        monoio::spawn(expiry_worker(app2.clone()));
+        let t = std::thread::Builder::new().name(format!("berth-core-{core}")).spawn(move || {
+            let res = run_core(uring, move || async move {
+                let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+                let listener = match TcpListener::bind_with_config(bind, &opts) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
                     }
-                    accept_loop(app2, listener, core).await;
-                });
-                if let Err(e) = res {
-                    tracing::error!(core, error = %e, "core runtime failed");
+                };
+                let _ = tx.send(listener.local_addr());
+                if core == 0 {
+                    monoio::spawn(expiry_worker(app2.clone()));
                 }
-            })?;
+                let app3 = app2.clone();
+                monoio::spawn(crate::store::access::flusher(app2.index.clone(), move || {
+                    app3.shutting_down.load(Ordering::Relaxed)
+                }));
+                accept_loop(app2, listener, core).await;
+            });
+            if let Err(e) = res {
+                tracing::error!(core, error = %e, "core runtime failed");
+            }
+        })?;
         match rx.recv() {
             Ok(Ok(a)) => addr = a,
             Ok(Err(e)) => return Err(e),
@@ -145,12 +135,7 @@ pub fn start(app: App) -> std::io::Result<Node> {
         threads.push(t);
     }
     tracing::info!(%addr, workers, driver, data_dir = %app.cfg.data_dir.display(), "berth node listening");
-    Ok(Node {
-        addr,
-        app,
-        driver,
-        threads,
-    })
+    Ok(Node { addr, app, driver, threads })
 }
 
 async fn accept_loop(app: Arc<App>, listener: TcpListener, core: usize) {
@@ -200,9 +185,7 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
                     crate::http::HeadFailure::UnsupportedEncoding => {
                         OciError::new(ErrorKind::BadRequest).msg("unsupported Transfer-Encoding")
                     }
-                    crate::http::HeadFailure::Malformed(m) => {
-                        OciError::new(ErrorKind::BadRequest).msg(m)
-                    }
+                    crate::http::HeadFailure::Malformed(m) => OciError::new(ErrorKind::BadRequest).msg(m),
                     crate::http::HeadFailure::Io(_) => unreachable!("handled above"),
                 };
                 tracing::info!(%peer, error = %e, "rejected request head");
@@ -212,11 +195,7 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
         };
         app.in_flight.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
-        let id = format!(
-            "{:x}-{:x}",
-            core,
-            REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = format!("{:x}-{:x}", core, REQUEST_SEQ.fetch_add(1, Ordering::Relaxed));
         let mut body = Body::new(&mut conn, &req);
         let (mut resp, endpoint) = api::handle(&app, &req, &mut body).await;
         let mut keep = req.keep_alive && !app.shutting_down.load(Ordering::Relaxed);
@@ -228,23 +207,14 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
         resp.headers.push(("X-Request-Id", id.clone()));
         let status = resp.status;
         let error = resp.error;
-        let sent = conn
-            .write_response(resp, req.method == Method::Head, keep)
-            .await;
+        let sent = conn.write_response(resp, req.method == Method::Head, keep).await;
         let elapsed = started.elapsed();
-        let sent_bytes = *sent.as_ref().unwrap_or(&0);
-        app.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                endpoint,
-                method: req.method.as_str(),
-                status,
-            })
-            .inc();
-        app.metrics
-            .latency
-            .get_or_create(&EndpointLabels { endpoint })
-            .observe(elapsed.as_secs_f64());
+        let (sent_bytes, zero_copy) = sent.as_ref().map(|s| (s.bytes, s.zero_copy)).unwrap_or((0, false));
+        if zero_copy {
+            app.metrics.sendfile_bytes.inc_by(sent_bytes);
+        }
+        app.metrics.requests.get_or_create(&RequestLabels { endpoint, method: req.method.as_str(), status }).inc();
+        app.metrics.latency.get_or_create(&EndpointLabels { endpoint }).observe(elapsed.as_secs_f64());
         app.metrics.bytes_in.inc_by(received);
         app.metrics.bytes_out.inc_by(sent_bytes);
         tracing::info!(

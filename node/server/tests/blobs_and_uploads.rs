@@ -8,10 +8,7 @@ fn base_endpoint() {
     let n = TestNode::start();
     let r = n.get("/v2/");
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("Docker-Distribution-API-Version"),
-        Some("registry/2.0")
-    );
+    assert_eq!(r.header("Docker-Distribution-API-Version"), Some("registry/2.0"));
     assert_eq!(n.get("/v2").status, 200);
     assert_eq!(n.req("POST", "/v2/", &[], Some(b"")).status, 405);
 }
@@ -30,36 +27,18 @@ fn monolithic_post_then_get_head_range() {
     assert_eq!(h.status, 200);
     assert_eq!(h.header("Content-Length"), Some("100000"));
     assert!(h.body.is_empty());
-    let r = n.req(
-        "GET",
-        &format!("/v2/a/b/blobs/{d}"),
-        &[("Range", "bytes=10-19")],
-        None,
-    );
+    let r = n.req("GET", &format!("/v2/a/b/blobs/{d}"), &[("Range", "bytes=10-19")], None);
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &data[10..20]);
     assert_eq!(r.header("Content-Range"), Some("bytes 10-19/100000"));
-    let r = n.req(
-        "GET",
-        &format!("/v2/a/b/blobs/{d}"),
-        &[("Range", "bytes=-5")],
-        None,
-    );
+    let r = n.req("GET", &format!("/v2/a/b/blobs/{d}"), &[("Range", "bytes=-5")], None);
     assert_eq!(r.body, &data[99_995..]);
-    let r = n.req(
-        "GET",
-        &format!("/v2/a/b/blobs/{d}"),
-        &[("Range", "bytes=100000-")],
-        None,
-    );
+    let r = n.req("GET", &format!("/v2/a/b/blobs/{d}"), &[("Range", "bytes=100000-")], None);
     assert_eq!(r.status, 416);
     assert_eq!(r.header("Content-Range"), Some("bytes */100000"));
     // Other repositories cannot read it without a link.
     assert_eq!(n.get(&format!("/v2/other/blobs/{d}")).status, 404);
-    assert_eq!(
-        n.get(&format!("/v2/other/blobs/{d}")).error_code(),
-        "BLOB_UNKNOWN"
-    );
+    assert_eq!(n.get(&format!("/v2/other/blobs/{d}")).error_code(), "BLOB_UNKNOWN");
 }
 
 #[test]
@@ -79,21 +58,11 @@ fn unknown_and_invalid_blobs() {
 fn monolithic_digest_mismatch_keeps_nothing() {
     let n = TestNode::start();
     let wrong = sha256(b"other");
-    let r = n.req(
-        "POST",
-        &format!("/v2/a/blobs/uploads/?digest={wrong}"),
-        &[],
-        Some(b"data"),
-    );
+    let r = n.req("POST", &format!("/v2/a/blobs/uploads/?digest={wrong}"), &[], Some(b"data"));
     assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
     assert_eq!(n.get(&format!("/v2/a/blobs/{wrong}")).status, 404);
-    assert_eq!(
-        n.get(&format!("/v2/a/blobs/{}", sha256(b"data"))).status,
-        404
-    );
-    let uploads = std::fs::read_dir(n.dir.path().join("uploads"))
-        .unwrap()
-        .count();
+    assert_eq!(n.get(&format!("/v2/a/blobs/{}", sha256(b"data"))).status, 404);
+    let uploads = std::fs::read_dir(n.dir.path().join("uploads")).unwrap().count();
     assert_eq!(uploads, 0, "no temp file left behind");
 }
 
@@ -113,15 +82,8 @@ fn chunked_upload_in_order() {
     let mut off = 0;
     for chunk in data.chunks(1000) {
         let cr = format!("{}-{}", off, off + chunk.len() - 1);
-        let r = n.req(
-            "PATCH",
-            &loc,
-            &[
-                ("Content-Range", &cr),
-                ("Content-Type", "application/octet-stream"),
-            ],
-            Some(chunk),
-        );
+        let r =
+            n.req("PATCH", &loc, &[("Content-Range", &cr), ("Content-Type", "application/octet-stream")], Some(chunk));
         assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
         off += chunk.len();
         assert_eq!(r.header("Range").unwrap(), format!("0-{}", off - 1));
@@ -143,11 +105,7 @@ fn chunked_upload_in_order() {
 fn out_of_order_chunk_gets_416_with_range() {
     let n = TestNode::start();
     let loc = start_session(&n, "x");
-    assert_eq!(
-        n.req("PATCH", &loc, &[("Content-Range", "0-3")], Some(b"abcd"))
-            .status,
-        202
-    );
+    assert_eq!(n.req("PATCH", &loc, &[("Content-Range", "0-3")], Some(b"abcd")).status, 202);
     for cr in ["0-3", "2-5", "5-8"] {
         let r = n.req("PATCH", &loc, &[("Content-Range", cr)], Some(b"efgh"));
         assert_eq!(r.status, 416, "{cr}");
@@ -158,16 +116,9 @@ fn out_of_order_chunk_gets_416_with_range() {
     let r = n.req("PATCH", &loc, &[("Content-Range", "4-10")], Some(b"efgh"));
     assert_eq!(r.status, 400);
     assert_eq!(r.error_code(), "SIZE_INVALID");
-    assert_eq!(
-        n.req("PATCH", &loc, &[("Content-Range", "4-7")], Some(b"efgh"))
-            .status,
-        202
-    );
+    assert_eq!(n.req("PATCH", &loc, &[("Content-Range", "4-7")], Some(b"efgh")).status, 202);
     let d = sha256(b"abcdefgh");
-    assert_eq!(
-        n.req("PUT", &format!("{loc}?digest={d}"), &[], None).status,
-        201
-    );
+    assert_eq!(n.req("PUT", &format!("{loc}?digest={d}"), &[], None).status, 201);
 }
 
 #[test]
@@ -178,12 +129,7 @@ fn streamed_patch_and_put_with_final_chunk() {
     let r = n.req("PATCH", &loc, &[], Some(b"big "));
     assert_eq!(r.header("Range"), Some("0-9"));
     let d = sha256(b"hello big world");
-    let r = n.req(
-        "PUT",
-        &format!("{loc}?digest={d}"),
-        &[("Content-Type", "application/octet-stream")],
-        Some(b"world"),
-    );
+    let r = n.req("PUT", &format!("{loc}?digest={d}"), &[("Content-Type", "application/octet-stream")], Some(b"world"));
     assert_eq!(r.status, 201);
     assert_eq!(n.get(&format!("/v2/s/blobs/{d}")).body, b"hello big world");
 }
@@ -193,27 +139,12 @@ fn put_with_wrong_digest_discards_upload() {
     let n = TestNode::start();
     let loc = start_session(&n, "s");
     n.req("PATCH", &loc, &[], Some(b"data"));
-    let r = n.req(
-        "PUT",
-        &format!("{loc}?digest={}", sha256(b"other")),
-        &[],
-        None,
-    );
+    let r = n.req("PUT", &format!("{loc}?digest={}", sha256(b"other")), &[], None);
     assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
     assert_eq!(n.get(&loc).status, 404);
-    let r = n.req(
-        "PUT",
-        &format!("{loc}?digest={}", sha256(b"data")),
-        &[],
-        None,
-    );
+    let r = n.req("PUT", &format!("{loc}?digest={}", sha256(b"data")), &[], None);
     assert_eq!(r.status, 404, "repeated PUT after failure");
-    let r = n.req(
-        "PUT",
-        &format!("{}?digest=sha256:bad", start_session(&n, "s")),
-        &[],
-        None,
-    );
+    let r = n.req("PUT", &format!("{}?digest=sha256:bad", start_session(&n, "s")), &[], None);
     assert_eq!(r.error_code(), "DIGEST_INVALID");
     let r = n.req("PUT", &start_session(&n, "s"), &[], None);
     assert_eq!(r.error_code(), "DIGEST_INVALID", "missing digest");
@@ -224,16 +155,9 @@ fn repeated_put_of_completed_upload_is_unknown() {
     let n = TestNode::start();
     let loc = start_session(&n, "s");
     let d = sha256(b"abc");
-    assert_eq!(
-        n.req("PUT", &format!("{loc}?digest={d}"), &[], Some(b"abc"))
-            .status,
-        201
-    );
+    assert_eq!(n.req("PUT", &format!("{loc}?digest={d}"), &[], Some(b"abc")).status, 201);
     let r = n.req("PUT", &format!("{loc}?digest={d}"), &[], Some(b"abc"));
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (404, "BLOB_UPLOAD_UNKNOWN")
-    );
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
 }
 
 #[test]
@@ -244,72 +168,34 @@ fn cancel_upload() {
     assert_eq!(n.req("DELETE", &loc, &[], None).status, 204);
     assert_eq!(n.get(&loc).status, 404);
     assert_eq!(n.req("DELETE", &loc, &[], None).status, 404);
-    assert_eq!(
-        std::fs::read_dir(n.dir.path().join("uploads"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(n.dir.path().join("uploads")).unwrap().count(), 0);
 }
 
 #[test]
 fn upload_ids_are_validated_and_scoped() {
     let n = TestNode::start();
     let r = n.get("/v2/s/blobs/uploads/not-a-uuid");
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (404, "BLOB_UPLOAD_UNKNOWN")
-    );
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
     let loc = start_session(&n, "s");
     let other = loc.replace("/v2/s/", "/v2/t/");
-    assert_eq!(
-        n.get(&other).status,
-        404,
-        "a session belongs to its repository"
-    );
+    assert_eq!(n.get(&other).status, 404, "a session belongs to its repository");
 }
 
 #[test]
 fn sha512_uploads_and_digests() {
     let n = TestNode::start();
-    let r = n.req(
-        "POST",
-        "/v2/s/blobs/uploads/?digest-algorithm=sha512",
-        &[],
-        None,
-    );
+    let r = n.req("POST", "/v2/s/blobs/uploads/?digest-algorithm=sha512", &[], None);
     assert_eq!(r.status, 202);
     let loc = r.header("Location").unwrap().to_owned();
     use sha2::Digest as _;
-    let d = format!(
-        "sha512:{}",
-        hex::encode(sha2::Sha512::digest(b"sha512 data"))
-    );
-    assert_eq!(
-        n.req(
-            "PUT",
-            &format!("{loc}?digest={d}"),
-            &[],
-            Some(b"sha512 data")
-        )
-        .status,
-        201
-    );
+    let d = format!("sha512:{}", hex::encode(sha2::Sha512::digest(b"sha512 data")));
+    assert_eq!(n.req("PUT", &format!("{loc}?digest={d}"), &[], Some(b"sha512 data")).status, 201);
     assert_eq!(n.get(&format!("/v2/s/blobs/{d}")).body, b"sha512 data");
     // A sha256 session completed with a sha512 digest is rehashed correctly.
     let loc = start_session(&n, "s");
     let d2 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(b"xyz")));
-    assert_eq!(
-        n.req("PUT", &format!("{loc}?digest={d2}"), &[], Some(b"xyz"))
-            .status,
-        201
-    );
-    let r = n.req(
-        "POST",
-        "/v2/s/blobs/uploads/?digest-algorithm=md5",
-        &[],
-        None,
-    );
+    assert_eq!(n.req("PUT", &format!("{loc}?digest={d2}"), &[], Some(b"xyz")).status, 201);
+    let r = n.req("POST", "/v2/s/blobs/uploads/?digest-algorithm=md5", &[], None);
     assert_eq!(r.error_code(), "DIGEST_INVALID");
 }
 
@@ -317,38 +203,18 @@ fn sha512_uploads_and_digests() {
 fn cross_repo_mount() {
     let n = TestNode::start();
     let d = n.push_blob("src", b"shared layer");
-    let r = n.req(
-        "POST",
-        &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"),
-        &[],
-        None,
-    );
+    let r = n.req("POST", &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"), &[], None);
     assert_eq!(r.status, 201);
     assert_eq!(r.header("Location").unwrap(), format!("/v2/dst/blobs/{d}"));
     assert_eq!(n.get(&format!("/v2/dst/blobs/{d}")).body, b"shared layer");
     // Mount from a repo that lacks it: fall back to an upload session.
-    let r = n.req(
-        "POST",
-        &format!("/v2/dst2/blobs/uploads/?mount={d}&from=nothere"),
-        &[],
-        None,
-    );
+    let r = n.req("POST", &format!("/v2/dst2/blobs/uploads/?mount={d}&from=nothere"), &[], None);
     assert_eq!(r.status, 202);
     // Mount without `from`: the blob exists somewhere.
-    let r = n.req(
-        "POST",
-        &format!("/v2/dst3/blobs/uploads/?mount={d}"),
-        &[],
-        None,
-    );
+    let r = n.req("POST", &format!("/v2/dst3/blobs/uploads/?mount={d}"), &[], None);
     assert_eq!(r.status, 201);
     // Unknown blob without from: 202.
-    let r = n.req(
-        "POST",
-        &format!("/v2/dst3/blobs/uploads/?mount={}", sha256(b"unknown")),
-        &[],
-        None,
-    );
+    let r = n.req("POST", &format!("/v2/dst3/blobs/uploads/?mount={}", sha256(b"unknown")), &[], None);
     assert_eq!(r.status, 202);
     let r = n.req("POST", "/v2/dst3/blobs/uploads/?mount=bad", &[], None);
     assert_eq!(r.error_code(), "DIGEST_INVALID");
@@ -358,17 +224,9 @@ fn cross_repo_mount() {
 fn blob_delete_and_deletes_disabled() {
     let n = TestNode::start();
     let d = n.push_blob("r", b"to delete");
-    assert_eq!(
-        n.req("DELETE", &format!("/v2/r/blobs/{d}"), &[], None)
-            .status,
-        202
-    );
+    assert_eq!(n.req("DELETE", &format!("/v2/r/blobs/{d}"), &[], None).status, 202);
     assert_eq!(n.get(&format!("/v2/r/blobs/{d}")).status, 404);
-    assert_eq!(
-        n.req("DELETE", &format!("/v2/r/blobs/{d}"), &[], None)
-            .status,
-        404
-    );
+    assert_eq!(n.req("DELETE", &format!("/v2/r/blobs/{d}"), &[], None).status, 404);
     let m = TestNode::start_with(|c| c.storage.delete_enabled = false);
     let d = m.push_blob("r", b"keep");
     let r = m.req("DELETE", &format!("/v2/r/blobs/{d}"), &[], None);
@@ -400,10 +258,7 @@ fn upload_session_limit_per_repo() {
     start_session(&n, "lim");
     start_session(&n, "lim");
     let r = n.req("POST", "/v2/lim/blobs/uploads/", &[], None);
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (429, "TOOMANYREQUESTS")
-    );
+    assert_eq!((r.status, r.error_code().as_str()), (429, "TOOMANYREQUESTS"));
     start_session(&n, "other");
 }
 
@@ -417,15 +272,6 @@ fn expired_uploads_are_removed() {
     n.req("PATCH", &loc, &[], Some(b"partial"));
     std::thread::sleep(std::time::Duration::from_millis(3500));
     let r = n.req("PATCH", &loc, &[], Some(b"more"));
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (404, "BLOB_UPLOAD_UNKNOWN")
-    );
-    assert_eq!(
-        std::fs::read_dir(n.dir.path().join("uploads"))
-            .unwrap()
-            .count(),
-        0,
-        "partial data removed"
-    );
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
+    assert_eq!(std::fs::read_dir(n.dir.path().join("uploads")).unwrap().count(), 0, "partial data removed");
 }

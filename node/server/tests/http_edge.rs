@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn status_of(resp: &str) -> u16 {
-    resp.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 #[test]
@@ -35,10 +32,7 @@ fn chunked_transfer_encoding_upload() {
     );
     let out = n.raw(req.as_bytes(), Duration::from_secs(5));
     assert_eq!(status_of(&out), 201, "{out}");
-    assert_eq!(
-        n.get(&format!("/v2/te/blobs/{d}")).body,
-        b"hello chunked world"
-    );
+    assert_eq!(n.get(&format!("/v2/te/blobs/{d}")).body, b"hello chunked world");
 }
 
 #[test]
@@ -92,12 +86,7 @@ fn malformed_heads() {
     ];
     for (req, want) in cases {
         let out = n.raw(req, Duration::from_secs(5));
-        assert_eq!(
-            status_of(&out),
-            *want,
-            "{:?} -> {out}",
-            String::from_utf8_lossy(req)
-        );
+        assert_eq!(status_of(&out), *want, "{:?} -> {out}", String::from_utf8_lossy(req));
     }
     // Nothing was created outside the data directory, and the node still serves.
     assert_eq!(n.get("/v2/").status, 200);
@@ -107,16 +96,10 @@ fn malformed_heads() {
 fn oversize_head_gets_431() {
     let n = TestNode::start_with(|c| c.limits.max_head_bytes = 8 * 1024);
     let big = "x".repeat(16 * 1024);
-    let out = n.raw(
-        format!("GET /v2/ HTTP/1.1\r\nX-Big: {big}\r\n\r\n").as_bytes(),
-        Duration::from_secs(5),
-    );
+    let out = n.raw(format!("GET /v2/ HTTP/1.1\r\nX-Big: {big}\r\n\r\n").as_bytes(), Duration::from_secs(5));
     assert_eq!(status_of(&out), 431, "{out}");
     let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let out = n.raw(
-        format!("GET /v2/ HTTP/1.1\r\n{many}\r\n").as_bytes(),
-        Duration::from_secs(5),
-    );
+    let out = n.raw(format!("GET /v2/ HTTP/1.1\r\n{many}\r\n").as_bytes(), Duration::from_secs(5));
     assert_eq!(status_of(&out), 431, "{out}");
 }
 
@@ -133,42 +116,21 @@ fn slow_client_is_cut_off_and_others_are_served() {
     let mut stall = TcpStream::connect(n.addr).unwrap();
     stall
         .write_all(
-            format!(
-                "POST /v2/s/blobs/uploads/?digest={} HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc",
-                sha256(b"x")
-            )
-            .as_bytes(),
+            format!("POST /v2/s/blobs/uploads/?digest={} HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc", sha256(b"x"))
+                .as_bytes(),
         )
         .unwrap();
-    assert_eq!(
-        n.get("/v2/").status,
-        200,
-        "other clients are served meanwhile"
-    );
+    assert_eq!(n.get("/v2/").status, 200, "other clients are served meanwhile");
     let started = Instant::now();
-    slow.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = Vec::new();
     let _ = slow.read_to_end(&mut buf);
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "slow head closed by the server"
-    );
-    stall
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(8), "slow head closed by the server");
+    stall.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = Vec::new();
     let _ = stall.read_to_end(&mut buf);
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "stalled body closed by the server"
-    );
-    assert_eq!(
-        std::fs::read_dir(n.dir.path().join("uploads"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert!(started.elapsed() < Duration::from_secs(8), "stalled body closed by the server");
+    assert_eq!(std::fs::read_dir(n.dir.path().join("uploads")).unwrap().count(), 0);
 }
 
 #[test]
@@ -176,8 +138,7 @@ fn idle_keepalive_connection_is_closed() {
     let n = TestNode::start_with(|c| c.limits.idle_timeout_secs = 1);
     let mut s = TcpStream::connect(n.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
@@ -192,10 +153,7 @@ fn health_ready_metrics() {
     assert_eq!(n.get("/readyz").status, 200);
     n.get("/v2/");
     let m = String::from_utf8(n.get("/metrics").body).unwrap();
-    assert!(
-        m.contains("berth_http_requests_total{endpoint=\"base\",method=\"GET\",status=\"200\"}"),
-        "{m}"
-    );
+    assert!(m.contains("berth_http_requests_total{endpoint=\"base\",method=\"GET\",status=\"200\"}"), "{m}");
     assert!(m.contains("berth_http_request_duration_seconds_bucket"));
     assert!(m.contains("berth_upload_sessions"));
 }
@@ -213,10 +171,7 @@ fn http10_closes_and_request_ids_are_returned() {
 fn with_auth(anon: bool) -> TestNode {
     let hash = bcrypt::hash("secret", 4).unwrap();
     TestNode::start_with(move |c| {
-        c.auth.users = vec![berth_node::config::User {
-            name: "admin".into(),
-            bcrypt: hash,
-        }];
+        c.auth.users = vec![berth_node::config::User { name: "admin".into(), bcrypt: hash }];
         c.auth.realm = "test-realm".into();
         c.auth.anonymous_pull = anon;
     })
@@ -224,10 +179,7 @@ fn with_auth(anon: bool) -> TestNode {
 
 fn basic(u: &str, p: &str) -> String {
     use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
 }
 
 #[test]
@@ -235,38 +187,16 @@ fn basic_auth_required() {
     let n = with_auth(false);
     let r = n.get("/v2/");
     assert_eq!((r.status, r.error_code().as_str()), (401, "UNAUTHORIZED"));
-    assert_eq!(
-        r.header("WWW-Authenticate"),
-        Some("Basic realm=\"test-realm\"")
-    );
+    assert_eq!(r.header("WWW-Authenticate"), Some("Basic realm=\"test-realm\""));
     let good = basic("admin", "secret");
-    assert_eq!(
-        n.req("GET", "/v2/", &[("Authorization", &good)], None)
-            .status,
-        200
-    );
-    for bad in [
-        basic("admin", "wrong"),
-        basic("nobody", "secret"),
-        "Bearer x".into(),
-        "Basic !!!".into(),
-    ] {
-        assert_eq!(
-            n.req("GET", "/v2/", &[("Authorization", &bad)], None)
-                .status,
-            401,
-            "{bad}"
-        );
+    assert_eq!(n.req("GET", "/v2/", &[("Authorization", &good)], None).status, 200);
+    for bad in [basic("admin", "wrong"), basic("nobody", "secret"), "Bearer x".into(), "Basic !!!".into()] {
+        assert_eq!(n.req("GET", "/v2/", &[("Authorization", &bad)], None).status, 401, "{bad}");
     }
     assert_eq!(n.get("/v2/_catalog").status, 401);
     assert_eq!(n.get("/healthz").status, 200, "health is not behind auth");
     let d = sha256(b"x");
-    let r = n.req(
-        "POST",
-        &format!("/v2/a/blobs/uploads/?digest={d}"),
-        &[("Authorization", &good)],
-        Some(b"x"),
-    );
+    let r = n.req("POST", &format!("/v2/a/blobs/uploads/?digest={d}"), &[("Authorization", &good)], Some(b"x"));
     assert_eq!(r.status, 201);
 }
 
@@ -275,18 +205,9 @@ fn anonymous_pull() {
     let n = with_auth(true);
     let good = basic("admin", "secret");
     let d = sha256(b"pub");
-    n.req(
-        "POST",
-        &format!("/v2/a/blobs/uploads/?digest={d}"),
-        &[("Authorization", &good)],
-        Some(b"pub"),
-    );
+    n.req("POST", &format!("/v2/a/blobs/uploads/?digest={d}"), &[("Authorization", &good)], Some(b"pub"));
     assert_eq!(n.get(&format!("/v2/a/blobs/{d}")).status, 200);
-    assert_eq!(
-        n.get("/v2/").status,
-        401,
-        "base still challenges so docker login works"
-    );
+    assert_eq!(n.get("/v2/").status, 401, "base still challenges so docker login works");
     let r = n.req("POST", "/v2/a/blobs/uploads/", &[], None);
     assert_eq!(r.status, 401, "push needs credentials");
 }
@@ -313,4 +234,27 @@ fn large_blob_streams_through_sendfile() {
     let r = n.get(&format!("/v2/big/blobs/{d}"));
     assert_eq!(r.body.len(), data.len());
     assert!(r.body == data);
+}
+
+#[test]
+fn blob_bodies_are_sent_zero_copy_and_access_is_recorded() {
+    let n = TestNode::start();
+    let data = vec![42u8; 5_000_000];
+    let d = n.push_blob("zc", &data);
+    let metric = |n: &TestNode| -> u64 {
+        let m = String::from_utf8(n.get("/metrics").body).unwrap();
+        m.lines()
+            .find(|l| l.starts_with("berth_http_response_sendfile_bytes_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = metric(&n);
+    assert_eq!(n.get(&format!("/v2/zc/blobs/{d}")).body.len(), data.len());
+    n.req("GET", &format!("/v2/zc/blobs/{d}"), &[("Range", "bytes=0-999")], None);
+    assert_eq!(metric(&n) - before, 5_001_000, "every blob byte went through sendfile");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let idx = &n.node.as_ref().unwrap().app.index;
+    let at = idx.last_access(&d.parse().unwrap()).unwrap();
+    assert!(at.is_some(), "access time recorded by the per-core flusher");
 }

@@ -62,8 +62,8 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown | NotFound => 404,
-            BlobUploadInvalid | DigestInvalid | ManifestBlobUnknown | ManifestInvalid
-            | NameInvalid | SizeInvalid | BadRequest => 400,
+            BlobUploadInvalid | DigestInvalid | ManifestBlobUnknown | ManifestInvalid | NameInvalid | SizeInvalid
+            | BadRequest => 400,
             RangeInvalid | RangeNotSatisfiable => 416,
             TooLarge => 413,
             Unauthorized => 401,
@@ -150,11 +150,7 @@ pub struct OciError {
 impl OciError {
     /// An error with the default message.
     pub fn new(kind: ErrorKind) -> Self {
-        OciError {
-            kind,
-            message: None,
-            detail: None,
-        }
+        OciError { kind, message: None, detail: None }
     }
     /// Replace the message.
     pub fn msg(mut self, m: impl Into<String>) -> Self {
@@ -187,12 +183,7 @@ impl From<ErrorKind> for OciError {
 
 impl fmt::Display for OciError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}",
-            self.kind.code(),
-            self.message.as_deref().unwrap_or(self.kind.message())
-        )
+        write!(f, "{}: {}", self.kind.code(), self.message.as_deref().unwrap_or(self.kind.message()))
     }
 }
 

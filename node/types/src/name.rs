@@ -25,8 +25,7 @@ pub enum NameError {
     Grammar(&'static str),
 }
 
-const NAME_GRAMMAR: &str =
-    "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*";
+const NAME_GRAMMAR: &str = "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*";
 const TAG_GRAMMAR: &str = "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}";
 
 /// A validated repository name such as `library/alpine`.
@@ -132,9 +131,7 @@ impl FromStr for Tag {
             return Err(NameError::TooLong(128));
         }
         let first_ok = b[0].is_ascii_alphanumeric() || b[0] == b'_';
-        let rest_ok = b[1..]
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
+        let rest_ok = b[1..].iter().all(|&c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
         if !(first_ok && rest_ok) {
             return Err(NameError::Grammar(TAG_GRAMMAR));
         }
@@ -184,9 +181,7 @@ impl FromStr for Reference {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.contains(':') {
-            s.parse::<Digest>()
-                .map(Reference::Digest)
-                .map_err(|_| NameError::Grammar("algorithm:hex"))
+            s.parse::<Digest>().map(Reference::Digest).map_err(|_| NameError::Grammar("algorithm:hex"))
         } else {
             s.parse().map(Reference::Tag)
         }
@@ -209,18 +204,12 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in [
-            "a",
-            "library/alpine",
-            "my-project/sub.dir/x__y",
-            "a0/b-----c",
-            "x.y_z",
-        ] {
+        for ok in ["a", "library/alpine", "my-project/sub.dir/x__y", "a0/b-----c", "x.y_z"] {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
         for bad in [
-            "", "A", "a//b", "/a", "a/", "..", "a/../b", "%2e%2e", "a_", "a___b", "-a", "a.-b",
-            "a\0b", "ünï", "a b", "a/.b",
+            "", "A", "a//b", "/a", "a/", "..", "a/../b", "%2e%2e", "a_", "a___b", "-a", "a.-b", "a\0b", "ünï", "a b",
+            "a/.b",
         ] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad:?}");
         }

@@ -28,10 +28,7 @@ pub enum ByteRange {
 impl FromStr for ByteRange {
     type Err = RangeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let spec = s
-            .trim()
-            .strip_prefix("bytes=")
-            .ok_or(RangeError::Malformed)?;
+        let spec = s.trim().strip_prefix("bytes=").ok_or(RangeError::Malformed)?;
         if spec.contains(',') {
             // Multipart ranges are not supported; the spec allows ignoring them, we refuse.
             return Err(RangeError::Malformed);
@@ -112,10 +109,7 @@ impl FromStr for ContentRange {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         // Some clients send "bytes a-b/*" or "bytes=a-b"; accept those forms too.
-        let s = s
-            .strip_prefix("bytes=")
-            .or_else(|| s.strip_prefix("bytes "))
-            .unwrap_or(s);
+        let s = s.strip_prefix("bytes=").or_else(|| s.strip_prefix("bytes ")).unwrap_or(s);
         let s = s.split_once('/').map(|(r, _)| r).unwrap_or(s);
         let (a, b) = s.split_once('-').ok_or(RangeError::Malformed)?;
         let num = |x: &str| -> Result<u64, RangeError> {
@@ -139,46 +133,19 @@ mod tests {
 
     #[test]
     fn byte_ranges() {
-        assert_eq!(
-            "bytes=0-9".parse::<ByteRange>().unwrap().resolve(100),
-            Ok((0, 10))
-        );
-        assert_eq!(
-            "bytes=90-".parse::<ByteRange>().unwrap().resolve(100),
-            Ok((90, 10))
-        );
-        assert_eq!(
-            "bytes=-10".parse::<ByteRange>().unwrap().resolve(100),
-            Ok((90, 10))
-        );
-        assert_eq!(
-            "bytes=95-200".parse::<ByteRange>().unwrap().resolve(100),
-            Ok((95, 5))
-        );
-        assert_eq!(
-            "bytes=100-".parse::<ByteRange>().unwrap().resolve(100),
-            Err(RangeError::Unsatisfiable)
-        );
-        for bad in [
-            "",
-            "bytes=",
-            "bytes=-",
-            "bytes=5-1",
-            "items=0-1",
-            "bytes=0-1,3-4",
-            "bytes=a-b",
-            "bytes=-1-2",
-        ] {
+        assert_eq!("bytes=0-9".parse::<ByteRange>().unwrap().resolve(100), Ok((0, 10)));
+        assert_eq!("bytes=90-".parse::<ByteRange>().unwrap().resolve(100), Ok((90, 10)));
+        assert_eq!("bytes=-10".parse::<ByteRange>().unwrap().resolve(100), Ok((90, 10)));
+        assert_eq!("bytes=95-200".parse::<ByteRange>().unwrap().resolve(100), Ok((95, 5)));
+        assert_eq!("bytes=100-".parse::<ByteRange>().unwrap().resolve(100), Err(RangeError::Unsatisfiable));
+        for bad in ["", "bytes=", "bytes=-", "bytes=5-1", "items=0-1", "bytes=0-1,3-4", "bytes=a-b", "bytes=-1-2"] {
             assert!(bad.parse::<ByteRange>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn content_ranges() {
-        assert_eq!(
-            "0-99".parse::<ContentRange>().unwrap(),
-            ContentRange { start: 0, end: 99 }
-        );
+        assert_eq!("0-99".parse::<ContentRange>().unwrap(), ContentRange { start: 0, end: 99 });
         assert_eq!("bytes 0-99/*".parse::<ContentRange>().unwrap().len(), 100);
         for bad in ["", "-", "5-1", "a-b", "-1-2", "99999999999999999999-1"] {
             assert!(bad.parse::<ContentRange>().is_err(), "{bad}");

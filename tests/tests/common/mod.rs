@@ -15,20 +15,12 @@ pub fn berth_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("berth");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build --bin berth` (the README test command does)",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} missing: run `cargo build --bin berth` (the README test command does)", bin.display());
     bin
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn sha256(data: &[u8]) -> String {
@@ -85,10 +77,7 @@ impl Berth {
             addr: format!("127.0.0.1:{port}"),
             dir: dir.to_path_buf(),
             child: None,
-            extra: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log: dir.with_extension("log"),
         };
         b.spawn();
@@ -96,11 +85,7 @@ impl Berth {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = Command::new(berth_bin());
         cmd.arg("serve")
             .arg("--listen")
@@ -124,10 +109,7 @@ impl Berth {
                 }
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "berth exited at start ({st}): {}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
+                panic!("berth exited at start ({st}): {}", std::fs::read_to_string(&self.log).unwrap_or_default());
             }
             assert!(Instant::now() < deadline, "berth did not become healthy");
             std::thread::sleep(Duration::from_millis(50));
@@ -191,10 +173,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -213,18 +192,11 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
         Err(e) => panic!("{method} {url}: {e}"),
     };
     let status = resp.status();
-    let headers = resp
-        .headers_names()
-        .into_iter()
-        .map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_owned()))
-        .collect();
+    let headers =
+        resp.headers_names().into_iter().map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_owned())).collect();
     let mut body = Vec::new();
     resp.into_reader().read_to_end(&mut body).unwrap();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    Resp { status, headers, body }
 }
 
 /// Build an OCI image layout in `dir` with `layers` gzip tar layers made from files;
@@ -238,24 +210,15 @@ pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, layer_size: usize) 
     for i in 0..layers {
         let root = dir.join(format!("rootfs{i}"));
         std::fs::create_dir_all(root.join("data")).unwrap();
-        let content: Vec<u8> = (0..layer_size)
-            .map(|j| ((j * 31 + i * 7) % 251) as u8)
-            .collect();
+        let content: Vec<u8> = (0..layer_size).map(|j| ((j * 31 + i * 7) % 251) as u8).collect();
         std::fs::write(root.join(format!("data/file{i}")), &content).unwrap();
         let tar = dir.join(format!("layer{i}.tar.gz"));
-        run(Command::new("tar")
-            .arg("-czf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(&root)
-            .arg("."));
+        run(Command::new("tar").arg("-czf").arg(&tar).arg("-C").arg(&root).arg("."));
         let bytes = std::fs::read(&tar).unwrap();
         let d = sha256(&bytes);
         std::fs::write(blobs.join(&d[7..]), &bytes).unwrap();
         descs.push(serde_json::json!({"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":d,"size":bytes.len()}));
-        let raw = run(Command::new("sh")
-            .arg("-c")
-            .arg(format!("gzip -dc {} | sha256sum", tar.display())));
+        let raw = run(Command::new("sh").arg("-c").arg(format!("gzip -dc {} | sha256sum", tar.display())));
         diff_ids.push(format!("sha256:{}", &raw[..64]));
         layer_bytes.push(bytes);
     }
@@ -309,13 +272,7 @@ impl Dockerd {
             .arg(dir.join("docker.pid"))
             .arg("-H")
             .arg(format!("unix://{}", sock.display()))
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-masq=false",
-                "--insecure-registry",
-                insecure,
-            ])
+            .args(["--bridge=none", "--iptables=false", "--ip-masq=false", "--insecure-registry", insecure])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -323,11 +280,7 @@ impl Dockerd {
         let host = format!("unix://{}", sock.display());
         let config_dir = dir.join("config");
         std::fs::create_dir_all(&config_dir).unwrap();
-        let d = Dockerd {
-            host,
-            config_dir,
-            child,
-        };
+        let d = Dockerd { host, config_dir, child };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !d.docker(&["version"]).status.success() {
             assert!(

@@ -7,12 +7,7 @@ use crate::app::App;
 use crate::http::{Method, Request, Response, ResponseBody};
 use crate::store::{index_error, io_error};
 
-pub(super) fn handle(
-    app: &App,
-    req: &Request,
-    repo: &RepoName,
-    digest: &Digest,
-) -> Result<Response, OciError> {
+pub(super) fn handle(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
     match req.method {
         Method::Get | Method::Head => get(app, req, repo, digest),
         Method::Delete => {
@@ -28,22 +23,15 @@ pub(super) fn handle(
 }
 
 fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
-    let unknown = || {
-        OciError::new(ErrorKind::BlobUnknown)
-            .detail(serde_json::json!({ "digest": digest.to_string() }))
-    };
+    let unknown = || OciError::new(ErrorKind::BlobUnknown).detail(serde_json::json!({ "digest": digest.to_string() }));
     if !app.index.repo_has_blob(repo, digest).map_err(index_error)? {
         return Err(unknown());
     }
-    let meta = app
-        .index
-        .blob(digest)
-        .map_err(index_error)?
-        .ok_or_else(unknown)?;
-    let file = app
-        .blobs
-        .open_blob(digest)
-        .map_err(|e| io_error(e, "open blob"))?;
+    let meta = app.index.blob(digest).map_err(index_error)?.ok_or_else(unknown)?;
+    let file = app.blobs.open_blob(digest).map_err(|e| io_error(e, "open blob"))?;
+    if req.method == Method::Get && crate::store::access::touch(digest) {
+        crate::store::access::flush(&app.index);
+    }
     let size = meta.size;
     let base = Response::new(200)
         .header("Content-Type", "application/octet-stream")
@@ -52,32 +40,19 @@ fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Res
         .header("Accept-Ranges", "bytes")
         .header("Cache-Control", "max-age=31536000, immutable");
     match req.header("range") {
-        None => Ok(base.with_body(ResponseBody::File {
-            file,
-            offset: 0,
-            len: size,
-        })),
+        None => Ok(base.with_body(ResponseBody::File { file, offset: 0, len: size })),
         Some(r) => {
             let resolved = r.parse::<ByteRange>().and_then(|br| br.resolve(size));
             match resolved {
                 Ok((offset, len)) => {
                     let mut resp = base.with_body(ResponseBody::File { file, offset, len });
                     resp.status = 206;
-                    Ok(resp.header(
-                        "Content-Range",
-                        format!("bytes {}-{}/{}", offset, offset + len - 1, size),
-                    ))
+                    Ok(resp.header("Content-Range", format!("bytes {}-{}/{}", offset, offset + len - 1, size)))
                 }
                 // RFC 9110 14.2: a syntactically invalid Range is ignored.
-                Err(RangeError::Malformed) => Ok(base.with_body(ResponseBody::File {
-                    file,
-                    offset: 0,
-                    len: size,
-                })),
-                Err(RangeError::Unsatisfiable) => Ok(Response::from(OciError::new(
-                    ErrorKind::RangeNotSatisfiable,
-                ))
-                .header("Content-Range", format!("bytes */{size}"))),
+                Err(RangeError::Malformed) => Ok(base.with_body(ResponseBody::File { file, offset: 0, len: size })),
+                Err(RangeError::Unsatisfiable) => Ok(Response::from(OciError::new(ErrorKind::RangeNotSatisfiable))
+                    .header("Content-Range", format!("bytes */{size}"))),
             }
         }
     }

@@ -11,10 +11,7 @@ pub(super) fn handle(app: &App, req: &Request) -> Result<Response, OciError> {
         return super::method_not_allowed("GET, HEAD");
     }
     let (n, last) = super::pagination(req)?;
-    let page = app
-        .index
-        .list_repos(last.as_deref(), n)
-        .map_err(index_error)?;
+    let page = app.index.list_repos(last.as_deref(), n).map_err(index_error)?;
     let mut resp = Response::json(200, &serde_json::json!({ "repositories": page.items }));
     if page.more {
         if let Some(l) = page.items.last() {

@@ -29,28 +29,20 @@ fn unknown(app: &App, repo: &RepoName, reference: &Reference) -> OciError {
         Ok(false) => ErrorKind::NameUnknown,
         _ => ErrorKind::ManifestUnknown,
     };
-    OciError::new(kind)
-        .detail(serde_json::json!({ "name": repo.as_str(), "reference": reference.to_string() }))
+    OciError::new(kind).detail(serde_json::json!({ "name": repo.as_str(), "reference": reference.to_string() }))
 }
 
 fn resolve(app: &App, repo: &RepoName, reference: &Reference) -> Result<Digest, OciError> {
     match reference {
         Reference::Digest(d) => Ok(d.clone()),
-        Reference::Tag(t) => app
-            .index
-            .tag(repo, t)
-            .map_err(index_error)?
-            .ok_or_else(|| unknown(app, repo, reference)),
+        Reference::Tag(t) => app.index.tag(repo, t).map_err(index_error)?.ok_or_else(|| unknown(app, repo, reference)),
     }
 }
 
 fn get(app: &App, repo: &RepoName, reference: &Reference) -> Result<Response, OciError> {
     let digest = resolve(app, repo, reference)?;
-    let (record, bytes) = app
-        .index
-        .manifest(repo, &digest)
-        .map_err(index_error)?
-        .ok_or_else(|| unknown(app, repo, reference))?;
+    let (record, bytes) =
+        app.index.manifest(repo, &digest).map_err(index_error)?.ok_or_else(|| unknown(app, repo, reference))?;
     Ok(Response::bytes(200, &record.media_type, bytes)
         .header("Docker-Content-Digest", digest.to_string())
         .header("ETag", format!("\"{digest}\"")))
@@ -65,21 +57,18 @@ async fn put(
 ) -> Result<Response, OciError> {
     let limit = app.cfg.limits.max_manifest_bytes;
     let bytes = body.read_to_end(limit).await.map_err(|e| match e {
-        BodyError::TooLarge(_) => {
-            OciError::new(ErrorKind::TooLarge).msg(format!("manifest larger than {limit} bytes"))
-        }
+        BodyError::TooLarge(_) => OciError::new(ErrorKind::TooLarge).msg(format!("manifest larger than {limit} bytes")),
         BodyError::Malformed(m) => OciError::new(ErrorKind::BadRequest).msg(m),
-        BodyError::Io(e) => {
-            OciError::new(ErrorKind::ManifestInvalid).msg(format!("manifest body: {e}"))
-        }
+        BodyError::Io(e) => OciError::new(ErrorKind::ManifestInvalid).msg(format!("manifest body: {e}")),
     })?;
     let parsed = manifest::parse(&bytes, req.header("content-type"))?;
     let digest = match reference {
         Reference::Digest(d) => {
             let computed = Digest::of(d.algorithm(), &bytes);
             if &computed != d {
-                return Err(OciError::new(ErrorKind::DigestInvalid)
-                    .msg(format!("manifest digest is {computed}, not {d}")));
+                return Err(
+                    OciError::new(ErrorKind::DigestInvalid).msg(format!("manifest digest is {computed}, not {d}"))
+                );
             }
             computed
         }
@@ -104,9 +93,8 @@ async fn put(
         tags.push(t.clone());
     }
     for t in req.query_all("tag") {
-        let t: Tag = t.parse().map_err(|e| {
-            OciError::new(ErrorKind::ManifestInvalid).msg(format!("invalid tag {t:?}: {e}"))
-        })?;
+        let t: Tag =
+            t.parse().map_err(|e| OciError::new(ErrorKind::ManifestInvalid).msg(format!("invalid tag {t:?}: {e}")))?;
         if !tags.contains(&t) {
             tags.push(t);
         }
@@ -123,9 +111,7 @@ async fn put(
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
-    app.index
-        .put_manifest(repo, &digest, &record, &bytes, &tags)
-        .map_err(index_error)?;
+    app.index.put_manifest(repo, &digest, &record, &bytes, &tags).map_err(index_error)?;
     let mut resp = Response::new(201)
         .header("Location", format!("/v2/{repo}/manifests/{digest}"))
         .header("Docker-Content-Digest", digest.to_string());

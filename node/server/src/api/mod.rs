@@ -45,9 +45,7 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
         Endpoint::Base => base::handle(req),
         Endpoint::Catalog => catalog::handle(app, req),
         Endpoint::Tags(repo) => tags::handle(app, req, &repo),
-        Endpoint::Manifest(repo, reference) => {
-            manifests::handle(app, req, body, &repo, &reference).await
-        }
+        Endpoint::Manifest(repo, reference) => manifests::handle(app, req, body, &repo, &reference).await,
         Endpoint::Blob(repo, digest) => blobs::handle(app, req, &repo, &digest),
         Endpoint::UploadStart(repo) => uploads::start(app, req, body, &repo).await,
         Endpoint::Upload(repo, id) => uploads::handle(app, req, body, &repo, id).await,
@@ -70,14 +68,9 @@ fn authorize(app: &App, req: &Request, ep: &Endpoint) -> Result<(), Response> {
     let read_only = matches!(req.method, Method::Get | Method::Head);
     match auth.check(req.header("authorization")) {
         Verdict::User(_) => Ok(()),
-        Verdict::Anonymous if auth.anonymous_pull && read_only && !matches!(ep, Endpoint::Base) => {
-            Ok(())
-        }
+        Verdict::Anonymous if auth.anonymous_pull && read_only && !matches!(ep, Endpoint::Base) => Ok(()),
         _ => Err(Response::from(OciError::new(ErrorKind::Unauthorized))
-            .header(
-                "WWW-Authenticate",
-                format!("Basic realm=\"{}\"", auth.realm),
-            )
+            .header("WWW-Authenticate", format!("Basic realm=\"{}\"", auth.realm))
             .header(API_VERSION.0, API_VERSION.1)),
     }
 }
@@ -103,9 +96,7 @@ pub(crate) fn pagination(req: &Request) -> Result<(usize, Option<String>), OciEr
         None => MAX_PAGE,
         Some(s) => s
             .parse::<u64>()
-            .map_err(|_| {
-                OciError::new(ErrorKind::BadRequest).msg("n must be a non-negative integer")
-            })?
+            .map_err(|_| OciError::new(ErrorKind::BadRequest).msg("n must be a non-negative integer"))?
             .min(MAX_PAGE as u64) as usize,
     };
     Ok((n, req.query("last").map(str::to_owned)))

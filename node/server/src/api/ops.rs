@@ -16,25 +16,15 @@ pub(super) fn handle(app: &App, req: &Request, ep: &Endpoint) -> Result<Response
         Endpoint::Health => Ok(Response::bytes(200, "text/plain", b"ok\n".to_vec())),
         Endpoint::Ready => {
             if app.shutting_down.load(Ordering::Relaxed) {
-                Ok(Response::bytes(
-                    503,
-                    "text/plain",
-                    b"shutting down\n".to_vec(),
-                ))
+                Ok(Response::bytes(503, "text/plain", b"shutting down\n".to_vec()))
             } else {
                 Ok(Response::bytes(200, "text/plain", b"ready\n".to_vec()))
             }
         }
         _ => {
-            app.metrics
-                .upload_sessions
-                .set(app.uploads.open_sessions() as i64);
+            app.metrics.upload_sessions.set(app.uploads.open_sessions() as i64);
             app.metrics.blobs.set(app.index.estimate_blobs() as i64);
-            Ok(Response::bytes(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                app.metrics.encode().into_bytes(),
-            ))
+            Ok(Response::bytes(200, "text/plain; version=0.0.4; charset=utf-8", app.metrics.encode().into_bytes()))
         }
     }
 }

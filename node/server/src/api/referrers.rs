@@ -8,12 +8,7 @@ use crate::store::index_error;
 
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-pub(super) fn handle(
-    app: &App,
-    req: &Request,
-    repo: &RepoName,
-    subject: &Digest,
-) -> Result<Response, OciError> {
+pub(super) fn handle(app: &App, req: &Request, repo: &RepoName, subject: &Digest) -> Result<Response, OciError> {
     if !matches!(req.method, Method::Get | Method::Head) {
         return super::method_not_allowed("GET, HEAD");
     }

@@ -12,23 +12,13 @@ pub(super) fn handle(app: &App, req: &Request, repo: &RepoName) -> Result<Respon
     }
     let (n, last) = super::pagination(req)?;
     if !app.index.repo_exists(repo).map_err(index_error)? {
-        return Err(OciError::new(ErrorKind::NameUnknown)
-            .detail(serde_json::json!({ "name": repo.as_str() })));
+        return Err(OciError::new(ErrorKind::NameUnknown).detail(serde_json::json!({ "name": repo.as_str() })));
     }
-    let page = app
-        .index
-        .list_tags(repo, last.as_deref(), n)
-        .map_err(index_error)?;
-    let mut resp = Response::json(
-        200,
-        &serde_json::json!({ "name": repo.as_str(), "tags": page.items }),
-    );
+    let page = app.index.list_tags(repo, last.as_deref(), n).map_err(index_error)?;
+    let mut resp = Response::json(200, &serde_json::json!({ "name": repo.as_str(), "tags": page.items }));
     if page.more {
         if let Some(l) = page.items.last() {
-            resp = resp.header(
-                "Link",
-                super::next_link(&format!("/v2/{repo}/tags/list"), n, l, ""),
-            );
+            resp = resp.header("Link", super::next_link(&format!("/v2/{repo}/tags/list"), n, l, ""));
         }
     }
     Ok(resp)

@@ -21,10 +21,7 @@ fn accepted(app: &App, repo: &RepoName, id: UploadId, offset: u64) -> Response {
         .header("Range", range(offset))
         .header("Docker-Upload-UUID", id.to_string());
     if app.cfg.uploads.chunk_min_length > 0 {
-        r = r.header(
-            "OCI-Chunk-Min-Length",
-            app.cfg.uploads.chunk_min_length.to_string(),
-        );
+        r = r.header("OCI-Chunk-Min-Length", app.cfg.uploads.chunk_min_length.to_string());
     }
     r
 }
@@ -38,9 +35,9 @@ fn created(repo: &RepoName, digest: &Digest) -> Response {
 fn query_digest(req: &Request, key: &str) -> Result<Option<Digest>, OciError> {
     match req.query(key) {
         None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|e| {
-            OciError::new(ErrorKind::DigestInvalid).msg(format!("invalid {key}: {e}"))
-        }),
+        Some(s) => {
+            s.parse().map(Some).map_err(|e| OciError::new(ErrorKind::DigestInvalid).msg(format!("invalid {key}: {e}")))
+        }
     }
 }
 
@@ -57,12 +54,10 @@ pub(super) async fn start(
     if let Some(digest) = query_digest(req, "mount")? {
         let linked = match req.query("from") {
             Some(from) => {
-                let from: RepoName = from.parse().map_err(|e| {
-                    OciError::new(ErrorKind::NameInvalid).msg(format!("invalid from: {e}"))
-                })?;
-                app.index
-                    .repo_has_blob(&from, &digest)
-                    .map_err(index_error)?
+                let from: RepoName = from
+                    .parse()
+                    .map_err(|e| OciError::new(ErrorKind::NameInvalid).msg(format!("invalid from: {e}")))?;
+                app.index.repo_has_blob(&from, &digest).map_err(index_error)?
                     && app.index.link_blob(repo, &digest).map_err(index_error)?
             }
             // Without `from`, mount when the blob exists anywhere in the registry.
@@ -78,9 +73,9 @@ pub(super) async fn start(
     }
     let algorithm = match req.query("digest-algorithm") {
         None => Algorithm::Sha256,
-        Some(a) => a.parse().map_err(|e| {
-            OciError::new(ErrorKind::DigestInvalid).msg(format!("digest-algorithm: {e}"))
-        })?,
+        Some(a) => {
+            a.parse().map_err(|e| OciError::new(ErrorKind::DigestInvalid).msg(format!("digest-algorithm: {e}")))?
+        }
     };
     let (id, session) = app.uploads.start(repo, algorithm)?;
     Ok(accepted(app, repo, id, session.offset))
@@ -124,9 +119,8 @@ async fn on_session(
         }
         Method::Patch => patch(app, req, body, repo, id).await,
         Method::Put => {
-            let digest = query_digest(req, "digest")?.ok_or_else(|| {
-                OciError::new(ErrorKind::DigestInvalid).msg("digest query parameter is required")
-            })?;
+            let digest = query_digest(req, "digest")?
+                .ok_or_else(|| OciError::new(ErrorKind::DigestInvalid).msg("digest query parameter is required"))?;
             if let Some(cr) = req.header("content-range") {
                 // A final chunk with a range must start where the upload stands.
                 let cr: ContentRange = cr.parse().map_err(|_| bad_range())?;
@@ -163,10 +157,8 @@ async fn patch(
             let cr: ContentRange = cr.parse().map_err(|_| bad_range())?;
             if let Some(len) = body.declared_len() {
                 if len != cr.len() {
-                    return Err(OciError::new(ErrorKind::SizeInvalid).msg(format!(
-                        "Content-Range covers {} bytes, Content-Length is {len}",
-                        cr.len()
-                    )));
+                    return Err(OciError::new(ErrorKind::SizeInvalid)
+                        .msg(format!("Content-Range covers {} bytes, Content-Length is {len}", cr.len())));
                 }
             }
             Some(cr.start)

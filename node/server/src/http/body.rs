@@ -51,12 +51,7 @@ impl<'c> Body<'c> {
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::ChunkSize,
         };
-        Body {
-            conn,
-            continue_pending: req.expect_continue && state != State::Done,
-            state,
-            received: 0,
-        }
+        Body { conn, continue_pending: req.expect_continue && state != State::Done, state, received: 0 }
     }
 
     /// Whether the whole body has been consumed.
@@ -86,9 +81,7 @@ impl<'c> Body<'c> {
     async fn send_continue(&mut self) -> io::Result<()> {
         if self.continue_pending {
             self.continue_pending = false;
-            self.conn
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
-                .await?;
+            self.conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await?;
         }
         Ok(())
     }
@@ -106,16 +99,9 @@ impl<'c> Body<'c> {
                 State::Length(rem) => {
                     let (r, buf) = self.read_data(buf, rem).await;
                     return match r {
-                        Ok(0) => (
-                            Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-                            buf,
-                        ),
+                        Ok(0) => (Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()), buf),
                         Ok(n) => {
-                            self.state = if rem == n as u64 {
-                                State::Done
-                            } else {
-                                State::Length(rem - n as u64)
-                            };
+                            self.state = if rem == n as u64 { State::Done } else { State::Length(rem - n as u64) };
                             (Ok(n), buf)
                         }
                         Err(e) => (Err(e.into()), buf),
@@ -127,32 +113,19 @@ impl<'c> Body<'c> {
                         Err(e) => return (Err(e), buf),
                     };
                     let size = line.split(';').next().unwrap_or("").trim();
-                    if size.is_empty()
-                        || size.len() > 15
-                        || !size.bytes().all(|b| b.is_ascii_hexdigit())
-                    {
+                    if size.is_empty() || size.len() > 15 || !size.bytes().all(|b| b.is_ascii_hexdigit()) {
                         return (Err(BodyError::Malformed("bad chunk size")), buf);
                     }
                     let n = u64::from_str_radix(size, 16).unwrap_or(0);
-                    self.state = if n == 0 {
-                        State::Trailers
-                    } else {
-                        State::ChunkData(n)
-                    };
+                    self.state = if n == 0 { State::Trailers } else { State::ChunkData(n) };
                 }
                 State::ChunkData(rem) => {
                     let (r, buf) = self.read_data(buf, rem).await;
                     return match r {
-                        Ok(0) => (
-                            Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-                            buf,
-                        ),
+                        Ok(0) => (Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()), buf),
                         Ok(n) => {
-                            self.state = if rem == n as u64 {
-                                State::ChunkEnd
-                            } else {
-                                State::ChunkData(rem - n as u64)
-                            };
+                            self.state =
+                                if rem == n as u64 { State::ChunkEnd } else { State::ChunkData(rem - n as u64) };
                             (Ok(n), buf)
                         }
                         Err(e) => (Err(e.into()), buf),
@@ -214,13 +187,7 @@ impl<'c> Body<'c> {
                 }
                 (r, buf)
             }
-            Err(_) => (
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "body read timed out",
-                )),
-                Vec::with_capacity(cap),
-            ),
+            Err(_) => (Err(io::Error::new(io::ErrorKind::TimedOut, "body read timed out")), Vec::with_capacity(cap)),
         }
     }
 

@@ -55,6 +55,15 @@ pub enum HeadFailure {
     Io(io::Error),
 }
 
+/// What a response write sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    /// Body bytes.
+    pub bytes: u64,
+    /// Whether the body went file → socket with sendfile(2).
+    pub zero_copy: bool,
+}
+
 /// A client connection.
 pub struct Conn {
     pub(crate) stream: TcpStream,
@@ -67,12 +76,7 @@ impl Conn {
     /// Wrap an accepted stream.
     pub fn new(stream: TcpStream, limits: Limits) -> Conn {
         let _ = stream.set_nodelay(true);
-        Conn {
-            stream,
-            buf: Vec::with_capacity(limits.max_head_bytes.max(16 * 1024)),
-            pos: 0,
-            limits,
-        }
+        Conn { stream, buf: Vec::with_capacity(limits.max_head_bytes.max(16 * 1024)), pos: 0, limits }
     }
 
     pub(crate) fn buffered(&self) -> &[u8] {
@@ -95,10 +99,7 @@ impl Conn {
             self.pos = 0;
         }
         if self.buf.len() == self.buf.capacity() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "read buffer full",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer full"));
         }
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
@@ -124,11 +125,7 @@ impl Conn {
     pub async fn read_head(&mut self) -> Result<Option<Request>, HeadFailure> {
         loop {
             // Tolerate stray CRLFs between pipelined requests (RFC 9112 2.2).
-            let skip = self
-                .buffered()
-                .iter()
-                .take_while(|b| **b == b'\r' || **b == b'\n')
-                .count();
+            let skip = self.buffered().iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
             if skip > 0 {
                 self.consume(skip);
             }
@@ -154,19 +151,13 @@ impl Conn {
                 }
             }
             let idle = self.buffered().is_empty();
-            let timeout = if idle {
-                self.limits.idle_timeout
-            } else {
-                self.limits.head_timeout
-            };
+            let timeout = if idle { self.limits.idle_timeout } else { self.limits.head_timeout };
             match self.fill(timeout).await {
                 Ok(0) if idle => return Ok(None),
                 Ok(0) => return Err(HeadFailure::Io(io::ErrorKind::UnexpectedEof.into())),
                 Ok(_) => {}
                 Err(e) if idle && e.kind() == io::ErrorKind::TimedOut => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Err(HeadFailure::TooLarge)
-                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(HeadFailure::TooLarge),
                 Err(e) => return Err(HeadFailure::Io(e)),
             }
         }
@@ -182,12 +173,7 @@ impl Conn {
 
     /// Write a response. With `head_only` (HEAD requests) the body is described by
     /// `Content-Length` but not sent. Returns the body bytes sent.
-    pub async fn write_response(
-        &mut self,
-        resp: Response,
-        head_only: bool,
-        keep_alive: bool,
-    ) -> io::Result<u64> {
+    pub async fn write_response(&mut self, resp: Response, head_only: bool, keep_alive: bool) -> io::Result<Sent> {
         let mut head = Vec::with_capacity(512);
         let status = resp.status;
         head.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", status, reason(status)).as_bytes());
@@ -208,24 +194,26 @@ impl Conn {
             head.extend_from_slice(b"Connection: close\r\n");
         }
         head.extend_from_slice(b"\r\n");
+        let memory = |bytes| Sent { bytes, zero_copy: false };
         if head_only || status == 204 {
             self.write_all(head).await?;
-            return Ok(0);
+            return Ok(memory(0));
         }
         match resp.body {
             ResponseBody::Empty => {
                 self.write_all(head).await?;
-                Ok(0)
+                Ok(memory(0))
             }
             ResponseBody::Bytes(b) => {
                 let n = b.len() as u64;
                 head.extend_from_slice(&b);
                 self.write_all(head).await?;
-                Ok(n)
+                Ok(memory(n))
             }
             ResponseBody::File { file, offset, len } => {
                 self.write_all(head).await?;
-                send_file(&self.stream, &file, offset, len, self.limits.write_timeout).await
+                let bytes = send_file(&self.stream, &file, offset, len, self.limits.write_timeout).await?;
+                Ok(Sent { bytes, zero_copy: true })
             }
         }
     }

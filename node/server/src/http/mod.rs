@@ -12,6 +12,6 @@ mod response;
 mod sendfile;
 
 pub use body::{Body, BodyError};
-pub use conn::{Conn, HeadFailure, Limits};
+pub use conn::{Conn, HeadFailure, Limits, Sent};
 pub use request::{Method, Request};
 pub use response::{Response, ResponseBody};

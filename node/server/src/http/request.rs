@@ -79,24 +79,15 @@ pub struct Request {
 impl Request {
     /// First value of a header (name in lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
     /// First value of a query parameter.
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
     /// All values of a query parameter.
     pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.query
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
     }
     /// Whether the request declares a body.
     pub fn has_body(&self) -> bool {
@@ -125,9 +116,7 @@ pub(crate) fn from_parsed(req: &httparse::Request<'_, '_>) -> Result<Request, He
         Some((p, q)) => (p, q),
         None => (target, ""),
     };
-    let query = form_urlencoded::parse(qs.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let query = form_urlencoded::parse(qs.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     let mut headers = Vec::with_capacity(req.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -136,20 +125,13 @@ pub(crate) fn from_parsed(req: &httparse::Request<'_, '_>) -> Result<Request, He
     let mut keep_alive = version == 1;
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
-        let value = std::str::from_utf8(h.value)
-            .map_err(|_| HeadError::Bad("header value is not UTF-8"))?
-            .trim();
+        let value = std::str::from_utf8(h.value).map_err(|_| HeadError::Bad("header value is not UTF-8"))?.trim();
         match name.as_str() {
             "content-length" => {
-                if !value.bytes().all(|b| b.is_ascii_digit())
-                    || value.is_empty()
-                    || value.len() > 19
-                {
+                if !value.bytes().all(|b| b.is_ascii_digit()) || value.is_empty() || value.len() > 19 {
                     return Err(HeadError::Bad("invalid Content-Length"));
                 }
-                let n: u64 = value
-                    .parse()
-                    .map_err(|_| HeadError::Bad("invalid Content-Length"))?;
+                let n: u64 = value.parse().map_err(|_| HeadError::Bad("invalid Content-Length"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(HeadError::Bad("conflicting Content-Length headers"));
                 }
@@ -188,13 +170,5 @@ pub(crate) fn from_parsed(req: &httparse::Request<'_, '_>) -> Result<Request, He
             None => Framing::None,
         }
     };
-    Ok(Request {
-        method,
-        path: path.to_owned(),
-        query,
-        headers,
-        framing,
-        expect_continue,
-        keep_alive,
-    })
+    Ok(Request { method, path: path.to_owned(), query, headers, framing, expect_continue, keep_alive })
 }

@@ -36,12 +36,7 @@ pub struct Response {
 impl Response {
     /// An empty response with a status.
     pub fn new(status: u16) -> Response {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: ResponseBody::Empty,
-            error: None,
-        }
+        Response { status, headers: Vec::new(), body: ResponseBody::Empty, error: None }
     }
     /// Add a header.
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
@@ -50,17 +45,11 @@ impl Response {
     }
     /// A JSON body.
     pub fn json(status: u16, value: &serde_json::Value) -> Response {
-        Response::bytes(
-            status,
-            "application/json",
-            serde_json::to_vec(value).unwrap_or_default(),
-        )
+        Response::bytes(status, "application/json", serde_json::to_vec(value).unwrap_or_default())
     }
     /// A body from memory with a content type.
     pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response::new(status)
-            .header("Content-Type", content_type)
-            .with_body(ResponseBody::Bytes(body))
+        Response::new(status).header("Content-Type", content_type).with_body(ResponseBody::Bytes(body))
     }
     /// Replace the body.
     pub fn with_body(mut self, body: ResponseBody) -> Response {
@@ -77,9 +66,7 @@ impl Response {
     }
     /// Whether a header is already set.
     pub fn has_header(&self, name: &str) -> bool {
-        self.headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 }
 

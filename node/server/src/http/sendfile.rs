@@ -69,24 +69,14 @@ pub(crate) async fn send_file(
         }
         if n == 0 {
             // The file is shorter than its index entry says: never pad, fail the response.
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shorter than expected",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than expected"));
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::EAGAIN) => {
-                match monoio::time::timeout(stall, stream.writable(false)).await {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "client stopped reading",
-                        ))
-                    }
-                }
-            }
+            Some(libc::EAGAIN) => match monoio::time::timeout(stall, stream.writable(false)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
+            },
             Some(libc::EINTR) => {}
             _ => return Err(err),
         }

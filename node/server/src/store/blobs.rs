@@ -29,11 +29,7 @@ impl BlobStore {
     /// Final path of a blob. Safe by construction: the digest's hex is validated.
     pub fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        self.root.join("blobs").join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
     }
 
     /// Directory of in-progress uploads.

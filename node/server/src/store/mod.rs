@@ -3,6 +3,7 @@
 //! Layering: handlers (`api`) call these stores; the stores call the index and the filesystem;
 //! neither calls back into `api`.
 
+pub mod access;
 mod blobs;
 mod uploads;
 

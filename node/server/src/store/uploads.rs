@@ -92,10 +92,7 @@ impl Drop for Lease<'_> {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Map an I/O error to the registry error a client sees.
@@ -114,13 +111,9 @@ pub(crate) fn index_error(e: berth_index::IndexError) -> OciError {
 
 fn body_error(e: BodyError) -> OciError {
     match e {
-        BodyError::Io(e) => {
-            OciError::new(ErrorKind::BlobUploadInvalid).msg(format!("body read failed: {e}"))
-        }
+        BodyError::Io(e) => OciError::new(ErrorKind::BlobUploadInvalid).msg(format!("body read failed: {e}")),
         BodyError::Malformed(m) => OciError::new(ErrorKind::BadRequest).msg(m),
-        BodyError::TooLarge(n) => {
-            OciError::new(ErrorKind::TooLarge).msg(format!("body larger than {n} bytes"))
-        }
+        BodyError::TooLarge(n) => OciError::new(ErrorKind::TooLarge).msg(format!("body larger than {n} bytes")),
     }
 }
 
@@ -133,12 +126,7 @@ struct Appended {
 
 impl Uploads {
     /// Create the session registry.
-    pub fn new(
-        index: Arc<Index>,
-        blobs: Arc<BlobStore>,
-        expire_after_secs: u64,
-        max_per_repo: usize,
-    ) -> Uploads {
+    pub fn new(index: Arc<Index>, blobs: Arc<BlobStore>, expire_after_secs: u64, max_per_repo: usize) -> Uploads {
         Uploads {
             index,
             blobs,
@@ -163,30 +151,15 @@ impl Uploads {
             Some(Slot::Idle { offset, hasher }) => Some((offset, hasher)),
             None => None,
         };
-        Ok(Lease {
-            uploads: self,
-            id,
-            state,
-        })
+        Ok(Lease { uploads: self, id, state })
     }
 
     /// Start a session in `repo`.
-    pub fn start(
-        &self,
-        repo: &RepoName,
-        algorithm: Algorithm,
-    ) -> Result<(UploadId, UploadSession), OciError> {
+    pub fn start(&self, repo: &RepoName, algorithm: Algorithm) -> Result<(UploadId, UploadSession), OciError> {
         if self.max_per_repo > 0 {
-            let open = self
-                .index
-                .uploads()
-                .map_err(index_error)?
-                .iter()
-                .filter(|(_, s)| &s.repo == repo)
-                .count();
+            let open = self.index.uploads().map_err(index_error)?.iter().filter(|(_, s)| &s.repo == repo).count();
             if open >= self.max_per_repo {
-                return Err(OciError::new(ErrorKind::TooManyRequests)
-                    .msg("too many open uploads in this repository"));
+                return Err(OciError::new(ErrorKind::TooManyRequests).msg("too many open uploads in this repository"));
             }
         }
         let id = UploadId::new();
@@ -196,42 +169,23 @@ impl Uploads {
             .open(self.path(id))
             .map_err(|e| io_error(e, "create upload"))?;
         let now = now_ms();
-        let session = UploadSession {
-            repo: repo.clone(),
-            offset: 0,
-            algorithm,
-            created_at_ms: now,
-            updated_at_ms: now,
-        };
-        self.index
-            .put_upload(&id.to_string(), &session)
-            .map_err(index_error)?;
+        let session =
+            UploadSession { repo: repo.clone(), offset: 0, algorithm, created_at_ms: now, updated_at_ms: now };
+        self.index.put_upload(&id.to_string(), &session).map_err(index_error)?;
         Ok((id, session))
     }
 
     /// The live session `id` of `repo`, or `BLOB_UPLOAD_UNKNOWN`.
     pub fn session(&self, repo: &RepoName, id: UploadId) -> Result<UploadSession, OciError> {
         match self.index.upload(&id.to_string()).map_err(index_error)? {
-            Some(s)
-                if &s.repo == repo
-                    && now_ms().saturating_sub(s.updated_at_ms) <= self.expire_after_ms =>
-            {
-                Ok(s)
-            }
+            Some(s) if &s.repo == repo && now_ms().saturating_sub(s.updated_at_ms) <= self.expire_after_ms => Ok(s),
             _ => Err(OciError::new(ErrorKind::BlobUploadUnknown)),
         }
     }
 
     /// Rebuild the running hash of the first `offset` bytes of the upload file.
-    async fn rehash(
-        &self,
-        id: UploadId,
-        offset: u64,
-        algorithm: Algorithm,
-    ) -> Result<Hasher, OciError> {
-        let file = monoio::fs::File::open(self.path(id))
-            .await
-            .map_err(|e| io_error(e, "open upload"))?;
+    async fn rehash(&self, id: UploadId, offset: u64, algorithm: Algorithm) -> Result<Hasher, OciError> {
+        let file = monoio::fs::File::open(self.path(id)).await.map_err(|e| io_error(e, "open upload"))?;
         let mut hasher = algorithm.hasher();
         let mut pos = 0u64;
         let mut buf = Vec::with_capacity(IO_BUF);
@@ -242,8 +196,9 @@ impl Uploads {
             buf = b;
             let n = r.map_err(|e| io_error(e, "read upload"))?;
             if n == 0 {
-                return Err(OciError::new(ErrorKind::BlobUploadInvalid)
-                    .msg("upload data is shorter than its recorded offset"));
+                return Err(
+                    OciError::new(ErrorKind::BlobUploadInvalid).msg("upload data is shorter than its recorded offset")
+                );
             }
             let n = n.min(want);
             hasher.update(&buf[..n]);
@@ -252,11 +207,7 @@ impl Uploads {
         Ok(hasher)
     }
 
-    async fn hasher_at(
-        &self,
-        lease: &mut Lease<'_>,
-        s: &UploadSession,
-    ) -> Result<Hasher, OciError> {
+    async fn hasher_at(&self, lease: &mut Lease<'_>, s: &UploadSession) -> Result<Hasher, OciError> {
         match lease.state.take() {
             Some((off, h)) if off == s.offset && h.algorithm() == s.algorithm => Ok(h),
             _ => self.rehash(lease.id, s.offset, s.algorithm).await,
@@ -264,32 +215,14 @@ impl Uploads {
     }
 
     /// Stream `body` into the upload file at `offset`.
-    async fn append_body(
-        &self,
-        id: UploadId,
-        mut offset: u64,
-        mut hasher: Hasher,
-        body: &mut Body<'_>,
-    ) -> Appended {
+    async fn append_body(&self, id: UploadId, mut offset: u64, mut hasher: Hasher, body: &mut Body<'_>) -> Appended {
         let file = match OpenOptions::new().write(true).open(self.path(id)) {
             Ok(f) => f,
-            Err(e) => {
-                return Appended {
-                    offset,
-                    hasher,
-                    error: Some(io_error(e, "open upload")),
-                }
-            }
+            Err(e) => return Appended { offset, hasher, error: Some(io_error(e, "open upload")) },
         };
         let file = match monoio::fs::File::from_std(file) {
             Ok(f) => f,
-            Err(e) => {
-                return Appended {
-                    offset,
-                    hasher,
-                    error: Some(io_error(e, "open upload")),
-                }
-            }
+            Err(e) => return Appended { offset, hasher, error: Some(io_error(e, "open upload")) },
         };
         let mut buf = Vec::with_capacity(IO_BUF);
         loop {
@@ -298,31 +231,17 @@ impl Uploads {
             let n = match r {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) => {
-                    return Appended {
-                        offset,
-                        hasher,
-                        error: Some(body_error(e)),
-                    }
-                }
+                Err(e) => return Appended { offset, hasher, error: Some(body_error(e)) },
             };
             let (w, b) = file.write_all_at(buf, offset).await;
             buf = b;
             if let Err(e) = w {
-                return Appended {
-                    offset,
-                    hasher,
-                    error: Some(io_error(e, "write upload")),
-                };
+                return Appended { offset, hasher, error: Some(io_error(e, "write upload")) };
             }
             hasher.update(&buf[..n]);
             offset += n as u64;
         }
-        Appended {
-            offset,
-            hasher,
-            error: None,
-        }
+        Appended { offset, hasher, error: None }
     }
 
     /// Append a chunk (PATCH). `start` is the chunk's first offset from `Content-Range`, which
@@ -347,9 +266,7 @@ impl Uploads {
         s.offset = out.offset;
         s.updated_at_ms = now_ms();
         // Record progress even when the body broke off: what arrived is kept and resumable.
-        self.index
-            .put_upload(&id.to_string(), &s)
-            .map_err(index_error)?;
+        self.index.put_upload(&id.to_string(), &s).map_err(index_error)?;
         lease.release(out.offset, out.hasher);
         match out.error {
             Some(e) => Err(e),
@@ -375,9 +292,7 @@ impl Uploads {
             s.offset = out.offset;
             s.updated_at_ms = now_ms();
             if let Some(e) = out.error {
-                self.index
-                    .put_upload(&id.to_string(), &s)
-                    .map_err(index_error)?;
+                self.index.put_upload(&id.to_string(), &s).map_err(index_error)?;
                 lease.release(out.offset, out.hasher);
                 return Err(e);
             }
@@ -386,16 +301,13 @@ impl Uploads {
         let computed = if hasher.algorithm() == digest.algorithm() {
             hasher.finish()
         } else {
-            self.rehash(id, s.offset, digest.algorithm())
-                .await?
-                .finish()
+            self.rehash(id, s.offset, digest.algorithm()).await?.finish()
         };
         if &computed != digest {
             self.discard(id);
             lease.forget();
-            return Err(OciError::new(ErrorKind::DigestInvalid).msg(format!(
-                "content digest is {computed}, not {digest}; the upload was discarded"
-            )));
+            return Err(OciError::new(ErrorKind::DigestInvalid)
+                .msg(format!("content digest is {computed}, not {digest}; the upload was discarded")));
         }
         self.publish(repo, id, digest, s.offset).await?;
         lease.forget();
@@ -403,55 +315,30 @@ impl Uploads {
     }
 
     /// Make a verified upload file durable, move it into place, and commit it to the index.
-    async fn publish(
-        &self,
-        repo: &RepoName,
-        id: UploadId,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<(), OciError> {
+    async fn publish(&self, repo: &RepoName, id: UploadId, digest: &Digest, size: u64) -> Result<(), OciError> {
         let path = self.path(id);
         let exists = self.index.blob(digest).map_err(index_error)?.is_some();
         if exists {
             let _ = std::fs::remove_file(&path);
         } else {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| io_error(e, "open upload"))?;
+            let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_error(e, "open upload"))?;
             // Drop anything past the verified length (left by an earlier broken chunk).
-            f.set_len(size)
-                .map_err(|e| io_error(e, "truncate upload"))?;
+            f.set_len(size).map_err(|e| io_error(e, "truncate upload"))?;
             let f = monoio::fs::File::from_std(f).map_err(|e| io_error(e, "open upload"))?;
             f.sync_all().await.map_err(|e| io_error(e, "sync upload"))?;
             drop(f);
-            self.blobs
-                .publish(&path, digest)
-                .map_err(|e| io_error(e, "publish blob"))?;
+            self.blobs.publish(&path, digest).map_err(|e| io_error(e, "publish blob"))?;
         }
-        self.index
-            .commit_blob(repo, digest, size, Some(&id.to_string()))
-            .map_err(index_error)
+        self.index.commit_blob(repo, digest, size, Some(&id.to_string())).map_err(index_error)
     }
 
     /// A whole blob in one request (POST ?digest=): no session is recorded; a crash leaves only
     /// a temp file that startup removes.
-    pub async fn monolithic(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        body: &mut Body<'_>,
-    ) -> Result<u64, OciError> {
+    pub async fn monolithic(&self, repo: &RepoName, digest: &Digest, body: &mut Body<'_>) -> Result<u64, OciError> {
         let id = UploadId::new();
         let path = self.path(id);
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| io_error(e, "create upload"))?;
-        let out = self
-            .append_body(id, 0, digest.algorithm().hasher(), body)
-            .await;
+        OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| io_error(e, "create upload"))?;
+        let out = self.append_body(id, 0, digest.algorithm().hasher(), body).await;
         if let Some(e) = out.error {
             let _ = std::fs::remove_file(&path);
             return Err(e);
@@ -459,8 +346,9 @@ impl Uploads {
         let computed = out.hasher.finish();
         if &computed != digest {
             let _ = std::fs::remove_file(&path);
-            return Err(OciError::new(ErrorKind::DigestInvalid)
-                .msg(format!("content digest is {computed}, not {digest}")));
+            return Err(
+                OciError::new(ErrorKind::DigestInvalid).msg(format!("content digest is {computed}, not {digest}"))
+            );
         }
         let r = self.publish(repo, id, digest, out.offset).await;
         if r.is_err() {
@@ -516,12 +404,10 @@ impl Uploads {
         if let Ok(dir) = std::fs::read_dir(self.blobs.uploads_dir()) {
             for entry in dir.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let busy = name.parse::<UploadId>().ok().is_some_and(|u| {
-                    self.slots
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .contains_key(&u)
-                });
+                let busy = name
+                    .parse::<UploadId>()
+                    .ok()
+                    .is_some_and(|u| self.slots.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&u));
                 let old = entry
                     .metadata()
                     .and_then(|m| m.modified())

@@ -26,20 +26,14 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
     pub fn error_code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_owned()
     }
 }
 
@@ -67,17 +61,8 @@ impl TestNode {
         let app = berth_node::app::App::open(cfg).unwrap();
         let node = berth_node::server::start(app).unwrap();
         let addr = node.addr;
-        let agent = ureq::AgentBuilder::new()
-            .redirects(0)
-            .timeout(Duration::from_secs(30))
-            .build();
-        TestNode {
-            base: format!("http://{addr}"),
-            addr,
-            node: Some(node),
-            dir,
-            agent,
-        }
+        let agent = ureq::AgentBuilder::new().redirects(0).timeout(Duration::from_secs(30)).build();
+        TestNode { base: format!("http://{addr}"), addr, node: Some(node), dir, agent }
     }
 
     /// Stop the node and hand back its data directory (for restart tests).
@@ -89,18 +74,8 @@ impl TestNode {
         dir
     }
 
-    pub fn req(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-    ) -> Resp {
-        let url = if path.starts_with("http") {
-            path.to_owned()
-        } else {
-            format!("{}{}", self.base, path)
-        };
+    pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{}", self.base, path) };
         let mut r = self.agent.request(method, &url);
         for (k, v) in headers {
             r = r.set(k, v);
@@ -125,11 +100,7 @@ impl TestNode {
             .collect();
         let mut body = Vec::new();
         resp.into_reader().read_to_end(&mut body).unwrap();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -156,27 +127,14 @@ impl TestNode {
     /// Push a blob monolithically; returns its digest.
     pub fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = sha256(data);
-        let r = self.req(
-            "POST",
-            &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-            &[],
-            Some(data),
-        );
-        assert_eq!(
-            r.status,
-            201,
-            "push blob: {}",
-            String::from_utf8_lossy(&r.body)
-        );
+        let r = self.req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"), &[], Some(data));
+        assert_eq!(r.status, 201, "push blob: {}", String::from_utf8_lossy(&r.body));
         d
     }
 
     /// Push an OCI image manifest with the given config and layers; returns (digest, bytes).
     pub fn push_image(&self, repo: &str, reference: &str, layers: &[&[u8]]) -> (String, Vec<u8>) {
-        let config = format!(
-            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"n\":{}}}",
-            layers.len()
-        );
+        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"n\":{}}}", layers.len());
         let cd = self.push_blob(repo, config.as_bytes());
         let mut ls = Vec::new();
         for l in layers {
@@ -196,12 +154,7 @@ impl TestNode {
             &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
             Some(&bytes),
         );
-        assert_eq!(
-            r.status,
-            201,
-            "push manifest: {}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, 201, "push manifest: {}", String::from_utf8_lossy(&r.body));
         (sha256(&bytes), bytes)
     }
 }
