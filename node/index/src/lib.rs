@@ -7,7 +7,7 @@
 //! | `manifests` | repo `\0` digest | [`ManifestRecord`] header + the exact manifest bytes |
 //! | `tags` | repo `\0` tag | digest |
 //! | `referrers` | repo `\0` subject `\0` digest | [`Descriptor`] of the referrer |
-//! | `uploads` | upload id | [`UploadSession`] |
+//! | `uploads` | repo `\0` upload id | [`UploadSession`] |
 //! | `repos` | repo | number of manifests and blob links it holds |
 //! | `access` | digest | last access (unix ms), written in batches |
 //! | `feed` | sequence (u64 big-endian) | [`Change`] |
@@ -199,7 +199,7 @@ impl Index {
         }
         self.link_in(&mut batch, &mut changes, repo, digest)?;
         if let Some(id) = upload {
-            batch.delete_cf(self.cf(CF_UPLOADS), id);
+            batch.delete_cf(self.cf(CF_UPLOADS), key2(repo.as_str(), id));
         }
         self.feed(&mut batch, changes);
         self.write(batch)
@@ -268,26 +268,40 @@ impl Index {
 
     // ---------------------------------------------------------------- uploads
 
-    /// Create or update an upload session.
-    pub fn put_upload(&self, id: &str, session: &UploadSession) -> Result<()> {
+    /// Create or update an upload session of `repo`.
+    pub fn put_upload(&self, repo: &RepoName, id: &str, session: &UploadSession) -> Result<()> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_UPLOADS), id, codec::encode(session));
+        batch.put_cf(self.cf(CF_UPLOADS), key2(repo.as_str(), id), codec::encode(session));
         self.write(batch)
     }
 
-    /// Look up an upload session.
-    pub fn upload(&self, id: &str) -> Result<Option<UploadSession>> {
-        match self.db.get_pinned_cf(self.cf(CF_UPLOADS), id)? {
+    /// Look up an upload session of `repo`.
+    pub fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadSession>> {
+        match self.db.get_pinned_cf(self.cf(CF_UPLOADS), key2(repo.as_str(), id))? {
             Some(v) => codec::decode(&v, CF_UPLOADS).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Delete an upload session.
-    pub fn delete_upload(&self, id: &str) -> Result<()> {
+    /// Delete an upload session of `repo`.
+    pub fn delete_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_UPLOADS), id);
+        batch.delete_cf(self.cf(CF_UPLOADS), key2(repo.as_str(), id));
         self.write(batch)
+    }
+
+    /// Number of open upload sessions in `repo`.
+    pub fn count_uploads(&self, repo: &RepoName) -> Result<usize> {
+        let p = prefix(repo.as_str());
+        let mut n = 0;
+        for item in self.db.iterator_cf(self.cf(CF_UPLOADS), IteratorMode::From(&p, Direction::Forward)) {
+            let (k, _) = item?;
+            if !k.starts_with(&p) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// All upload sessions (for expiry and fsck).
@@ -295,7 +309,8 @@ impl Index {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_UPLOADS), IteratorMode::Start) {
             let (k, v) = item?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), codec::decode(&v, CF_UPLOADS)?));
+            let id = k.iter().rposition(|&b| b == 0).map(|p| &k[p + 1..]).unwrap_or(&k);
+            out.push((String::from_utf8_lossy(id).into_owned(), codec::decode(&v, CF_UPLOADS)?));
         }
         Ok(out)
     }

@@ -157,7 +157,7 @@ impl Uploads {
     /// Start a session in `repo`.
     pub fn start(&self, repo: &RepoName, algorithm: Algorithm) -> Result<(UploadId, UploadSession), OciError> {
         if self.max_per_repo > 0 {
-            let open = self.index.uploads().map_err(index_error)?.iter().filter(|(_, s)| &s.repo == repo).count();
+            let open = self.index.count_uploads(repo).map_err(index_error)?;
             if open >= self.max_per_repo {
                 return Err(OciError::new(ErrorKind::TooManyRequests).msg("too many open uploads in this repository"));
             }
@@ -171,13 +171,13 @@ impl Uploads {
         let now = now_ms();
         let session =
             UploadSession { repo: repo.clone(), offset: 0, algorithm, created_at_ms: now, updated_at_ms: now };
-        self.index.put_upload(&id.to_string(), &session).map_err(index_error)?;
+        self.index.put_upload(repo, &id.to_string(), &session).map_err(index_error)?;
         Ok((id, session))
     }
 
     /// The live session `id` of `repo`, or `BLOB_UPLOAD_UNKNOWN`.
     pub fn session(&self, repo: &RepoName, id: UploadId) -> Result<UploadSession, OciError> {
-        match self.index.upload(&id.to_string()).map_err(index_error)? {
+        match self.index.upload(repo, &id.to_string()).map_err(index_error)? {
             Some(s) if &s.repo == repo && now_ms().saturating_sub(s.updated_at_ms) <= self.expire_after_ms => Ok(s),
             _ => Err(OciError::new(ErrorKind::BlobUploadUnknown)),
         }
@@ -266,7 +266,7 @@ impl Uploads {
         s.offset = out.offset;
         s.updated_at_ms = now_ms();
         // Record progress even when the body broke off: what arrived is kept and resumable.
-        self.index.put_upload(&id.to_string(), &s).map_err(index_error)?;
+        self.index.put_upload(repo, &id.to_string(), &s).map_err(index_error)?;
         lease.release(out.offset, out.hasher);
         match out.error {
             Some(e) => Err(e),
@@ -292,7 +292,7 @@ impl Uploads {
             s.offset = out.offset;
             s.updated_at_ms = now_ms();
             if let Some(e) = out.error {
-                self.index.put_upload(&id.to_string(), &s).map_err(index_error)?;
+                self.index.put_upload(repo, &id.to_string(), &s).map_err(index_error)?;
                 lease.release(out.offset, out.hasher);
                 return Err(e);
             }
@@ -304,7 +304,7 @@ impl Uploads {
             self.rehash(id, s.offset, digest.algorithm()).await?.finish()
         };
         if &computed != digest {
-            self.discard(id);
+            self.discard(repo, id);
             lease.forget();
             return Err(OciError::new(ErrorKind::DigestInvalid)
                 .msg(format!("content digest is {computed}, not {digest}; the upload was discarded")));
@@ -361,14 +361,14 @@ impl Uploads {
     pub fn cancel(&self, repo: &RepoName, id: UploadId) -> Result<(), OciError> {
         let lease = self.lease(id)?;
         self.session(repo, id)?;
-        self.discard(id);
+        self.discard(repo, id);
         lease.forget();
         Ok(())
     }
 
-    fn discard(&self, id: UploadId) {
+    fn discard(&self, repo: &RepoName, id: UploadId) {
         let _ = std::fs::remove_file(self.path(id));
-        if let Err(e) = self.index.delete_upload(&id.to_string()) {
+        if let Err(e) = self.index.delete_upload(repo, &id.to_string()) {
             tracing::error!(error = %e, upload = %id, "could not delete upload session");
         }
     }
@@ -392,7 +392,7 @@ impl Uploads {
             };
             if now.saturating_sub(s.updated_at_ms) > self.expire_after_ms {
                 if let Ok(lease) = self.lease(uid) {
-                    self.discard(uid);
+                    self.discard(&s.repo, uid);
                     lease.forget();
                     removed += 1;
                     tracing::info!(upload = %uid, repo = %s.repo, bytes = s.offset, "upload expired");
