@@ -252,6 +252,59 @@ impl Index {
         Ok(true)
     }
 
+    /// Every repository → blob link (for fsck, GC and resync).
+    pub fn all_links(&self) -> Result<Vec<(RepoName, Digest)>> {
+        self.pairs(CF_REPO_BLOBS)
+    }
+
+    /// Every tag as (repository, tag, manifest digest).
+    pub fn all_tags(&self) -> Result<Vec<(RepoName, Tag, Digest)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_TAGS), IteratorMode::Start) {
+            let (k, v) = item?;
+            let corrupt = || IndexError::Corrupt { cf: CF_TAGS, reason: "key".into() };
+            let pos = k.iter().position(|&b| b == 0).ok_or_else(corrupt)?;
+            let repo = std::str::from_utf8(&k[..pos]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
+            let tag = std::str::from_utf8(&k[pos + 1..]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
+            let digest = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
+            out.push((repo, tag, digest));
+        }
+        Ok(out)
+    }
+
+    fn pairs(&self, cf: &'static str) -> Result<Vec<(RepoName, Digest)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+            let (k, _) = item?;
+            let corrupt = || IndexError::Corrupt { cf, reason: "key".into() };
+            let pos = k.iter().position(|&b| b == 0).ok_or_else(corrupt)?;
+            let repo = std::str::from_utf8(&k[..pos]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
+            let digest = std::str::from_utf8(&k[pos + 1..]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
+            out.push((repo, digest));
+        }
+        Ok(out)
+    }
+
+    /// Remove a blob whose data is gone: its record and every repository link, in one write,
+    /// with feed records. Used by `fsck --repair` (and later by GC).
+    pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
+        let _g = self.lock();
+        let mut batch = WriteBatch::default();
+        let mut changes = Vec::new();
+        for (repo, d) in self.pairs(CF_REPO_BLOBS)? {
+            if &d == digest {
+                batch.delete_cf(self.cf(CF_REPO_BLOBS), key2(repo.as_str(), &d.to_string()));
+                self.bump_repo(&mut batch, &repo, -1)?;
+                changes.push(Change::BlobUnlinked { repo, digest: d });
+            }
+        }
+        batch.delete_cf(self.cf(CF_BLOBS), digest.to_string());
+        batch.delete_cf(self.cf(CF_ACCESS), digest.to_string());
+        changes.push(Change::BlobRemoved { digest: digest.clone() });
+        self.feed(&mut batch, changes);
+        self.write(batch)
+    }
+
     /// Every committed blob, in digest order (for fsck, GC and resync).
     pub fn all_blobs(&self) -> Result<Vec<(Digest, BlobMeta)>> {
         let mut out = Vec::new();

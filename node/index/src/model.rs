@@ -97,6 +97,11 @@ pub enum Change {
         /// Size.
         size: u64,
     },
+    /// A blob left the store (its data is gone).
+    BlobRemoved {
+        /// Digest.
+        digest: Digest,
+    },
     /// A repository gained access to a blob (upload or mount).
     BlobLinked {
         /// Repository.

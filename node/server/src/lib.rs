@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod fsck;
 pub mod http;
 pub mod manifest;
 pub mod metrics;

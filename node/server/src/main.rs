@@ -24,6 +24,25 @@ enum Command {
     /// ./berth-data. Settings come from defaults, then --config FILE (TOML), then BERTH_*
     /// environment variables (BERTH_AUTH__REALM for nested keys), then these flags.
     Serve(ServeArgs),
+    /// Check that the index and the blob files agree (run with the node stopped).
+    ///
+    /// Errors: the index promises data the disk lacks (missing or wrong-size files, dangling
+    /// links and tags, manifests with missing blobs). Garbage: bytes nothing refers to (orphan
+    /// blob files a crash can leave, stale upload files). Exit status 1 when errors remain.
+    Fsck {
+        /// Data directory of the node.
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+        data_dir: PathBuf,
+        /// Also hash every blob and compare with its digest (reads everything).
+        #[arg(long)]
+        verify: bool,
+        /// Remove garbage and drop index entries whose data is gone.
+        #[arg(long)]
+        repair: bool,
+        /// Print the full report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a bcrypt hash of a password for the htpasswd file or `[[auth.users]]`.
     ///
     /// The password is read from BERTH_PASSWORD or, if unset, from the first line of stdin.
@@ -116,6 +135,50 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => serve(a),
+        Command::Fsck { data_dir, verify, repair, json } => {
+            let r = berth_node::fsck::run(&data_dir, verify, repair)
+                .context("fsck (is the node still running? stop it first: the index allows one process)")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "checked {} blobs: {} errors, {} garbage{}",
+                    r.blobs_checked,
+                    r.errors(),
+                    r.garbage(),
+                    if r.repaired { " (repaired)" } else { "" }
+                );
+                for d in &r.missing_files {
+                    println!("error: blob {d}: file missing");
+                }
+                for d in &r.size_mismatches {
+                    println!("error: blob {d}: file size differs from the index");
+                }
+                for d in &r.corrupt_files {
+                    println!("error: blob {d}: content does not match its digest");
+                }
+                for (repo, d) in &r.dangling_links {
+                    println!("error: {repo}: link to unknown blob {d}");
+                }
+                for (repo, t) in &r.dangling_tags {
+                    println!("error: {repo}:{t}: tag points at a missing manifest");
+                }
+                for (repo, m, d) in &r.broken_manifests {
+                    println!("error: {repo}@{m}: references missing {d}");
+                }
+                for p in r.orphan_files.iter().chain(&r.orphan_upload_files) {
+                    println!("garbage: {}", p.display());
+                }
+                for id in &r.sessions_without_file {
+                    println!("garbage: upload session {id} has no data file");
+                }
+            }
+            let remaining = if r.repaired { r.broken_manifests.len() } else { r.errors() };
+            if remaining > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::HashPassword { user, cost } => {
             let password = match std::env::var("BERTH_PASSWORD") {
                 Ok(p) => p,

@@ -2,7 +2,9 @@
 //! listener on the same address (the kernel spreads connections over the cores; no
 //! accept-and-hand-off, no cross-core queue). A connection lives on the core that accepted it.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -114,14 +116,17 @@ pub fn start(app: App) -> std::io::Result<Node> {
                     }
                 };
                 let _ = tx.send(listener.local_addr());
-                if core == 0 {
-                    monoio::spawn(expiry_worker(app2.clone()));
-                }
+                let expiry = (core == 0).then(|| monoio::spawn(expiry_worker(app2.clone())));
                 let app3 = app2.clone();
-                monoio::spawn(crate::store::access::flusher(app2.index.clone(), move || {
+                let flusher = monoio::spawn(crate::store::access::flusher(app2.index.clone(), move || {
                     app3.shutting_down.load(Ordering::Relaxed)
                 }));
                 accept_loop(app2, listener, core).await;
+                // Background tasks hold the shared state; end them before the runtime goes.
+                if let Some(e) = expiry {
+                    e.await;
+                }
+                flusher.await;
             });
             if let Err(e) = res {
                 tracing::error!(core, error = %e, "core runtime failed");
@@ -138,13 +143,32 @@ pub fn start(app: App) -> std::io::Result<Node> {
     Ok(Node { addr, app, driver, threads })
 }
 
+/// Sleep up to `total`, waking early when shutdown starts. Returns false when stopping.
+async fn nap(app: &App, total: Duration) -> bool {
+    let deadline = Instant::now() + total;
+    while Instant::now() < deadline {
+        if app.shutting_down.load(Ordering::Relaxed) {
+            return false;
+        }
+        monoio::time::sleep(Duration::from_millis(200).min(deadline - Instant::now())).await;
+    }
+    !app.shutting_down.load(Ordering::Relaxed)
+}
+
 async fn accept_loop(app: Arc<App>, listener: TcpListener, core: usize) {
     let limits = limits(&app);
+    let live = Rc::new(Cell::new(0usize));
     while !app.shutting_down.load(Ordering::Relaxed) {
         // Wake up periodically to notice shutdown; accepting is otherwise event-driven.
         match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
             Ok(Ok((stream, peer))) => {
-                monoio::spawn(serve(app.clone(), stream, peer, limits, core));
+                live.set(live.get() + 1);
+                let live = live.clone();
+                let app = app.clone();
+                monoio::spawn(async move {
+                    serve(app, stream, peer, limits, core).await;
+                    live.set(live.get() - 1);
+                });
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -153,15 +177,17 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, core: usize) {
             Err(_) => {}
         }
     }
+    drop(listener);
+    // Let this core's connections finish their current request (they close when idle).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn expiry_worker(app: Arc<App>) {
     let every = Duration::from_secs(app.cfg.uploads.expiry_interval_secs.max(1));
-    loop {
-        monoio::time::sleep(every).await;
-        if app.shutting_down.load(Ordering::Relaxed) {
-            return;
-        }
+    while nap(&app, every).await {
         let n = app.uploads.expire();
         if n > 0 {
             tracing::info!(removed = n, "expired uploads removed");
@@ -175,7 +201,8 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
     app.metrics.connections.inc();
     let mut conn = Conn::new(stream, limits);
     loop {
-        let req = match conn.read_head().await {
+        let stopping = || app.shutting_down.load(Ordering::Relaxed);
+        let req = match conn.read_head(&stopping).await {
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(crate::http::HeadFailure::Io(_)) => break,

@@ -55,6 +55,9 @@ pub enum HeadFailure {
     Io(io::Error),
 }
 
+/// Longest single wait for the first byte of a request.
+const IDLE_SLICE: Duration = Duration::from_millis(250);
+
 /// What a response write sent.
 #[derive(Debug, Clone, Copy)]
 pub struct Sent {
@@ -122,7 +125,9 @@ impl Conn {
 
     /// Read the next request head. `Ok(None)` when the client closed the connection (or went
     /// idle past the idle timeout) between requests.
-    pub async fn read_head(&mut self) -> Result<Option<Request>, HeadFailure> {
+    /// `stop` is polled while the connection is idle so shutdown does not wait for idle clients.
+    pub async fn read_head(&mut self, stop: &dyn Fn() -> bool) -> Result<Option<Request>, HeadFailure> {
+        let idle_since = std::time::Instant::now();
         loop {
             // Tolerate stray CRLFs between pipelined requests (RFC 9112 2.2).
             let skip = self.buffered().iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
@@ -151,12 +156,17 @@ impl Conn {
                 }
             }
             let idle = self.buffered().is_empty();
-            let timeout = if idle { self.limits.idle_timeout } else { self.limits.head_timeout };
+            // Idle waits are sliced so a shutdown is noticed within a quarter second.
+            let timeout = if idle { IDLE_SLICE.min(self.limits.idle_timeout) } else { self.limits.head_timeout };
             match self.fill(timeout).await {
                 Ok(0) if idle => return Ok(None),
                 Ok(0) => return Err(HeadFailure::Io(io::ErrorKind::UnexpectedEof.into())),
                 Ok(_) => {}
-                Err(e) if idle && e.kind() == io::ErrorKind::TimedOut => return Ok(None),
+                Err(e) if idle && e.kind() == io::ErrorKind::TimedOut => {
+                    if stop() || idle_since.elapsed() >= self.limits.idle_timeout {
+                        return Ok(None);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(HeadFailure::TooLarge),
                 Err(e) => return Err(HeadFailure::Io(e)),
             }

@@ -43,9 +43,13 @@ pub fn flush(index: &Index) {
 
 /// Per-core task: flush every second until `stop` says so.
 pub async fn flusher(index: Arc<Index>, stop: impl Fn() -> bool) {
+    let mut last = std::time::Instant::now();
     while !stop() {
-        monoio::time::sleep(Duration::from_secs(1)).await;
-        flush(&index);
+        monoio::time::sleep(Duration::from_millis(200)).await;
+        if last.elapsed() >= Duration::from_secs(1) {
+            flush(&index);
+            last = std::time::Instant::now();
+        }
     }
     flush(&index);
 }
