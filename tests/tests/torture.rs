@@ -5,7 +5,7 @@
 //! acknowledged), interrupted chunked uploads resume from their reported Range, and
 //! `berth fsck --verify` finds no error.
 //!
-//! Rounds: `BERTH_TORTURE_ROUNDS` (default 5 for CI; the documented full run uses 50).
+//! Rounds: `TORTURE_ROUNDS` (default 5 for CI; the documented full run uses 50).
 
 mod common;
 use std::collections::HashMap;
@@ -259,7 +259,7 @@ fn verify(base: &str, id: usize, model: &mut Model) {
 
 #[test]
 fn kill9_torture() {
-    let rounds: usize = std::env::var("BERTH_TORTURE_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let rounds: usize = std::env::var("TORTURE_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut b = Berth::start(&data, &[]);

@@ -1,6 +1,7 @@
-//! Thread-per-core serving: one monoio runtime per core, each with its own `SO_REUSEPORT`
-//! listener on the same address (the kernel spreads connections over the cores; no
-//! accept-and-hand-off, no cross-core queue). A connection lives on the core that accepted it.
+//! Thread-per-core serving: one monoio runtime per core. All cores accept on one shared
+//! listening socket (each keeps its own accept in flight; the kernel hands every connection to
+//! exactly one of them). No hand-off between cores: a connection lives on the core that
+//! accepted it.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use berth_types::{ErrorKind, OciError};
-use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::net::{TcpListener, TcpStream};
 
 use crate::api;
 use crate::app::App;
@@ -84,6 +85,16 @@ where
     Ok(())
 }
 
+/// Bind the listening socket: `SO_REUSEADDR` (fast restarts), no `SO_REUSEPORT`, backlog 4096.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
 /// Start serving on every core. Returns once all cores listen.
 pub fn start(app: App) -> std::io::Result<Node> {
     let app = Arc::new(app);
@@ -100,22 +111,18 @@ pub fn start(app: App) -> std::io::Result<Node> {
     if removed > 0 {
         tracing::info!(removed, "removed expired uploads at start");
     }
+    // One listening socket, shared by every core (see docs/ARCHITECTURE.md, "Server").
+    let listener = bind(addr)?;
+    addr = listener.local_addr()?;
     let mut threads = Vec::with_capacity(workers);
     for core in 0..workers {
-        let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
+        let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
         let app2 = app.clone();
-        let bind = addr;
+        let std_listener = listener.try_clone()?;
         let t = std::thread::Builder::new().name(format!("berth-core-{core}")).spawn(move || {
             let res = run_core(uring, move || async move {
-                let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
-                let listener = match TcpListener::bind_with_config(bind, &opts) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = tx.send(listener.local_addr());
+                let listener = std_listener;
+                let _ = tx.send(Ok(()));
                 let expiry = (core == 0).then(|| monoio::spawn(expiry_worker(app2.clone())));
                 let app3 = app2.clone();
                 let flusher = monoio::spawn(crate::store::access::flusher(app2.index.clone(), move || {
@@ -133,12 +140,13 @@ pub fn start(app: App) -> std::io::Result<Node> {
             }
         })?;
         match rx.recv() {
-            Ok(Ok(a)) => addr = a,
+            Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(std::io::Error::other("core failed to start")),
         }
         threads.push(t);
     }
+    drop(listener);
     tracing::info!(%addr, workers, driver, data_dir = %app.cfg.data_dir.display(), "berth node listening");
     Ok(Node { addr, app, driver, threads })
 }
@@ -155,28 +163,61 @@ async fn nap(app: &App, total: Duration) -> bool {
     !app.shutting_down.load(Ordering::Relaxed)
 }
 
-async fn accept_loop(app: Arc<App>, listener: TcpListener, core: usize) {
+async fn accept_loop(app: Arc<App>, listener: std::net::TcpListener, core: usize) {
     let limits = limits(&app);
     let live = Rc::new(Cell::new(0usize));
+    // A monoio handle on a duplicate of the listening socket, used only to wait for readiness.
+    let poll = match listener.try_clone().and_then(TcpListener::from_std) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(core, error = %e, "cannot watch the listening socket");
+            return;
+        }
+    };
     while !app.shutting_down.load(Ordering::Relaxed) {
-        // Wake up periodically to notice shutdown; accepting is otherwise event-driven.
-        match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
-            Ok(Ok((stream, peer))) => {
-                live.set(live.get() + 1);
-                let live = live.clone();
-                let app = app.clone();
-                monoio::spawn(async move {
-                    serve(app, stream, peer, limits, core).await;
-                    live.set(live.get() - 1);
-                });
-            }
+        // Every core waits for readiness (a poll: cancelling it on the shutdown-check timeout
+        // loses nothing), then accepts without blocking: when another core won the race the
+        // accept says WouldBlock and we wait again. A blocking io_uring accept would either
+        // park a core forever or, if cancelled, drop a connection the kernel already accepted.
+        match monoio::time::timeout(Duration::from_millis(200), poll.readable(false)).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!(error = %e, "listener poll failed");
                 monoio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
-            Err(_) => {}
+            Err(_) => continue,
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let stream = match TcpStream::from_std(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot register connection");
+                            continue;
+                        }
+                    };
+                    live.set(live.get() + 1);
+                    let live = live.clone();
+                    let app = app.clone();
+                    monoio::spawn(async move {
+                        serve(app, stream, peer, limits, core).await;
+                        live.set(live.get() - 1);
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                    break;
+                }
+            }
         }
     }
+    drop(poll);
     drop(listener);
     // Let this core's connections finish their current request (they close when idle).
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -178,17 +178,15 @@ impl<'c> Body<'c> {
             return (Ok(n), buf);
         }
         let timeout = self.conn.limits.body_timeout;
-        let fut = self.conn.stream.read(buf.slice_mut(0..cap));
-        match monoio::time::timeout(timeout, fut).await {
-            Ok((r, slice)) => {
-                let buf = slice.into_inner();
-                if let Ok(n) = r {
-                    self.received += n as u64;
-                }
-                (r, buf)
-            }
-            Err(_) => (Err(io::Error::new(io::ErrorKind::TimedOut, "body read timed out")), Vec::with_capacity(cap)),
+        if let Err(e) = self.conn.wait_readable(timeout).await {
+            return (Err(e), buf);
         }
+        let (r, slice) = self.conn.stream.read(buf.slice_mut(0..cap)).await;
+        let buf = slice.into_inner();
+        if let Ok(n) = r {
+            self.received += n as u64;
+        }
+        (r, buf)
     }
 
     /// Read the whole body into memory, failing with [`BodyError::TooLarge`] past `limit` bytes.

@@ -104,22 +104,24 @@ impl Conn {
         if self.buf.len() == self.buf.capacity() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer full"));
         }
+        self.wait_readable(timeout).await?;
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
         let cap = buf.capacity();
-        let fut = self.stream.read(buf.slice_mut(len..cap));
-        match monoio::time::timeout(timeout, fut).await {
-            Ok((res, slice)) => {
-                self.buf = slice.into_inner();
-                res
-            }
-            Err(_) => {
-                // The read future was dropped with the buffer: io_uring cancellation returns
-                // it to the driver, not to us. Start over with a fresh buffer.
-                self.buf = Vec::with_capacity(cap);
-                self.pos = 0;
-                Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out"))
-            }
+        let (res, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Wait until the socket has data (or EOF), at most `timeout`.
+    ///
+    /// Timeouts wrap this readiness wait, never a read: dropping an io_uring read that the
+    /// kernel already completed would lose the bytes it read (a request arriving just as an
+    /// idle wait expires). Dropping a poll loses nothing.
+    pub(crate) async fn wait_readable(&self, timeout: Duration) -> io::Result<()> {
+        match monoio::time::timeout(timeout, self.stream.readable(false)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
         }
     }
 

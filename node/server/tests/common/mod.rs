@@ -118,6 +118,8 @@ impl TestNode {
             match s.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
+                // Signals delivered to this test process can interrupt a blocking read.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
         }
