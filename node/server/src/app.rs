@@ -52,6 +52,7 @@ impl App {
             blobs.clone(),
             cfg.uploads.expire_after_secs,
             cfg.uploads.max_sessions_per_repo,
+            cfg.limits.max_blob_bytes,
         );
         let auth = Auth::from_config(&cfg.auth)?;
         Ok(App {

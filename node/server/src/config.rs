@@ -85,6 +85,8 @@ pub struct UploadConfig {
 pub struct LimitsConfig {
     /// Largest manifest accepted (413 beyond).
     pub max_manifest_bytes: u64,
+    /// Largest blob accepted (413 beyond); 0 means no limit.
+    pub max_blob_bytes: u64,
     /// Largest request head (431 beyond).
     pub max_head_bytes: usize,
     /// Idle keep-alive connections are closed after this many seconds.
@@ -156,6 +158,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_manifest_bytes: 4 * 1024 * 1024,
+            max_blob_bytes: 0,
             max_head_bytes: 64 * 1024,
             idle_timeout_secs: 75,
             head_timeout_secs: 30,

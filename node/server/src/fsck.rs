@@ -60,20 +60,6 @@ impl Report {
     }
 }
 
-fn hash_file(path: &Path, d: &Digest) -> std::io::Result<Digest> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = d.algorithm().hasher();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
-    }
-}
-
 /// Check `data_dir`; with `verify`, hash every blob; with `repair`, fix what can be fixed:
 /// remove garbage, drop index entries whose data is gone, drop dangling tags.
 pub fn run(data_dir: &Path, verify: bool, repair: bool) -> anyhow::Result<Report> {
@@ -97,7 +83,7 @@ pub fn run(data_dir: &Path, verify: bool, repair: bool) -> anyhow::Result<Report
                 lost.insert(d.clone());
             }
             Ok(_) if verify => {
-                if hash_file(&path, d).ok().as_ref() != Some(d) {
+                if crate::store::hash_file(&path, d.algorithm()).ok().as_ref() != Some(d) {
                     r.corrupt_files.push(d.clone());
                     lost.insert(d.clone());
                 }

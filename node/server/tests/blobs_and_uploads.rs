@@ -275,3 +275,46 @@ fn expired_uploads_are_removed() {
     assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
     assert_eq!(std::fs::read_dir(n.dir.path().join("uploads")).unwrap().count(), 0, "partial data removed");
 }
+
+#[test]
+fn max_blob_bytes_is_enforced() {
+    let n = TestNode::start_with(|c| c.limits.max_blob_bytes = 1000);
+    let big = vec![1u8; 1001];
+    let r = n.req("POST", &format!("/v2/lim/blobs/uploads/?digest={}", sha256(&big)), &[], Some(&big));
+    assert_eq!((r.status, r.error_code().as_str()), (413, "SIZE_INVALID"));
+    let loc = start_session(&n, "lim");
+    assert_eq!(n.req("PATCH", &loc, &[], Some(&[2u8; 600])).status, 202);
+    let r = n.req("PATCH", &loc, &[], Some(&[2u8; 600]));
+    assert_eq!(r.status, 413, "the sum of chunks counts");
+    n.push_blob("lim", &[3u8; 1000]);
+}
+
+/// Regression (found by the kill -9 torture test): a crash after the verified upload file was
+/// renamed into place but before the index commit left a session without a data file, and
+/// completing it answered 500.
+#[test]
+fn regression_crash_between_publish_and_commit_completes_on_retry() {
+    let n = TestNode::start();
+    let loc = start_session(&n, "crash");
+    let data = b"published but not committed".to_vec();
+    assert_eq!(n.req("PATCH", &loc, &[], Some(&data)).status, 202);
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+    let dir = n.stop();
+    // What publish() does before the index commit: move the file into place.
+    let d = sha256(&data);
+    let hex = d.strip_prefix("sha256:").unwrap();
+    let dest = dir.path().join("blobs/sha256").join(&hex[..2]);
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::rename(dir.path().join("uploads").join(&id), dest.join(hex)).unwrap();
+    let n = TestNode::start_in(dir, |_| {});
+    assert_eq!(n.get(&loc).status, 204, "the session survived");
+    let r = n.req("PUT", &format!("{loc}?digest={d}"), &[], None);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(n.get(&format!("/v2/crash/blobs/{d}")).body, data);
+    // A session whose data is simply gone answers 404 and is dropped.
+    let loc2 = start_session(&n, "crash");
+    let id2 = loc2.rsplit('/').next().unwrap().to_owned();
+    std::fs::remove_file(n.dir.path().join("uploads").join(&id2)).unwrap();
+    let r = n.req("PATCH", &loc2, &[], Some(b"x"));
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
+}

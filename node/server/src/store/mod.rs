@@ -8,5 +8,5 @@ mod blobs;
 mod uploads;
 
 pub use blobs::BlobStore;
-pub(crate) use uploads::{index_error, io_error, range_error};
+pub(crate) use uploads::{hash_file, index_error, io_error, range_error};
 pub use uploads::{UploadId, Uploads};

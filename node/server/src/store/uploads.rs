@@ -61,6 +61,7 @@ pub struct Uploads {
     slots: Mutex<HashMap<UploadId, Slot>>,
     expire_after_ms: u64,
     max_per_repo: usize,
+    max_blob_bytes: u64,
 }
 
 /// Exclusive use of one upload session while a request reads into it. Dropping it without
@@ -105,6 +106,11 @@ pub(crate) fn io_error(e: io::Error, what: &str) -> OciError {
 }
 
 pub(crate) fn index_error(e: berth_index::IndexError) -> OciError {
+    let text = e.to_string();
+    if text.contains("No space left") || text.contains("ENOSPC") {
+        tracing::error!(error = %e, "index: out of disk space");
+        return OciError::new(ErrorKind::InsufficientStorage);
+    }
     tracing::error!(error = %e, "index failure");
     OciError::new(ErrorKind::Internal).msg("index failure")
 }
@@ -126,13 +132,20 @@ struct Appended {
 
 impl Uploads {
     /// Create the session registry.
-    pub fn new(index: Arc<Index>, blobs: Arc<BlobStore>, expire_after_secs: u64, max_per_repo: usize) -> Uploads {
+    pub fn new(
+        index: Arc<Index>,
+        blobs: Arc<BlobStore>,
+        expire_after_secs: u64,
+        max_per_repo: usize,
+        max_blob_bytes: u64,
+    ) -> Uploads {
         Uploads {
             index,
             blobs,
             slots: Mutex::new(HashMap::new()),
             expire_after_ms: expire_after_secs.saturating_mul(1000),
             max_per_repo,
+            max_blob_bytes,
         }
     }
 
@@ -224,6 +237,12 @@ impl Uploads {
             Ok(f) => f,
             Err(e) => return Appended { offset, hasher, error: Some(io_error(e, "open upload")) },
         };
+        let too_large = || {
+            OciError::new(ErrorKind::TooLarge).msg(format!("blobs are limited to {} bytes here", self.max_blob_bytes))
+        };
+        if self.max_blob_bytes > 0 && body.declared_len().is_some_and(|n| offset + n > self.max_blob_bytes) {
+            return Appended { offset, hasher, error: Some(too_large()) };
+        }
         let mut buf = Vec::with_capacity(IO_BUF);
         loop {
             let (r, b) = body.read(buf).await;
@@ -233,6 +252,9 @@ impl Uploads {
                 Ok(n) => n,
                 Err(e) => return Appended { offset, hasher, error: Some(body_error(e)) },
             };
+            if self.max_blob_bytes > 0 && offset + n as u64 > self.max_blob_bytes {
+                return Appended { offset, hasher, error: Some(too_large()) };
+            }
             let (w, b) = file.write_all_at(buf, offset).await;
             buf = b;
             if let Err(e) = w {
@@ -255,6 +277,14 @@ impl Uploads {
     ) -> Result<u64, OciError> {
         let mut lease = self.lease(id)?;
         let mut s = self.session(repo, id)?;
+        if !self.path(id).exists() {
+            // Its data is gone (see `recover_published`); the client must start over.
+            self.discard(repo, id);
+            lease.forget();
+            return Err(
+                OciError::new(ErrorKind::BlobUploadUnknown).msg("the upload's data is gone; start a new upload")
+            );
+        }
         if let Some(start) = start {
             if start != s.offset {
                 lease.release_unchanged();
@@ -286,6 +316,11 @@ impl Uploads {
     ) -> Result<u64, OciError> {
         let mut lease = self.lease(id)?;
         let mut s = self.session(repo, id)?;
+        if !self.path(id).exists() {
+            let r = self.recover_published(repo, id, &s, digest);
+            lease.forget();
+            return r;
+        }
         let mut hasher = self.hasher_at(&mut lease, &s).await?;
         if body.declared_len() != Some(0) {
             let out = self.append_body(id, s.offset, hasher, body).await;
@@ -312,6 +347,33 @@ impl Uploads {
         self.publish(repo, id, digest, s.offset).await?;
         lease.forget();
         Ok(s.offset)
+    }
+
+    /// A session whose data file is gone: a crash between moving the verified file into place
+    /// and committing the index leaves exactly that. If the published file is there and hashes
+    /// to `digest`, finish the commit; otherwise the data is lost and the session is dropped.
+    fn recover_published(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        s: &UploadSession,
+        digest: &Digest,
+    ) -> Result<u64, OciError> {
+        let sid = id.to_string();
+        if self.index.blob(digest).map_err(index_error)?.is_some() {
+            self.index.commit_blob(repo, digest, s.offset, Some(&sid)).map_err(index_error)?;
+            return Ok(s.offset);
+        }
+        let path = self.blobs.path(digest);
+        let intact = std::fs::metadata(&path).is_ok_and(|m| m.len() == s.offset)
+            && hash_file(&path, digest.algorithm()).ok().as_ref() == Some(digest);
+        if intact {
+            tracing::info!(upload = %id, %digest, "finishing an upload whose commit was interrupted");
+            self.index.commit_blob(repo, digest, s.offset, Some(&sid)).map_err(index_error)?;
+            return Ok(s.offset);
+        }
+        self.discard(repo, id);
+        Err(OciError::new(ErrorKind::BlobUploadUnknown).msg("the upload's data is gone; start a new upload"))
     }
 
     /// Make a verified upload file durable, move it into place, and commit it to the index.
@@ -435,6 +497,21 @@ impl Lease<'_> {
     /// End the lease and drop the session's hash state (the session is gone).
     fn forget(mut self) {
         self.state = None;
+    }
+}
+
+/// Hash a whole file (recovery and fsck; uploads hash as bytes arrive).
+pub(crate) fn hash_file(path: &std::path::Path, algorithm: Algorithm) -> io::Result<Digest> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = algorithm.hasher();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
     }
 }
 
