@@ -120,6 +120,11 @@ impl Berth {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Process id of the running node.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGKILL, no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
