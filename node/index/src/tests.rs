@@ -81,3 +81,40 @@ fn sequence_survives_reopen() {
     let idx = Index::open(dir.path(), true).unwrap();
     assert_eq!(idx.next_sequence(), 3);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Paging through tags with any page size yields every tag once, sorted.
+        #[test]
+        fn tag_pagination_is_complete_and_sorted(
+            tags in proptest::collection::btree_set("[a-zA-Z0-9_][a-zA-Z0-9._-]{0,20}", 0..40),
+            n in 1usize..10,
+        ) {
+            let (_d, idx) = open();
+            let r = repo("p/q");
+            let m = Digest::of(Algorithm::Sha256, b"m");
+            let tags: Vec<Tag> = tags.iter().map(|t| t.parse().unwrap()).collect();
+            idx.put_manifest(&r, &m, &record(vec![], None), b"m", &tags).unwrap();
+            // A neighbouring repository must not leak into the listing.
+            idx.put_manifest(&repo("p/q2"), &m, &record(vec![], None), b"m", &tags).unwrap();
+            let mut seen = Vec::new();
+            let mut last: Option<String> = None;
+            loop {
+                let page = idx.list_tags(&r, last.as_deref(), n).unwrap();
+                prop_assert!(page.items.len() <= n);
+                seen.extend(page.items.clone());
+                if !page.more {
+                    break;
+                }
+                last = page.items.last().cloned();
+            }
+            let mut want: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+            want.sort();
+            prop_assert_eq!(seen, want);
+        }
+    }
+}

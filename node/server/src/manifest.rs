@@ -179,3 +179,58 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn digest_strategy() -> impl Strategy<Value = String> {
+        "[0-9a-f]{64}".prop_map(|h| format!("sha256:{h}"))
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), ct in proptest::option::of("[a-z./+-]{0,60}")) {
+            let _ = parse(&bytes, ct.as_deref());
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(v in any::<bool>().prop_flat_map(|_| prop_oneof![
+            Just(serde_json::json!({"schemaVersion": 2})),
+            Just(serde_json::json!({"schemaVersion": 2, "config": null, "layers": null})),
+            Just(serde_json::json!({"schemaVersion": 2, "manifests": [{"digest": 1, "size": "x"}]})),
+            Just(serde_json::json!({"schemaVersion": "2", "layers": []})),
+        ])) {
+            let _ = parse(&serde_json::to_vec(&v).unwrap(), None);
+        }
+
+        #[test]
+        fn valid_image_manifests_report_their_references(
+            config in digest_strategy(),
+            layers in proptest::collection::vec((digest_strategy(), any::<bool>()), 0..8),
+            subject in proptest::option::of(digest_strategy()),
+        ) {
+            let mut m = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 1},
+                "layers": layers.iter().map(|(d, foreign)| if *foreign {
+                    serde_json::json!({"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar", "digest": d, "size": 1})
+                } else {
+                    serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": 1})
+                }).collect::<Vec<_>>(),
+            });
+            if let Some(s) = &subject {
+                m["subject"] = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": s, "size": 1});
+            }
+            let p = parse(&serde_json::to_vec(&m).unwrap(), None).unwrap();
+            let mut want: Vec<String> = std::iter::once(config.clone())
+                .chain(layers.iter().filter(|(_, f)| !f).map(|(d, _)| d.clone()))
+                .collect();
+            want.dedup();
+            prop_assert_eq!(p.blobs.iter().map(|d| d.to_string()).collect::<Vec<_>>(), want);
+            prop_assert_eq!(p.subject.map(|d| d.to_string()), subject);
+        }
+    }
+}
