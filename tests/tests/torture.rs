@@ -57,26 +57,7 @@ fn call(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), ()> {
-    let mut r = a.request(method, url);
-    for (k, v) in headers {
-        r = r.set(k, v);
-    }
-    let res = match body {
-        Some(b) => r.send_bytes(b),
-        None => r.call(),
-    };
-    let resp = match res {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(_) => return Err(()),
-    };
-    let status = resp.status();
-    let headers =
-        resp.headers_names().into_iter().map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_owned())).collect();
-    let mut body = Vec::new();
-    use std::io::Read;
-    resp.into_reader().read_to_end(&mut body).map_err(|_| ())?;
-    Ok((status, headers, body))
+    try_http(a, method, url, headers, body).map(|r| (r.status, r.headers, r.body)).map_err(|_| ())
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -183,7 +183,18 @@ impl Resp {
 }
 
 pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
-    let mut r = ureq::request(method, url);
+    try_http(&ureq::agent(), method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// One request with any status; `Err` only when the transport failed (e.g. the node died).
+pub fn try_http(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Resp, String> {
+    let mut r = agent.request(method, url);
     for (k, v) in headers {
         r = r.set(k, v);
     }
@@ -194,14 +205,14 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
     let resp = match res {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
+        Err(e) => return Err(e.to_string()),
     };
     let status = resp.status();
     let headers =
         resp.headers_names().into_iter().map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_owned())).collect();
     let mut body = Vec::new();
-    resp.into_reader().read_to_end(&mut body).unwrap();
-    Resp { status, headers, body }
+    resp.into_reader().read_to_end(&mut body).map_err(|e| e.to_string())?;
+    Ok(Resp { status, headers, body })
 }
 
 /// Build an OCI image layout in `dir` with `layers` gzip tar layers made from files;
