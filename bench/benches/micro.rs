@@ -39,7 +39,12 @@ fn parsing(c: &mut Criterion) {
         })
     });
     g.bench_function("route_blob", |b| {
-        b.iter(|| berth_node::routes::route(black_box("/v2/library/some/app/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")).unwrap())
+        b.iter(|| {
+            berth_node::routes::route(black_box(
+                "/v2/library/some/app/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            ))
+            .unwrap()
+        })
     });
     g.bench_function("route_manifest_tag", |b| {
         b.iter(|| berth_node::routes::route(black_box("/v2/library/some/app/manifests/v1.2.3")).unwrap())

@@ -11,6 +11,7 @@
 //! | `repos` | repo | number of manifests and blob links it holds |
 //! | `access` | digest | last access (unix ms), written in batches |
 //! | `feed` | sequence (u64 big-endian) | [`Change`] |
+//! | `stats` | `blob_count`, `blob_bytes` | u64, kept exact in the same batches |
 //!
 //! Every mutation is one atomic `WriteBatch` that carries its change-feed entries, so the feed
 //! is exactly the sequence of committed changes. Mutations are serialised by one mutex (they
@@ -41,8 +42,11 @@ const CF_UPLOADS: &str = "uploads";
 const CF_REPOS: &str = "repos";
 const CF_ACCESS: &str = "access";
 const CF_FEED: &str = "feed";
-const ALL_CFS: [&str; 9] =
-    [CF_BLOBS, CF_REPO_BLOBS, CF_MANIFESTS, CF_TAGS, CF_REFERRERS, CF_UPLOADS, CF_REPOS, CF_ACCESS, CF_FEED];
+const CF_STATS: &str = "stats";
+const ALL_CFS: [&str; 10] =
+    [CF_BLOBS, CF_REPO_BLOBS, CF_MANIFESTS, CF_TAGS, CF_REFERRERS, CF_UPLOADS, CF_REPOS, CF_ACCESS, CF_FEED, CF_STATS];
+const STAT_BLOB_COUNT: &str = "blob_count";
+const STAT_BLOB_BYTES: &str = "blob_bytes";
 
 /// Index failures. All of them are server-side: a client mistake never produces one.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +174,22 @@ impl Index {
         Ok(())
     }
 
+    /// Adjust the store totals inside a batch. Caller holds the write lock.
+    fn bump_stats(&self, batch: &mut WriteBatch, count: i64, bytes: i64) -> Result<()> {
+        let (c, b) = self.store_totals()?;
+        batch.put_cf(self.cf(CF_STATS), STAT_BLOB_COUNT, ((c as i64 + count).max(0) as u64).to_be_bytes());
+        batch.put_cf(self.cf(CF_STATS), STAT_BLOB_BYTES, ((b as i64 + bytes).max(0) as u64).to_be_bytes());
+        Ok(())
+    }
+
+    /// Committed blobs in the store and their total size in bytes (exact; O(1)).
+    pub fn store_totals(&self) -> Result<(u64, u64)> {
+        let get = |k: &str| -> Result<u64> {
+            Ok(self.db.get_pinned_cf(self.cf(CF_STATS), k)?.and_then(|v| codec::u64_from(&v)).unwrap_or(0))
+        };
+        Ok((get(STAT_BLOB_COUNT)?, get(STAT_BLOB_BYTES)?))
+    }
+
     // ---------------------------------------------------------------- blobs
 
     /// Metadata of a committed blob, wherever it is linked.
@@ -195,6 +215,7 @@ impl Index {
         if self.db.get_pinned_cf(self.cf(CF_BLOBS), &dkey)?.is_none() {
             let meta = BlobMeta { size, created_at_ms: now_ms(), tier: TierState::Local };
             batch.put_cf(self.cf(CF_BLOBS), &dkey, codec::encode(&meta));
+            self.bump_stats(&mut batch, 1, size as i64)?;
             changes.push(Change::BlobCommitted { digest: digest.clone(), size });
         }
         self.link_in(&mut batch, &mut changes, repo, digest)?;
@@ -297,6 +318,9 @@ impl Index {
                 self.bump_repo(&mut batch, &repo, -1)?;
                 changes.push(Change::BlobUnlinked { repo, digest: d });
             }
+        }
+        if let Some(meta) = self.blob(digest)? {
+            self.bump_stats(&mut batch, -1, -(meta.size as i64))?;
         }
         batch.delete_cf(self.cf(CF_BLOBS), digest.to_string());
         batch.delete_cf(self.cf(CF_ACCESS), digest.to_string());
@@ -610,11 +634,6 @@ impl Index {
     /// Last recorded access of a blob (unix ms).
     pub fn last_access(&self, digest: &Digest) -> Result<Option<u64>> {
         Ok(self.db.get_pinned_cf(self.cf(CF_ACCESS), digest.to_string())?.and_then(|v| codec::u64_from(&v)))
-    }
-
-    /// Estimated number of committed blobs (cheap; for metrics).
-    pub fn estimate_blobs(&self) -> u64 {
-        self.db.property_int_value_cf(self.cf(CF_BLOBS), "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
     }
 
     /// Flush memtables and the WAL to disk (graceful shutdown).

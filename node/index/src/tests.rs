@@ -31,6 +31,7 @@ fn blob_commit_link_unlink() {
     assert!(idx.blob(&d).unwrap().is_none());
     idx.commit_blob(&r, &d, 1, None).unwrap();
     assert_eq!(idx.blob(&d).unwrap().unwrap().size, 1);
+    assert_eq!(idx.store_totals().unwrap(), (1, 1));
     assert!(idx.repo_has_blob(&r, &d).unwrap());
     assert!(!idx.repo_has_blob(&repo("a"), &d).unwrap());
     assert!(idx.link_blob(&repo("c"), &d).unwrap());

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub upload_sessions: Gauge,
     /// Committed blobs (sampled at scrape).
     pub blobs: Gauge,
+    /// Bytes of committed blobs (sampled at scrape).
+    pub blob_bytes: Gauge,
     /// Open connections.
     pub connections: Gauge,
 }
@@ -62,6 +64,7 @@ impl Metrics {
             sendfile_bytes: Counter::default(),
             upload_sessions: Gauge::default(),
             blobs: Gauge::default(),
+            blob_bytes: Gauge::default(),
             connections: Gauge::default(),
             registry: Registry::default(),
         };
@@ -75,7 +78,8 @@ impl Metrics {
             "Response body bytes sent with sendfile (zero-copy)",
             m.sendfile_bytes.clone(),
         );
-        registry.register("store_blobs", "Committed blobs (estimate)", m.blobs.clone());
+        registry.register("store_blobs", "Committed blobs", m.blobs.clone());
+        registry.register("store_blob_bytes", "Bytes of committed blobs on local disk", m.blob_bytes.clone());
         registry.register("http_connections", "Open client connections", m.connections.clone());
         Metrics { registry, ..m }
     }

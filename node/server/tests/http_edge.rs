@@ -156,6 +156,10 @@ fn health_ready_metrics() {
     assert!(m.contains("berth_http_requests_total{endpoint=\"base\",method=\"GET\",status=\"200\"}"), "{m}");
     assert!(m.contains("berth_http_request_duration_seconds_bucket"));
     assert!(m.contains("berth_upload_sessions"));
+    n.push_blob("m", b"12345");
+    let m = String::from_utf8(n.get("/metrics").body).unwrap();
+    assert!(m.contains("berth_store_blobs 1\n"), "{m}");
+    assert!(m.contains("berth_store_blob_bytes 5\n"), "{m}");
 }
 
 #[test]

@@ -23,7 +23,10 @@ pub(super) fn handle(app: &App, req: &Request, ep: &Endpoint) -> Result<Response
         }
         _ => {
             app.metrics.upload_sessions.set(app.uploads.open_sessions() as i64);
-            app.metrics.blobs.set(app.index.estimate_blobs() as i64);
+            if let Ok((count, bytes)) = app.index.store_totals() {
+                app.metrics.blobs.set(count as i64);
+                app.metrics.blob_bytes.set(bytes as i64);
+            }
             Ok(Response::bytes(200, "text/plain; version=0.0.4; charset=utf-8", app.metrics.encode().into_bytes()))
         }
     }
