@@ -77,6 +77,50 @@ def push_blob(base, repo, data):
     return d
 
 
+def push_chunked(base, repo, data, chunk):
+    """POST a session, PATCH 16 MiB chunks with Content-Range, PUT ?digest=."""
+    d = digest(data)
+    s, h, _ = http("POST", f"{base}/v2/{repo}/blobs/uploads/")
+    assert s == 202, s
+    loc = h["Location"]
+    for off in range(0, len(data), chunk):
+        if loc.startswith("/"):
+            loc = base + loc
+        part = data[off:off + chunk]
+        s, h, body = http("PATCH", loc, data=part, headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{off}-{off + len(part) - 1}"})
+        assert s == 202, (s, body[:200])
+        loc = h["Location"]
+    if loc.startswith("/"):
+        loc = base + loc
+    sep = "&" if "?" in loc else "?"
+    s, _, body = http("PUT", f"{loc}{sep}digest={d}")
+    assert s == 201, (s, body[:200])
+
+
+def svg_chart(rows, path):
+    """A bar chart of Berth/nginx and Berth/Distribution throughput ratios per scenario."""
+    w, bar, gap, left = 900, 14, 10, 330
+    h = 60 + len(rows) * (2 * bar + gap)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           '<text x="10" y="20" font-size="14">Berth throughput ratio (1.0 = equal); blue: vs nginx sendfile, orange: vs Distribution</text>']
+    scale = (w - left - 60) / max(2.0, max(max(r[2]["berth"]["rps"] / r[2]["nginx"]["rps"], r[2]["berth"]["rps"] / r[2]["distribution"]["rps"]) for r in rows))
+    y = 40
+    for label, c, r in rows:
+        out.append(f'<text x="10" y="{y + bar + 4}">{label} c={c}</text>')
+        for i, (ref, color) in enumerate((("nginx", "#4878d0"), ("distribution", "#ee854a"))):
+            ratio = r["berth"]["rps"] / r[ref]["rps"]
+            out.append(f'<rect x="{left}" y="{y + i * bar}" width="{ratio * scale:.1f}" height="{bar - 2}" fill="{color}"/>')
+            out.append(f'<text x="{left + ratio * scale + 4:.1f}" y="{y + i * bar + bar - 4}">{ratio:.2f}x</text>')
+        y += 2 * bar + gap
+    x1 = left + scale
+    out.append(f'<line x1="{x1:.1f}" y1="35" x2="{x1:.1f}" y2="{h - 10}" stroke="#444" stroke-dasharray="4"/>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
 def push_manifest(base, repo, tag, config, layers):
     m = json.dumps({
         "schemaVersion": 2,
@@ -243,6 +287,30 @@ http {{
             t = time.perf_counter()
             push_blob(bases[k], f"bench/push{push_mib}", big)
             push[k] = len(big) / (time.perf_counter() - t)
+        chunked = {}
+        for k in ("berth", "distribution"):
+            t = time.perf_counter()
+            push_chunked(bases[k], f"bench/chunked{push_mib}", big[:len(big) // 2] + b"c", 16 << 20)
+            chunked[k] = (len(big) // 2 + 1) / (time.perf_counter() - t)
+        # Whole-image pull of a 5-layer image with skopeo (a real client), Berth vs Distribution.
+        skopeo = {}
+        if shutil.which("skopeo"):
+            layers5 = [rnd(n) for n in (1 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20)]
+            for k in ("berth", "distribution"):
+                for l in layers5:
+                    push_blob(bases[k], "bench/five", l)
+                push_blob(bases[k], "bench/five", config)
+                push_manifest(bases[k], "bench/five", "v1", config, layers5)
+                best = None
+                for _ in range(3):
+                    dest = f"{tmp}/skopeo-{k}"
+                    shutil.rmtree(dest, ignore_errors=True)
+                    t = time.perf_counter()
+                    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                                    f"docker://127.0.0.1:{ports[k]}/bench/five:v1", f"dir:{dest}"], check=True)
+                    e = time.perf_counter() - t
+                    best = e if best is None else min(best, e)
+                skopeo[k] = best
         print(f"push {push_mib} MiB: berth {push['berth'] / 1e9:.2f} GB/s, distribution {push['distribution'] / 1e9:.2f} GB/s, "
               f"sha256 {sha / 1e9:.2f} GB/s", flush=True)
 
@@ -274,8 +342,19 @@ http {{
             "|---|---|---|---|---|---|",
             f"| GB/s | {push['berth'] / 1e9:.2f} | {push['distribution'] / 1e9:.2f} | {sha / 1e9:.2f} | "
             f"{push['berth'] / sha:.2f}x | {push['berth'] / push['distribution']:.2f}x |",
+            f"| chunked push {push_mib // 2} MiB (16 MiB chunks), GB/s | {chunked['berth'] / 1e9:.2f} | {chunked['distribution'] / 1e9:.2f} | "
+            f"{sha / 1e9:.2f} | {chunked['berth'] / sha:.2f}x | {chunked['berth'] / chunked['distribution']:.2f}x |",
             "",
         ]
+        if skopeo:
+            lines += [
+                "| skopeo whole-image pull, 5 layers (61 MiB), best of 3 | Berth | Distribution | Berth / Distribution (time) |",
+                "|---|---|---|---|",
+                f"| seconds | {skopeo['berth']:.3f} | {skopeo['distribution']:.3f} | {skopeo['berth'] / skopeo['distribution']:.2f}x |",
+                "",
+            ]
+        lines += ["![ratios](RESULTS.svg)", ""]
+        svg_chart(rows, os.path.join(os.path.dirname(args.out), "RESULTS.svg"))
         with open(args.out, "w") as f:
             f.write("\n".join(lines))
         print(f"wrote {args.out}")
