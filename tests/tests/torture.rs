@@ -67,7 +67,7 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn stream(base: String, id: usize, round: usize, model: Arc<Mutex<Model>>, stop: Arc<AtomicBool>) {
     let a = agent();
     let repo = format!("torture/s{id}");
-    let mut rng = Rng(0x9E3779B97F4A7C15 ^ ((id as u64) << 20) ^ round as u64 | 1);
+    let mut rng = Rng((0x9E3779B97F4A7C15 ^ ((id as u64) << 20) ^ ((round as u64) << 8)) | 1);
     let mut k = 0;
     while !stop.load(Ordering::Relaxed) {
         k += 1;
