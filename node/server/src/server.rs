@@ -267,8 +267,12 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
         let mut body = Body::new(&mut conn, &req);
         let (mut resp, endpoint) = api::handle(&app, &req, &mut body).await;
         let mut keep = req.keep_alive && !app.shutting_down.load(Ordering::Relaxed);
+        let mut unread_body = false;
         if !body.is_complete() {
-            keep = keep && body.drain(1 << 20).await;
+            let drained = body.drain(1 << 20).await;
+            keep = keep && drained;
+            // A client still waiting for 100-continue will not send the body.
+            unread_body = !drained && !body.awaiting_continue();
         }
         let received = body.received();
         drop(body);
@@ -305,6 +309,9 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
             break;
         }
         if !keep {
+            if unread_body {
+                conn.linger().await;
+            }
             break;
         }
     }

@@ -55,6 +55,11 @@ pub enum HeadFailure {
     Io(io::Error),
 }
 
+/// Longest a lingering close keeps reading.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Most bytes a lingering close discards.
+const LINGER_BYTES: usize = 256 * 1024 * 1024;
+
 /// Longest single wait for the first byte of a request.
 const IDLE_SLICE: Duration = Duration::from_millis(250);
 
@@ -171,6 +176,26 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(HeadFailure::TooLarge),
                 Err(e) => return Err(HeadFailure::Io(e)),
+            }
+        }
+    }
+
+    /// Lingering close after an early answer (e.g. 507 or 413 while the client is still sending
+    /// its body): stop writing, then read and discard what the client sends for a bounded time,
+    /// so closing does not reset the connection and destroy the answer before the client reads
+    /// it (as nginx's `lingering_close`).
+    pub async fn linger(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: half-closing our own socket; the descriptor stays open until drop.
+        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
+        let deadline = std::time::Instant::now() + LINGER_TIME;
+        let mut discarded = 0usize;
+        while std::time::Instant::now() < deadline && discarded < LINGER_BYTES {
+            self.pos = 0;
+            self.buf.clear();
+            match self.fill(Duration::from_millis(500)).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
             }
         }
     }
