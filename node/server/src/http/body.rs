@@ -30,6 +30,8 @@ enum State {
     ChunkEnd,
     Trailers,
     Done,
+    /// A read failed (framing error, timeout, disconnect): the rest of the body is unusable.
+    Broken,
 }
 
 /// The body of the current request. Dropping it unread is allowed: the connection loop then
@@ -88,7 +90,18 @@ impl<'c> Body<'c> {
 
     /// Read the next piece of the body into `buf` (cleared first; at most its capacity).
     /// Returns 0 at the end of the body.
-    pub async fn read(&mut self, mut buf: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
+    pub async fn read(&mut self, buf: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
+        if self.state == State::Broken {
+            return (Err(BodyError::Malformed("body already failed")), buf);
+        }
+        let (r, buf) = self.read_inner(buf).await;
+        if r.is_err() {
+            self.state = State::Broken;
+        }
+        (r, buf)
+    }
+
+    async fn read_inner(&mut self, mut buf: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
         buf.clear();
         if let Err(e) = self.send_continue().await {
             return (Err(e.into()), buf);
@@ -96,6 +109,7 @@ impl<'c> Body<'c> {
         loop {
             match self.state {
                 State::Done => return (Ok(0), buf),
+                State::Broken => return (Err(BodyError::Malformed("body already failed")), buf),
                 State::Length(rem) => {
                     let (r, buf) = self.read_data(buf, rem).await;
                     return match r {
@@ -215,8 +229,9 @@ impl<'c> Body<'c> {
     /// Consume and discard up to `max` remaining bytes so the connection can be reused.
     /// Returns whether the body is now complete.
     pub async fn drain(&mut self, max: u64) -> bool {
-        if self.continue_pending {
-            // The client has not sent the body; it will not, once it sees our final answer.
+        if self.continue_pending || self.state == State::Broken {
+            // The client has not sent the body (it will not, once it sees our final answer),
+            // or the body's framing is already lost.
             return false;
         }
         let mut seen = 0u64;
