@@ -373,8 +373,15 @@ http {{
             ]
         lines += ["![ratios](RESULTS.svg)", ""]
         svg_chart(rows, os.path.join(os.path.dirname(args.out), "RESULTS.svg"))
+        # Keep the hand-run sections (memory, restart, k6, criterion) that follow the marker.
+        marker = "<!-- other measurements -->"
+        rest = ""
+        if os.path.exists(args.out):
+            old = open(args.out).read()
+            if marker in old:
+                rest = old[old.index(marker):]
         with open(args.out, "w") as f:
-            f.write("\n".join(lines))
+            f.write("\n".join(lines) + "\n" + (rest or marker + "\n"))
         print(f"wrote {args.out}")
     finally:
         for p in procs:

@@ -19,7 +19,7 @@ hwm() { awk '/VmHWM/ {print $2}' /proc/$pid/status; }
 echo "idle: peak RSS $(( $(hwm) / 1024 )) MiB"
 t0=$(date +%s.%N)
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -T "$dir/blob" -H 'Content-Type: application/octet-stream' \
-  "http://127.0.0.1:$port/v2/mem/test/blobs/uploads/?digest=$digest")
+  "http://127.0.0.1:$port/v2/mem/test/blobs/uploads?digest=$digest")   # no trailing slash: curl -T appends the file name to one
 t1=$(date +%s.%N)
 [ "$code" = 201 ] || { echo "push failed: $code"; exit 1; }
 echo "push $size: $(python3 -c "print(f'{$t1-$t0:.1f}')") s, peak RSS $(( $(hwm) / 1024 )) MiB"
