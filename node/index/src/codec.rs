@@ -37,3 +37,18 @@ pub(crate) fn u64_from(v: &[u8]) -> Option<u64> {
 pub(crate) fn seq_from_key(k: &[u8]) -> Option<u64> {
     u64_from(k)
 }
+
+/// Parse text stored as bytes into a validated type.
+pub(crate) fn parse_text<T: std::str::FromStr>(b: &[u8], cf: &'static str) -> Result<T> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(IndexError::Corrupt { cf, reason: "unparsable text".into() })
+}
+
+/// Split a `repo \0 rest` key into its two validated parts.
+pub(crate) fn split_key<A: std::str::FromStr, B: std::str::FromStr>(k: &[u8], cf: &'static str) -> Result<(A, B)> {
+    let pos =
+        k.iter().position(|&b| b == 0).ok_or(IndexError::Corrupt { cf, reason: "key without separator".into() })?;
+    Ok((parse_text(&k[..pos], cf)?, parse_text(&k[pos + 1..], cf)?))
+}

@@ -283,11 +283,8 @@ impl Index {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_TAGS), IteratorMode::Start) {
             let (k, v) = item?;
-            let corrupt = || IndexError::Corrupt { cf: CF_TAGS, reason: "key".into() };
-            let pos = k.iter().position(|&b| b == 0).ok_or_else(corrupt)?;
-            let repo = std::str::from_utf8(&k[..pos]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
-            let tag = std::str::from_utf8(&k[pos + 1..]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
-            let digest = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
+            let (repo, tag) = codec::split_key(&k, CF_TAGS)?;
+            let digest = codec::parse_text(&v, CF_TAGS)?;
             out.push((repo, tag, digest));
         }
         Ok(out)
@@ -297,11 +294,7 @@ impl Index {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
             let (k, _) = item?;
-            let corrupt = || IndexError::Corrupt { cf, reason: "key".into() };
-            let pos = k.iter().position(|&b| b == 0).ok_or_else(corrupt)?;
-            let repo = std::str::from_utf8(&k[..pos]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
-            let digest = std::str::from_utf8(&k[pos + 1..]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
-            out.push((repo, digest));
+            out.push(codec::split_key(&k, cf)?);
         }
         Ok(out)
     }
@@ -472,11 +465,7 @@ impl Index {
     /// Resolve a tag.
     pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
         match self.db.get_pinned_cf(self.cf(CF_TAGS), key2(repo.as_str(), tag.as_str()))? {
-            Some(v) => std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .map(Some)
-                .ok_or(IndexError::Corrupt { cf: CF_TAGS, reason: "digest".into() }),
+            Some(v) => codec::parse_text(&v, CF_TAGS).map(Some),
             None => Ok(None),
         }
     }
@@ -582,10 +571,7 @@ impl Index {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_MANIFESTS), IteratorMode::Start) {
             let (k, v) = item?;
-            let corrupt = || IndexError::Corrupt { cf: CF_MANIFESTS, reason: "key".into() };
-            let pos = k.iter().position(|&b| b == 0).ok_or_else(corrupt)?;
-            let repo = std::str::from_utf8(&k[..pos]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
-            let digest = std::str::from_utf8(&k[pos + 1..]).ok().and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
+            let (repo, digest) = codec::split_key(&k, CF_MANIFESTS)?;
             let (record, _) = codec::decode_manifest(&v)?;
             out.push((repo, digest, record));
         }
