@@ -327,10 +327,7 @@ impl Index {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
             let (k, v) = item?;
-            let d = std::str::from_utf8(&k)
-                .ok()
-                .and_then(|s| s.parse::<Digest>().ok())
-                .ok_or(IndexError::Corrupt { cf: CF_BLOBS, reason: "key".into() })?;
+            let d: Digest = codec::parse_text(&k, CF_BLOBS)?;
             out.push((d, codec::decode(&v, CF_BLOBS)?));
         }
         Ok(out)
