@@ -15,15 +15,19 @@ fn range(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
-fn accepted(app: &App, repo: &RepoName, id: UploadId, offset: u64) -> Response {
-    let mut r = Response::new(202)
-        .header("Location", location(repo, id))
+/// The headers that tell a client where an upload stands: `Location`, `Range`, upload id.
+fn with_progress(resp: Response, repo: &RepoName, id: UploadId, offset: u64) -> Response {
+    resp.header("Location", location(repo, id))
         .header("Range", range(offset))
-        .header("Docker-Upload-UUID", id.to_string());
-    if app.cfg.uploads.chunk_min_length > 0 {
-        r = r.header("OCI-Chunk-Min-Length", app.cfg.uploads.chunk_min_length.to_string());
+        .header("Docker-Upload-UUID", id.to_string())
+}
+
+fn accepted(app: &App, repo: &RepoName, id: UploadId, offset: u64) -> Response {
+    let r = with_progress(Response::new(202), repo, id, offset);
+    match app.cfg.uploads.chunk_min_length {
+        0 => r,
+        n => r.header("OCI-Chunk-Min-Length", n.to_string()),
     }
-    r
 }
 
 fn created(repo: &RepoName, digest: &Digest) -> Response {
@@ -93,10 +97,7 @@ pub(super) async fn handle(
     match on_session(app, req, body, repo, id).await {
         Err(e) if e.kind == ErrorKind::RangeInvalid => {
             let offset = app.uploads.session(repo, id).map(|s| s.offset).unwrap_or(0);
-            Ok(Response::from(e)
-                .header("Location", location(repo, id))
-                .header("Range", range(offset))
-                .header("Docker-Upload-UUID", id.to_string()))
+            Ok(with_progress(Response::from(e), repo, id, offset))
         }
         other => other,
     }
@@ -112,10 +113,7 @@ async fn on_session(
     match req.method {
         Method::Get => {
             let s = app.uploads.session(repo, id)?;
-            Ok(Response::new(204)
-                .header("Location", location(repo, id))
-                .header("Range", range(s.offset))
-                .header("Docker-Upload-UUID", id.to_string()))
+            Ok(with_progress(Response::new(204), repo, id, s.offset))
         }
         Method::Patch => patch(app, req, body, repo, id).await,
         Method::Put => {
