@@ -11,7 +11,8 @@
 //! | `repos` | repo | number of manifests and blob links it holds |
 //! | `access` | digest | last access (unix ms), written in batches |
 //! | `feed` | sequence (u64 big-endian) | [`Change`] |
-//! | `stats` | `blob_count`, `blob_bytes` | u64, kept exact in the same batches |
+//! | `stats` | `blob_count`, `blob_bytes`, `local_bytes`, `pending_*`, `cursor:*` | u64, kept exact in the same batches |
+//! | `tier_pending` | digest | size: committed locally, not yet safe in S3 (the tiering queue) |
 //!
 //! Every mutation is one atomic `WriteBatch` that carries its change-feed entries, so the feed
 //! is exactly the sequence of committed changes. Mutations are serialised by one mutex (they
@@ -23,6 +24,7 @@
 
 mod codec;
 mod model;
+mod tier;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +34,7 @@ use berth_types::{Digest, RepoName, Tag};
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 pub use model::{BlobMeta, Change, ChangeRecord, Descriptor, ManifestRecord, TierState, UploadSession};
+pub use tier::{EvictionCandidate, TierTotals};
 
 const CF_BLOBS: &str = "blobs";
 const CF_REPO_BLOBS: &str = "repo_blobs";
@@ -43,8 +46,20 @@ const CF_REPOS: &str = "repos";
 const CF_ACCESS: &str = "access";
 const CF_FEED: &str = "feed";
 const CF_STATS: &str = "stats";
-const ALL_CFS: [&str; 10] =
-    [CF_BLOBS, CF_REPO_BLOBS, CF_MANIFESTS, CF_TAGS, CF_REFERRERS, CF_UPLOADS, CF_REPOS, CF_ACCESS, CF_FEED, CF_STATS];
+const CF_PENDING: &str = "tier_pending";
+const ALL_CFS: [&str; 11] = [
+    CF_BLOBS,
+    CF_REPO_BLOBS,
+    CF_MANIFESTS,
+    CF_TAGS,
+    CF_REFERRERS,
+    CF_UPLOADS,
+    CF_REPOS,
+    CF_ACCESS,
+    CF_FEED,
+    CF_STATS,
+    CF_PENDING,
+];
 const STAT_BLOB_COUNT: &str = "blob_count";
 const STAT_BLOB_BYTES: &str = "blob_bytes";
 
@@ -139,7 +154,9 @@ impl Index {
                 None => 0,
             }
         };
-        Ok(Index { db, next_seq: AtomicU64::new(last + 1), write_lock: Mutex::new(()), sync })
+        let index = Index { db, next_seq: AtomicU64::new(last + 1), write_lock: Mutex::new(()), sync };
+        index.migrate()?;
+        Ok(index)
     }
 
     fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
@@ -230,6 +247,7 @@ impl Index {
             let meta = BlobMeta { size, created_at_ms: now_ms(), tier: TierState::Local };
             batch.put_cf(self.cf(CF_BLOBS), &dkey, codec::encode(&meta));
             self.bump_stats(&mut batch, 1, size as i64)?;
+            self.enter_tier(&mut batch, digest, size, TierState::Local)?;
             changes.push(Change::BlobCommitted { digest: digest.clone(), size });
         }
         self.link_in(&mut batch, &mut changes, repo, digest)?;
@@ -328,6 +346,7 @@ impl Index {
         }
         if let Some(meta) = self.blob(digest)? {
             self.bump_stats(&mut batch, -1, -(meta.size as i64))?;
+            self.leave_tier(&mut batch, digest, meta.size, meta.tier)?;
         }
         batch.delete_cf(self.cf(CF_BLOBS), digest.to_string());
         batch.delete_cf(self.cf(CF_ACCESS), digest.to_string());

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use berth_types::{Algorithm, Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize};
 
-/// Where a blob's bytes live. Only `Local` exists until tiering lands; the others are the
-/// states tiering moves blobs through.
+/// Where a blob's bytes live. Transitions (see docs/ARCHITECTURE.md, "Tier states"):
+/// `Local` → `LocalAndRemote` (uploaded to S3) → `Remote` (evicted) → `LocalAndRemote`
+/// (read through and cached again). Without S3 every blob stays `Local`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TierState {
@@ -16,6 +17,25 @@ pub enum TierState {
     LocalAndRemote,
     /// Only in S3: reads go through to it.
     Remote,
+}
+
+impl TierState {
+    /// Whether a local file holds the bytes.
+    pub fn is_local(self) -> bool {
+        matches!(self, TierState::Local | TierState::LocalAndRemote)
+    }
+    /// Whether S3 holds the bytes.
+    pub fn is_remote(self) -> bool {
+        matches!(self, TierState::LocalAndRemote | TierState::Remote)
+    }
+    /// Lower-case name, as in metrics and the change feed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TierState::Local => "local",
+            TierState::LocalAndRemote => "local_and_remote",
+            TierState::Remote => "remote",
+        }
+    }
 }
 
 /// A committed blob.
@@ -96,6 +116,13 @@ pub enum Change {
         digest: Digest,
         /// Size.
         size: u64,
+    },
+    /// A blob moved between tiers (uploaded to S3, evicted, cached again).
+    BlobTier {
+        /// Digest.
+        digest: Digest,
+        /// New state.
+        tier: TierState,
     },
     /// A blob left the store (its data is gone).
     BlobRemoved {

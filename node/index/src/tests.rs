@@ -119,3 +119,49 @@ mod props {
         }
     }
 }
+
+#[test]
+fn tier_transitions_keep_queue_and_totals_exact() {
+    let (_d, idx) = open();
+    let r = repo("t");
+    let a = Digest::of(Algorithm::Sha256, b"a");
+    let b = Digest::of(Algorithm::Sha256, b"b");
+    idx.commit_blob(&r, &a, 10, None).unwrap();
+    idx.commit_blob(&r, &b, 20, None).unwrap();
+    let t = idx.tier_totals().unwrap();
+    assert_eq!((t.local_bytes, t.pending_count, t.pending_bytes), (30, 2, 30));
+    assert_eq!(idx.pending_tiering(None, 10).unwrap().len(), 2);
+    assert_eq!(idx.pending_tiering(Some(&a.clone().min(b.clone())), 10).unwrap().len(), 1);
+    // Uploaded: leaves the queue, still local.
+    assert!(idx.set_tier(&a, TierState::Local, TierState::LocalAndRemote).unwrap());
+    assert!(!idx.set_tier(&a, TierState::Local, TierState::LocalAndRemote).unwrap(), "compare-and-set");
+    let t = idx.tier_totals().unwrap();
+    assert_eq!((t.local_bytes, t.pending_count, t.pending_bytes), (30, 1, 20));
+    assert_eq!(idx.eviction_candidates().unwrap().len(), 1);
+    // Evicted, then read through again.
+    assert!(idx.set_tier(&a, TierState::LocalAndRemote, TierState::Remote).unwrap());
+    assert_eq!(idx.tier_totals().unwrap().local_bytes, 20);
+    assert!(idx.eviction_candidates().unwrap().is_empty());
+    assert!(idx.set_tier(&a, TierState::Remote, TierState::LocalAndRemote).unwrap());
+    assert_eq!(idx.tier_totals().unwrap().local_bytes, 30);
+    // Removal keeps totals exact in every state.
+    idx.remove_blob(&b).unwrap();
+    let t = idx.tier_totals().unwrap();
+    assert_eq!((t.local_bytes, t.pending_count, t.pending_bytes), (10, 0, 0));
+    let feed = idx.changes(1, 100).unwrap();
+    assert!(feed.iter().any(|c| matches!(&c.change, Change::BlobTier { tier: TierState::Remote, .. })));
+}
+
+#[test]
+fn import_and_cursors() {
+    let (_d, idx) = open();
+    let a = Digest::of(Algorithm::Sha256, b"a");
+    let meta = BlobMeta { size: 5, created_at_ms: 1, tier: TierState::Remote };
+    assert!(idx.import_blob(&a, &meta).unwrap());
+    assert!(!idx.import_blob(&a, &meta).unwrap());
+    assert_eq!(idx.tier_totals().unwrap(), TierTotals::default());
+    assert_eq!(idx.store_totals().unwrap(), (1, 5));
+    assert_eq!(idx.cursor("mirror").unwrap(), 0);
+    idx.set_cursor("mirror", 42).unwrap();
+    assert_eq!(idx.cursor("mirror").unwrap(), 42);
+}

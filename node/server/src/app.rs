@@ -9,6 +9,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{BlobStore, Uploads};
+use berth_tiering::Tiering;
 
 /// Shared node state. Built once at start; every core holds an `Arc` of it.
 pub struct App {
@@ -28,6 +29,8 @@ pub struct App {
     pub shutting_down: AtomicBool,
     /// Requests being handled right now, over all cores.
     pub in_flight: AtomicUsize,
+    /// The S3 tier, when `storage.s3` is configured.
+    pub tier: Option<Arc<Tiering>>,
 }
 
 /// Why the node could not start.
@@ -39,6 +42,9 @@ pub enum StartError {
     /// Index.
     #[error("index: {0}")]
     Index(#[from] berth_index::IndexError),
+    /// Rebuilding the index from the bucket failed.
+    #[error("rebuild from S3: {0}")]
+    Rebuild(String),
 }
 
 impl App {
@@ -55,13 +61,31 @@ impl App {
             cfg.limits.max_blob_bytes,
         );
         let auth = Auth::from_config(&cfg.auth)?;
+        let mut metrics = Metrics::new();
+        let tier = match &cfg.storage.s3 {
+            None => None,
+            Some(s3) => {
+                let local: Arc<dyn berth_tiering::LocalBlobs> = blobs.clone();
+                let tier = Tiering::new(s3.clone(), cfg.cache.clone(), index.clone(), local)?;
+                if s3.rebuild_on_empty_index && index.next_sequence() == 1 {
+                    let report = crate::rebuild::from_bucket(&index, &tier).map_err(StartError::Rebuild)?;
+                    if !report.is_empty() {
+                        tracing::warn!(%report, "index was empty: rebuilt it from the bucket");
+                    }
+                }
+                tier.metrics.register(metrics.registry_mut());
+                tier.start_workers();
+                Some(tier)
+            }
+        };
         Ok(App {
             cfg,
             index,
             blobs,
             uploads,
             auth,
-            metrics: Metrics::new(),
+            metrics,
+            tier,
             shutting_down: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         })

@@ -52,6 +52,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Authentication.
     pub auth: AuthConfig,
+    /// Local cache budget (used when `storage.s3` is set).
+    pub cache: berth_tiering::CacheConfig,
 }
 
 /// Storage behaviour.
@@ -63,6 +65,8 @@ pub struct StorageConfig {
     /// Sync the index WAL on every acknowledged write (power-loss safety). Without it an
     /// acknowledged write still survives a process crash.
     pub sync_index: bool,
+    /// S3 tiering: set `[storage.s3]` (at least `bucket`) to turn it on. Unset: purely local.
+    pub s3: Option<berth_tiering::S3Config>,
 }
 
 /// Upload sessions.
@@ -133,13 +137,14 @@ impl Default for Config {
             uploads: UploadConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            cache: berth_tiering::CacheConfig::default(),
         }
     }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { delete_enabled: true, sync_index: true }
+        StorageConfig { delete_enabled: true, sync_index: true, s3: None }
     }
 }
 

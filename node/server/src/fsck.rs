@@ -70,8 +70,15 @@ pub fn run(data_dir: &Path, verify: bool, repair: bool) -> anyhow::Result<Report
     r.blobs_checked = all.len();
     let mut known: HashSet<Digest> = HashSet::new();
     let mut lost: HashSet<Digest> = HashSet::new();
+    // Blobs whose bytes should be in a local file; `remote` ones live in S3 only (tiering),
+    // and a leftover file of theirs (a crash mid-eviction) is garbage.
+    let mut local: HashSet<Digest> = HashSet::new();
     for (d, meta) in &all {
         known.insert(d.clone());
+        if !meta.tier.is_local() {
+            continue;
+        }
+        local.insert(d.clone());
         let path = blobs.path(d);
         match std::fs::metadata(&path) {
             Err(_) => {
@@ -128,7 +135,7 @@ pub fn run(data_dir: &Path, verify: bool, repair: bool) -> anyhow::Result<Report
             for f in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
                 let name = format!("{alg}:{}", f.file_name().to_string_lossy());
                 match name.parse::<Digest>() {
-                    Ok(d) if known.contains(&d) => {}
+                    Ok(d) if local.contains(&d) => {}
                     _ => r.orphan_files.push(f.path()),
                 }
             }

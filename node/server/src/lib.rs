@@ -13,6 +13,7 @@ pub mod fsck;
 pub mod http;
 pub mod manifest;
 pub mod metrics;
+pub mod rebuild;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -43,6 +43,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild the index from the S3 bucket (run with the node stopped).
+    ///
+    /// For a node whose disk was lost: blobs come back as S3-only (read through on first
+    /// pull), manifests, tags and repository links as they were last mirrored. Needs
+    /// `[storage.s3]` in the configuration. Refuses a non-empty index unless --merge.
+    RebuildIndex {
+        /// TOML configuration file with `[storage.s3]`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory of the node (overrides the configuration).
+        #[arg(long, env = "BERTH_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Import into an index that already has content (existing entries win).
+        #[arg(long)]
+        merge: bool,
+    },
     /// Print a bcrypt hash of a password for the htpasswd file or `[[auth.users]]`.
     ///
     /// The password is read from BERTH_PASSWORD or, if unset, from the first line of stdin.
@@ -131,6 +147,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn rebuild_index(config: Option<PathBuf>, data_dir: Option<PathBuf>, merge: bool) -> anyhow::Result<()> {
+    let mut cfg = Config::load(config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    init_logs(cfg.log_format);
+    let s3 = cfg.storage.s3.clone().context("rebuild-index needs [storage.s3] in the configuration")?;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let blobs = std::sync::Arc::new(berth_node::store::BlobStore::open(&cfg.data_dir)?);
+    let index = std::sync::Arc::new(
+        berth_index::Index::open(&cfg.data_dir.join("index"), true)
+            .context("opening the index (is the node still running? stop it first)")?,
+    );
+    if index.next_sequence() > 1 && !merge {
+        anyhow::bail!("the index at {} is not empty; pass --merge to import into it", cfg.data_dir.display());
+    }
+    let tier = berth_tiering::Tiering::new(s3, cfg.cache.clone(), index.clone(), blobs)?;
+    let report = berth_node::rebuild::from_bucket(&index, &tier).map_err(|e| anyhow::anyhow!(e))?;
+    tier.shutdown(Duration::from_secs(5));
+    index.flush()?;
+    println!("rebuilt from s3://{}/{}: {report}", cfg.storage.s3.as_ref().map(|s| s.bucket.as_str()).unwrap_or(""), tier.layout().prefix());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -179,6 +219,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::RebuildIndex { config, data_dir, merge } => rebuild_index(config, data_dir, merge),
         Command::HashPassword { user, cost } => {
             let password = match std::env::var("BERTH_PASSWORD") {
                 Ok(p) => p,

@@ -46,6 +46,23 @@ pub struct Metrics {
     pub blob_bytes: Gauge,
     /// Open connections.
     pub connections: Gauge,
+    /// Blob GETs by where the bytes came from (`local` hit, `s3` miss, `s3_range`, `redirect`).
+    pub blob_reads: Family<SourceLabels, Counter>,
+    /// Blob response bytes by source.
+    pub blob_read_bytes: Family<SourceLabels, Counter>,
+    /// Bytes with a local file (sampled at scrape).
+    pub local_bytes: Gauge,
+    /// Blobs waiting to be tiered to S3 (sampled at scrape).
+    pub tier_pending: Gauge,
+    /// Their bytes (sampled at scrape).
+    pub tier_pending_bytes: Gauge,
+}
+
+/// Labels of a blob read metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// Where the bytes came from.
+    pub source: &'static str,
 }
 
 impl Metrics {
@@ -66,6 +83,11 @@ impl Metrics {
             blobs: Gauge::default(),
             blob_bytes: Gauge::default(),
             connections: Gauge::default(),
+            blob_reads: Family::default(),
+            blob_read_bytes: Family::default(),
+            local_bytes: Gauge::default(),
+            tier_pending: Gauge::default(),
+            tier_pending_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests by endpoint, method and status", m.requests.clone());
@@ -81,7 +103,23 @@ impl Metrics {
         registry.register("store_blobs", "Committed blobs", m.blobs.clone());
         registry.register("store_blob_bytes", "Bytes of committed blobs on local disk", m.blob_bytes.clone());
         registry.register("http_connections", "Open client connections", m.connections.clone());
+        registry.register("blob_reads", "Blob GETs by source: local (cache hit), s3 (miss, read through), s3_range, redirect", m.blob_reads.clone());
+        registry.register("blob_read_bytes", "Blob bytes served by source", m.blob_read_bytes.clone());
+        registry.register("store_local_bytes", "Blob bytes with a local file", m.local_bytes.clone());
+        registry.register("tier_pending_blobs", "Blobs committed locally and not yet in S3", m.tier_pending.clone());
+        registry.register("tier_pending_bytes", "Bytes of blobs not yet in S3", m.tier_pending_bytes.clone());
         Metrics { registry, ..m }
+    }
+
+    /// The registry, for other components' metrics (before the node starts).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Count a blob read.
+    pub fn blob_read(&self, source: &'static str, bytes: u64) {
+        self.blob_reads.get_or_create(&SourceLabels { source }).inc();
+        self.blob_read_bytes.get_or_create(&SourceLabels { source }).inc_by(bytes);
     }
 
     /// Text exposition.

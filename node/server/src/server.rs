@@ -42,6 +42,9 @@ impl Node {
         for t in self.threads {
             let _ = t.join();
         }
+        if let Some(tier) = &self.app.tier {
+            tier.shutdown(Duration::from_secs(5));
+        }
         if let Err(e) = self.app.index.flush() {
             tracing::error!(error = %e, "index flush at shutdown failed");
         }
@@ -279,6 +282,13 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
         resp.headers.push(("X-Request-Id", id.clone()));
         let status = resp.status;
         let error = resp.error;
+        let source = resp.source;
+        if let Some(tier) = &app.tier {
+            if (200..300).contains(&status) && !matches!(req.method, Method::Get | Method::Head) {
+                // A push or delete committed something: the tier has work.
+                tier.wake();
+            }
+        }
         let sent = conn.write_response(resp, req.method == Method::Head, keep).await;
         let elapsed = started.elapsed();
         let (sent_bytes, zero_copy) = sent.as_ref().map(|s| (s.bytes, s.zero_copy)).unwrap_or((0, false));
@@ -298,6 +308,12 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
             endpoint,
             status,
             error = error.unwrap_or(""),
+            cache = match source {
+                Some("local") => "hit",
+                Some("s3") | Some("s3_range") => "miss",
+                Some("redirect") => "redirect",
+                _ => "",
+            },
             bytes_in = received,
             bytes_out = sent_bytes,
             latency_us = elapsed.as_micros() as u64,

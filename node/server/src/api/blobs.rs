@@ -1,15 +1,24 @@
-//! `/v2/<name>/blobs/<digest>`: GET (with Range) and HEAD served from the file with
-//! sendfile, DELETE unlinks the blob from the repository.
+//! `/v2/<name>/blobs/<digest>`: GET (with Range) and HEAD, DELETE unlinks the blob from the
+//! repository.
+//!
+//! A blob with a local file (a cache hit) is sent with sendfile. With S3 tiering, a blob that
+//! is only in S3 (a miss) is read through: one shared fetch fills the local cache while the
+//! client receives the bytes; a ranged GET of such a blob is streamed from S3 without caching;
+//! with `presign_redirect` the client gets a 307 to a presigned S3 URL instead.
 
+use std::sync::Arc;
+
+use berth_index::{BlobMeta, TierState};
+use berth_tiering::{TierError, Tiering};
 use berth_types::{ByteRange, Digest, ErrorKind, OciError, RangeError, RepoName};
 
 use crate::app::App;
 use crate::http::{Method, Request, Response, ResponseBody};
 use crate::store::{index_error, io_error};
 
-pub(super) fn handle(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
+pub(super) async fn handle(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
     match req.method {
-        Method::Get | Method::Head => get(app, req, repo, digest),
+        Method::Get | Method::Head => get(app, req, repo, digest).await,
         Method::Delete => {
             super::check_deletes(app)?;
             if app.index.unlink_blob(repo, digest).map_err(index_error)? {
@@ -22,38 +31,132 @@ pub(super) fn handle(app: &App, req: &Request, repo: &RepoName, digest: &Digest)
     }
 }
 
-fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
-    let unknown = || OciError::new(ErrorKind::BlobUnknown).detail(serde_json::json!({ "digest": digest.to_string() }));
-    if !app.index.repo_has_blob(repo, digest).map_err(index_error)? {
-        return Err(unknown());
-    }
-    let meta = app.index.blob(digest).map_err(index_error)?.ok_or_else(unknown)?;
-    let file = app.blobs.open_blob(digest).map_err(|e| io_error(e, "open blob"))?;
-    if req.method == Method::Get && crate::store::access::touch(digest) {
-        crate::store::access::flush(&app.index);
-    }
-    let size = meta.size;
-    let base = Response::new(200)
+fn headers(digest: &Digest) -> Response {
+    Response::new(200)
         .header("Content-Type", "application/octet-stream")
         .header("Docker-Content-Digest", digest.to_string())
         .header("ETag", format!("\"{digest}\""))
         .header("Accept-Ranges", "bytes")
-        .header("Cache-Control", "max-age=31536000, immutable");
-    match req.header("range") {
-        None => Ok(base.with_body(ResponseBody::File { file, offset: 0, len: size })),
-        Some(r) => {
-            let resolved = r.parse::<ByteRange>().and_then(|br| br.resolve(size));
-            match resolved {
-                Ok((offset, len)) => {
-                    let mut resp = base.with_body(ResponseBody::File { file, offset, len });
-                    resp.status = 206;
-                    Ok(resp.header("Content-Range", format!("bytes {}-{}/{}", offset, offset + len - 1, size)))
+        .header("Cache-Control", "max-age=31536000, immutable")
+}
+
+/// What a `Range` header asks of a blob of `size` bytes.
+enum Wanted {
+    Whole,
+    Part(u64, u64),
+}
+
+fn wanted(req: &Request, size: u64) -> Result<Wanted, Response> {
+    let Some(r) = req.header("range") else { return Ok(Wanted::Whole) };
+    match r.parse::<ByteRange>().and_then(|br| br.resolve(size)) {
+        Ok((offset, len)) => Ok(Wanted::Part(offset, len)),
+        // RFC 9110 14.2: a syntactically invalid Range is ignored.
+        Err(RangeError::Malformed) => Ok(Wanted::Whole),
+        Err(RangeError::Unsatisfiable) => Err(Response::from(OciError::new(ErrorKind::RangeNotSatisfiable))
+            .header("Content-Range", format!("bytes */{size}"))),
+    }
+}
+
+fn partial(resp: Response, offset: u64, len: u64, size: u64) -> Response {
+    let mut resp = resp.header("Content-Range", format!("bytes {}-{}/{}", offset, offset + len - 1, size));
+    resp.status = 206;
+    resp
+}
+
+async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
+    let unknown = || OciError::new(ErrorKind::BlobUnknown).detail(serde_json::json!({ "digest": digest.to_string() }));
+    if !app.index.repo_has_blob(repo, digest).map_err(index_error)? {
+        return Err(unknown());
+    }
+    let mut meta = app.index.blob(digest).map_err(index_error)?.ok_or_else(unknown)?;
+    if req.method == Method::Get && crate::store::access::touch(digest) {
+        crate::store::access::flush(&app.index);
+    }
+    if meta.tier.is_local() {
+        match app.blobs.open_blob(digest) {
+            Ok(file) => return serve_local(app, req, digest, &meta, file),
+            // Evicted between our index read and the open: look again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && app.tier.is_some() => {
+                meta = app.index.blob(digest).map_err(index_error)?.ok_or_else(unknown)?;
+                if meta.tier.is_local() {
+                    let file = app.blobs.open_blob(digest).map_err(|e| io_error(e, "open blob"))?;
+                    return serve_local(app, req, digest, &meta, file);
                 }
-                // RFC 9110 14.2: a syntactically invalid Range is ignored.
-                Err(RangeError::Malformed) => Ok(base.with_body(ResponseBody::File { file, offset: 0, len: size })),
-                Err(RangeError::Unsatisfiable) => Ok(Response::from(OciError::new(ErrorKind::RangeNotSatisfiable))
-                    .header("Content-Range", format!("bytes */{size}"))),
             }
+            Err(e) => return Err(io_error(e, "open blob")),
         }
     }
+    debug_assert_eq!(meta.tier, TierState::Remote);
+    let Some(tier) = &app.tier else {
+        return Err(OciError::new(ErrorKind::Unavailable).msg("blob is in S3 but storage.s3 is not configured"));
+    };
+    serve_remote(app, tier, req, digest, meta.size).await
+}
+
+fn serve_local(app: &App, req: &Request, digest: &Digest, meta: &BlobMeta, file: std::fs::File) -> Result<Response, OciError> {
+    let size = meta.size;
+    let mut resp = match wanted(req, size) {
+        Err(r) => return Ok(r),
+        Ok(Wanted::Whole) => headers(digest).with_body(ResponseBody::File { file, offset: 0, len: size }),
+        Ok(Wanted::Part(offset, len)) => {
+            partial(headers(digest).with_body(ResponseBody::File { file, offset, len }), offset, len, size)
+        }
+    };
+    if req.method == Method::Get {
+        app.metrics.blob_read("local", resp.body_len());
+        resp.source = Some("local");
+    }
+    Ok(resp)
+}
+
+fn s3_unavailable(e: TierError) -> OciError {
+    OciError::new(ErrorKind::Unavailable).msg(format!("blob is only in S3, which failed: {e}"))
+}
+
+async fn serve_remote(
+    app: &App,
+    tier: &Arc<Tiering>,
+    req: &Request,
+    digest: &Digest,
+    size: u64,
+) -> Result<Response, OciError> {
+    let want = match wanted(req, size) {
+        Err(r) => return Ok(r),
+        Ok(w) => w,
+    };
+    if req.method == Method::Head {
+        let len = match want {
+            Wanted::Whole => size,
+            Wanted::Part(_, len) => len,
+        };
+        let resp = headers(digest).header("Content-Length", len.to_string());
+        return Ok(match want {
+            Wanted::Whole => resp,
+            Wanted::Part(offset, len) => partial(resp, offset, len, size),
+        });
+    }
+    if tier.config().presign_redirect {
+        let url = tier.presign(digest).await.map_err(s3_unavailable)?;
+        app.metrics.blob_read("redirect", 0);
+        let mut resp = Response::new(307).header("Location", url).header("Docker-Content-Digest", digest.to_string());
+        resp.source = Some("redirect");
+        return Ok(resp);
+    }
+    let mut resp = match want {
+        Wanted::Whole => {
+            let fill = tier.read_through(digest, size).await.map_err(s3_unavailable)?;
+            let mut r = headers(digest).with_body(ResponseBody::Fill { fill, offset: 0, len: size });
+            r.source = Some("s3");
+            r
+        }
+        Wanted::Part(offset, len) => {
+            let stream = tier.read_range(digest, offset, len).await.map_err(s3_unavailable)?;
+            let mut r = partial(headers(digest).with_body(ResponseBody::Stream(stream)), offset, len, size);
+            r.source = Some("s3_range");
+            r
+        }
+    };
+    app.metrics.blob_read(resp.source.unwrap_or("s3"), resp.body_len());
+    resp.source = resp.source.or(Some("s3"));
+    Ok(resp)
 }

@@ -252,6 +252,34 @@ impl Conn {
                 let bytes = send_file(&self.stream, &file, offset, len, self.limits.write_timeout).await?;
                 Ok(Sent { bytes, zero_copy: true })
             }
+            ResponseBody::Fill { fill, offset, len } => {
+                self.write_all(head).await?;
+                let end = offset + len;
+                let mut at = offset;
+                while at < end {
+                    // The fetch has its own read timeout: a stalled S3 fails it, and us here.
+                    let avail = fill.available(at).await.map_err(io::Error::other)?.min(end);
+                    at += send_file(&self.stream, fill.file(), at, avail - at, self.limits.write_timeout).await?;
+                }
+                Ok(Sent { bytes: len, zero_copy: true })
+            }
+            ResponseBody::Stream(mut s) => {
+                self.write_all(head).await?;
+                let mut sent = 0u64;
+                while sent < s.len {
+                    let Some(chunk) = s.chunks.recv().await else { break };
+                    let chunk = chunk.map_err(io::Error::other)?;
+                    sent += chunk.len() as u64;
+                    match monoio::time::timeout(self.limits.write_timeout, self.stream.write_all(chunk)).await {
+                        Ok((res, _)) => res?,
+                        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+                    };
+                }
+                if sent != s.len {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "S3 stream ended early"));
+                }
+                Ok(Sent { bytes: sent, zero_copy: false })
+            }
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Responses: status, headers and a body that is empty, in memory, or a byte range of a file.
 
 use std::fs::File;
+use std::sync::Arc;
+
+use berth_tiering::{Fill, RangeStream};
 
 use berth_types::OciError;
 
@@ -19,6 +22,18 @@ pub enum ResponseBody {
         /// Byte count.
         len: u64,
     },
+    /// `len` bytes from `offset` of a blob being read through from S3: sent from the fill's
+    /// file as far as it is written (zero-copy), waiting for more as needed.
+    Fill {
+        /// The shared fetch.
+        fill: Arc<Fill>,
+        /// Start offset.
+        offset: u64,
+        /// Byte count.
+        len: u64,
+    },
+    /// Chunks streamed from S3 (ranged reads of cold blobs).
+    Stream(RangeStream),
 }
 
 /// A response under construction.
@@ -31,12 +46,14 @@ pub struct Response {
     pub body: ResponseBody,
     /// OCI error code, for logs and metrics.
     pub error: Option<&'static str>,
+    /// For blob reads: where the bytes come from (`local`, `s3`, …), for the access log.
+    pub source: Option<&'static str>,
 }
 
 impl Response {
     /// An empty response with a status.
     pub fn new(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: ResponseBody::Empty, error: None }
+        Response { status, headers: Vec::new(), body: ResponseBody::Empty, error: None, source: None }
     }
     /// Add a header.
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
@@ -61,7 +78,8 @@ impl Response {
         match &self.body {
             ResponseBody::Empty => 0,
             ResponseBody::Bytes(b) => b.len() as u64,
-            ResponseBody::File { len, .. } => *len,
+            ResponseBody::File { len, .. } | ResponseBody::Fill { len, .. } => *len,
+            ResponseBody::Stream(s) => s.len,
         }
     }
     /// Whether a header is already set.

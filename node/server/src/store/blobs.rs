@@ -59,3 +59,15 @@ impl BlobStore {
         self.path(digest).exists()
     }
 }
+
+impl berth_tiering::LocalBlobs for BlobStore {
+    fn path(&self, digest: &Digest) -> PathBuf {
+        BlobStore::path(self, digest)
+    }
+    fn scratch_dir(&self) -> PathBuf {
+        self.uploads_dir()
+    }
+    fn publish(&self, tmp: &Path, digest: &Digest) -> io::Result<()> {
+        BlobStore::publish(self, tmp, digest)
+    }
+}
