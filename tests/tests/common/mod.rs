@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
+pub mod s3;
+
 /// The berth binary built alongside the tests (`cargo test --workspace` builds it).
 pub fn berth_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();

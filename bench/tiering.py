@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Cold-pull benchmark: a blob evicted to S3 pulled through Berth (read-through, caching on the
+way), against a raw GET of the same object from the same S3 server, in the same run.
+
+    python3 bench/tiering.py                 # 3 blobs x 64 MiB, 3 rounds
+    python3 bench/tiering.py --size-mib 8 --blobs 2 --rounds 1    # smoke
+
+S3 is moto_server on 127.0.0.1 (pip moto[server]); Berth is the release build with a 1-byte
+cache budget, so every blob is evicted as soon as it is safe in S3. For each blob and round:
+raw GET from S3 (time to first byte, total), cold GET through Berth (same), then a warm GET
+through Berth (cache hit: the read-through cached it). Reported: medians and ratios
+(Berth / raw S3: TTFB and throughput). Absolute numbers are noisy on a shared machine.
+"""
+import argparse
+import hashlib
+import http.client
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AUTH = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_http(url, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def timed_get(port, path, headers=None):
+    """(status, ttfb s, total s, bytes, sha256 hex)"""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    t0 = time.perf_counter()
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    first = r.read(1)
+    ttfb = time.perf_counter() - t0
+    h = hashlib.sha256(first)
+    n = len(first)
+    while True:
+        chunk = r.read(1 << 20)
+        if not chunk:
+            break
+        h.update(chunk)
+        n += len(chunk)
+    total = time.perf_counter() - t0
+    c.close()
+    return r.status, ttfb, total, n, h.hexdigest()
+
+
+def metric(port, name):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_evicted(port, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metric(port, "berth_tier_pending_blobs") == 0 and metric(port, "berth_store_local_bytes") == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("blobs were not evicted")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=64)
+    ap.add_argument("--blobs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    subprocess.run(["cargo", "build", "--release", "--bin", "berth", "-q"], cwd=ROOT, check=True)
+    berth_bin = os.path.join(target, "release", "berth")
+    tmp = tempfile.mkdtemp(prefix="berth-tier-bench-")
+    procs = []
+    try:
+        s3_port, node_port = free_port(), free_port()
+        procs.append(subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(s3_port)],
+                                      stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/moto.log", "w")))
+        wait_http(f"http://127.0.0.1:{s3_port}/")
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{s3_port}/bench", method="PUT"))
+        env = dict(os.environ,
+                   BERTH_STORAGE__S3__BUCKET="bench", BERTH_STORAGE__S3__PREFIX="registry/",
+                   BERTH_STORAGE__S3__ENDPOINT=f"http://127.0.0.1:{s3_port}", BERTH_STORAGE__S3__PATH_STYLE="true",
+                   BERTH_STORAGE__S3__ACCESS_KEY_ID="test", BERTH_STORAGE__S3__SECRET_ACCESS_KEY="test",
+                   BERTH_CACHE__MAX_BYTES="1", BERTH_CACHE__CHECK_INTERVAL_SECS="1", RUST_LOG="warn")
+        procs.append(subprocess.Popen([berth_bin, "serve", "--listen", f"127.0.0.1:{node_port}",
+                                       "--data-dir", f"{tmp}/data", "--workers", "2"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/berth.log", "w")))
+        wait_http(f"http://127.0.0.1:{node_port}/v2/")
+        digests = []
+        for i in range(args.blobs):
+            data = os.urandom(args.size_mib << 20)
+            d = "sha256:" + hashlib.sha256(data).hexdigest()
+            c = http.client.HTTPConnection("127.0.0.1", node_port, timeout=600)
+            c.request("POST", f"/v2/bench/cold/blobs/uploads/?digest={d}", body=data)
+            assert c.getresponse().status == 201
+            digests.append(d)
+        rows = {"raw": [], "cold": [], "warm": []}
+        for _ in range(args.rounds):
+            for d in digests:
+                wait_evicted(node_port)
+                st, ttfb, total, n, h = timed_get(s3_port, f"/bench/registry/blobs/sha256/{d[7:]}", {"Authorization": AUTH})
+                assert st == 200 and "sha256:" + h == d, (st, n)
+                rows["raw"].append((ttfb, total, n))
+                st, ttfb, total, n, h = timed_get(node_port, f"/v2/bench/cold/blobs/{d}")
+                assert st == 200 and "sha256:" + h == d, (st, n)
+                rows["cold"].append((ttfb, total, n))
+                # Warm: the read-through cached it (wait until it is published, before eviction).
+                st, ttfb, total, n, h = timed_get(node_port, f"/v2/bench/cold/blobs/{d}")
+                assert st == 200 and "sha256:" + h == d
+                rows["warm"].append((ttfb, total, n))
+        med = {k: (statistics.median(t for t, _, _ in v) * 1000, statistics.median(n / tot for _, tot, n in v) / 1e6)
+               for k, v in rows.items()}
+        fills = metric(node_port, 'berth_tier_fills_total{result="ok"}')
+        print(f"blob {args.size_mib} MiB x {args.blobs} x {args.rounds} rounds; read-through fills: {fills:.0f}")
+        for k in ("raw", "cold", "warm"):
+            print(f"{k:5} TTFB median {med[k][0]:8.2f} ms   throughput median {med[k][1]:8.1f} MB/s")
+        print(f"cold/raw: TTFB {med['cold'][0] / med['raw'][0]:.2f}x, throughput {med['cold'][1] / med['raw'][1]:.2f}x; "
+              f"warm/raw throughput {med['warm'][1] / med['raw'][1]:.2f}x")
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
