@@ -13,6 +13,8 @@
 //! | `feed` | sequence (u64 big-endian) | [`Change`] |
 //! | `stats` | `blob_count`, `blob_bytes`, `local_bytes`, `pending_*`, `cursor:*` | u64, kept exact in the same batches |
 //! | `tier_pending` | digest | size: committed locally, not yet safe in S3 (the tiering queue) |
+//! | `blob_repos` | digest `\0` repo | empty: the reverse of `repo_blobs` |
+//! | `refs` | `b\0` digest / `m\0` repo `\0` digest | how many stored manifests reference a blob / a child manifest |
 //!
 //! Every mutation is one atomic `WriteBatch` that carries its change-feed entries, so the feed
 //! is exactly the sequence of committed changes. Mutations are serialised by one mutex (they
@@ -23,6 +25,7 @@
 //! nobody.
 
 mod codec;
+mod gc;
 mod model;
 mod tier;
 
@@ -34,6 +37,7 @@ use berth_types::{Digest, RepoName, Tag};
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 pub use model::{BlobMeta, Change, ChangeRecord, Descriptor, ManifestRecord, TierState, UploadSession};
+pub use gc::{Export, ExportedManifest, Kept};
 pub use tier::{EvictionCandidate, TierTotals};
 
 const CF_BLOBS: &str = "blobs";
@@ -47,7 +51,9 @@ const CF_ACCESS: &str = "access";
 const CF_FEED: &str = "feed";
 const CF_STATS: &str = "stats";
 const CF_PENDING: &str = "tier_pending";
-const ALL_CFS: [&str; 11] = [
+const CF_REFS: &str = "refs";
+const CF_BLOB_REPOS: &str = "blob_repos";
+const ALL_CFS: [&str; 13] = [
     CF_BLOBS,
     CF_REPO_BLOBS,
     CF_MANIFESTS,
@@ -59,6 +65,8 @@ const ALL_CFS: [&str; 11] = [
     CF_FEED,
     CF_STATS,
     CF_PENDING,
+    CF_REFS,
+    CF_BLOB_REPOS,
 ];
 const STAT_BLOB_COUNT: &str = "blob_count";
 const STAT_BLOB_BYTES: &str = "blob_bytes";
@@ -82,11 +90,14 @@ pub enum IndexError {
 /// Result alias.
 pub type Result<T> = std::result::Result<T, IndexError>;
 
-/// What a manifest put did to the tag, for the caller's response and metrics.
+/// What a manifest put did, for the caller's response and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutManifestOutcome {
     /// Whether the manifest was new in this repository.
     pub created: bool,
+    /// A reference that was not in the repository at commit time (a concurrent garbage
+    /// collection may have removed it after the caller's check); nothing was written.
+    pub missing: Option<Digest>,
 }
 
 /// One page of a sorted listing.
@@ -268,6 +279,7 @@ impl Index {
         let lkey = key2(repo.as_str(), &digest.to_string());
         if self.db.get_pinned_cf(self.cf(CF_REPO_BLOBS), &lkey)?.is_none() {
             batch.put_cf(self.cf(CF_REPO_BLOBS), &lkey, []);
+            batch.put_cf(self.cf(CF_BLOB_REPOS), key2(&digest.to_string(), repo.as_str()), []);
             self.bump_repo(batch, repo, 1)?;
             changes.push(Change::BlobLinked { repo: repo.clone(), digest: digest.clone() });
         }
@@ -299,6 +311,7 @@ impl Index {
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_REPO_BLOBS), &lkey);
+        batch.delete_cf(self.cf(CF_BLOB_REPOS), key2(&digest.to_string(), repo.as_str()));
         self.bump_repo(&mut batch, repo, -1)?;
         self.feed(&mut batch, vec![Change::BlobUnlinked { repo: repo.clone(), digest: digest.clone() }]);
         self.write(batch)?;
@@ -332,27 +345,11 @@ impl Index {
     }
 
     /// Remove a blob whose data is gone: its record and every repository link, in one write,
-    /// with feed records. Used by `fsck --repair` (and later by GC).
+    /// with feed records. Used by `fsck --repair`; garbage collection uses
+    /// [`Index::remove_blob_if_unused`].
     pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
         let _g = self.lock();
-        let mut batch = WriteBatch::default();
-        let mut changes = Vec::new();
-        for (repo, d) in self.pairs(CF_REPO_BLOBS)? {
-            if &d == digest {
-                batch.delete_cf(self.cf(CF_REPO_BLOBS), key2(repo.as_str(), &d.to_string()));
-                self.bump_repo(&mut batch, &repo, -1)?;
-                changes.push(Change::BlobUnlinked { repo, digest: d });
-            }
-        }
-        if let Some(meta) = self.blob(digest)? {
-            self.bump_stats(&mut batch, -1, -(meta.size as i64))?;
-            self.leave_tier(&mut batch, digest, meta.size, meta.tier)?;
-        }
-        batch.delete_cf(self.cf(CF_BLOBS), digest.to_string());
-        batch.delete_cf(self.cf(CF_ACCESS), digest.to_string());
-        changes.push(Change::BlobRemoved { digest: digest.clone() });
-        self.feed(&mut batch, changes);
-        self.write(batch)
+        self.remove_blob_locked(digest)
     }
 
     /// Every committed blob, in digest order (for fsck, GC and resync).
@@ -442,8 +439,22 @@ impl Index {
         let mkey = key2(repo.as_str(), &dkey);
         let created = self.db.get_pinned_cf(self.cf(CF_MANIFESTS), &mkey)?.is_none();
         if created {
+            // Checked again under the write lock: garbage collection deletes only blobs and
+            // manifests nothing references, under the same lock, so either it ran first (and
+            // this push fails cleanly) or the references below protect what it would delete.
+            for b in &record.blobs {
+                if !self.repo_has_blob(repo, b)? {
+                    return Ok(PutManifestOutcome { created: false, missing: Some(b.clone()) });
+                }
+            }
+            for m in &record.manifests {
+                if !self.has_manifest(repo, m)? {
+                    return Ok(PutManifestOutcome { created: false, missing: Some(m.clone()) });
+                }
+            }
             batch.put_cf(self.cf(CF_MANIFESTS), &mkey, codec::encode_manifest(record, bytes));
             self.bump_repo(&mut batch, repo, 1)?;
+            self.add_refs(&mut batch, repo, record, 1)?;
             if let Some(subject) = &record.subject {
                 let desc = Descriptor {
                     media_type: record.media_type.clone(),
@@ -476,7 +487,7 @@ impl Index {
         }
         self.feed(&mut batch, changes);
         self.write(batch)?;
-        Ok(PutManifestOutcome { created })
+        Ok(PutManifestOutcome { created, missing: None })
     }
 
     /// A manifest's record and exact bytes.
@@ -518,12 +529,19 @@ impl Index {
     /// Returns false when it did not exist.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let _g = self.lock();
-        let dkey = digest.to_string();
-        let mkey = key2(repo.as_str(), &dkey);
-        let Some(v) = self.db.get_pinned_cf(self.cf(CF_MANIFESTS), &mkey)? else {
+        let Some(v) = self.db.get_pinned_cf(self.cf(CF_MANIFESTS), key2(repo.as_str(), &digest.to_string()))? else {
             return Ok(false);
         };
         let (record, _) = codec::decode_manifest(&v)?;
+        self.delete_manifest_locked(repo, digest, &record)?;
+        Ok(true)
+    }
+
+    /// Delete a stored manifest with its tags, referrer entry and references. Caller holds
+    /// the write lock and has read `record`.
+    fn delete_manifest_locked(&self, repo: &RepoName, digest: &Digest, record: &ManifestRecord) -> Result<()> {
+        let dkey = digest.to_string();
+        let mkey = key2(repo.as_str(), &dkey);
         let mut batch = WriteBatch::default();
         let mut changes = Vec::new();
         for (tag, d) in self.scan_tags(repo)? {
@@ -539,10 +557,10 @@ impl Index {
         }
         batch.delete_cf(self.cf(CF_MANIFESTS), &mkey);
         self.bump_repo(&mut batch, repo, -1)?;
+        self.add_refs(&mut batch, repo, record, -1)?;
         changes.push(Change::ManifestDeleted { repo: repo.clone(), digest: digest.clone() });
         self.feed(&mut batch, changes);
-        self.write(batch)?;
-        Ok(true)
+        self.write(batch)
     }
 
     fn scan_tags(&self, repo: &RepoName) -> Result<Vec<(String, String)>> {

@@ -16,7 +16,7 @@ const STAT_LOCAL_BYTES: &str = "local_bytes";
 const STAT_PENDING_COUNT: &str = "pending_count";
 const STAT_PENDING_BYTES: &str = "pending_bytes";
 const STAT_SCHEMA: &str = "schema";
-const SCHEMA: u64 = 2;
+const SCHEMA: u64 = 3;
 
 /// Byte and blob counts by tier, exact and O(1) to read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,18 +49,26 @@ impl Index {
         Ok(self.db.get_pinned_cf(self.cf(CF_STATS), key)?.and_then(|v| codec::u64_from(&v)).unwrap_or(0))
     }
 
-    fn put_stat(&self, batch: &mut WriteBatch, key: &str, value: u64) {
+    pub(crate) fn put_stat(&self, batch: &mut WriteBatch, key: &str, value: u64) {
         batch.put_cf(self.cf(CF_STATS), key, value.to_be_bytes());
     }
 
     /// Bring an index written before tiering existed up to date: fill the queue and the local
     /// byte count from the blob records. Runs once (at open), before anyone else writes.
     pub(crate) fn migrate(&self) -> Result<()> {
-        if self.stat(STAT_SCHEMA)? >= SCHEMA {
+        let from = self.stat(STAT_SCHEMA)?;
+        if from >= SCHEMA {
             return Ok(());
         }
         let _g = self.lock();
         let mut batch = WriteBatch::default();
+        if from < 3 {
+            self.migrate_refs(&mut batch)?;
+        }
+        if from >= 2 {
+            self.put_stat(&mut batch, STAT_SCHEMA, SCHEMA);
+            return self.write(batch);
+        }
         let (mut local, mut pcount, mut pbytes) = (0u64, 0u64, 0u64);
         for (digest, meta) in self.all_blobs()? {
             if meta.tier.is_local() {

@@ -31,6 +31,37 @@ pub struct App {
     pub in_flight: AtomicUsize,
     /// The S3 tier, when `storage.s3` is configured.
     pub tier: Option<Arc<Tiering>>,
+    /// Garbage-collection jobs.
+    pub gc: Arc<crate::gc::GcJobs>,
+    /// Bearer token of the internal API.
+    pub internal_token: String,
+    /// Signalled with the feed head after writes, for long-polling feed readers.
+    pub feed_notify: tokio::sync::watch::Sender<u64>,
+    /// When upload expiry last ran (unix ms).
+    pub expiry_last_run_ms: std::sync::atomic::AtomicU64,
+}
+
+/// The internal API token: configured, or generated once and kept in the data directory.
+fn internal_token(cfg: &Config) -> std::io::Result<String> {
+    if let Some(t) = &cfg.internal.token {
+        return Ok(t.clone());
+    }
+    let path = cfg.data_dir.join("internal.token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        _ => {}
+    }
+    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(token.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(token)
 }
 
 /// Why the node could not start.
@@ -61,6 +92,8 @@ impl App {
             cfg.limits.max_blob_bytes,
         );
         let auth = Auth::from_config(&cfg.auth)?;
+        let internal_token = internal_token(&cfg)?;
+        let (feed_notify, _) = tokio::sync::watch::channel(index.next_sequence() - 1);
         let mut metrics = Metrics::new();
         let tier = match &cfg.storage.s3 {
             None => None,
@@ -86,6 +119,10 @@ impl App {
             auth,
             metrics,
             tier,
+            gc: Arc::new(crate::gc::GcJobs::default()),
+            internal_token,
+            feed_notify,
+            expiry_last_run_ms: std::sync::atomic::AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         })

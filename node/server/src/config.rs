@@ -54,6 +54,28 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Local cache budget (used when `storage.s3` is set).
     pub cache: berth_tiering::CacheConfig,
+    /// The internal API for the admin sidecar and `berth gc`.
+    pub internal: InternalConfig,
+    /// Default garbage-collection policy (each run may override it).
+    pub gc: crate::gc::GcPolicy,
+}
+
+/// The internal API: a separate listener, never the public port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InternalConfig {
+    /// Address; port 0 picks a free port. The address in use is written to
+    /// `<data_dir>/internal.addr` for `berth gc` and the sidecar.
+    pub listen: String,
+    /// Shared bearer token. Unset: a random one is generated once and kept in
+    /// `<data_dir>/internal.token` (mode 0600).
+    pub token: Option<String>,
+}
+
+impl Default for InternalConfig {
+    fn default() -> Self {
+        InternalConfig { listen: "127.0.0.1:0".into(), token: None }
+    }
 }
 
 /// Storage behaviour.
@@ -138,6 +160,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             cache: berth_tiering::CacheConfig::default(),
+            internal: InternalConfig::default(),
+            gc: crate::gc::GcPolicy::default(),
         }
     }
 }

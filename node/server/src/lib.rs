@@ -10,6 +10,8 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod fsck;
+pub mod gc;
+pub mod gc_cli;
 pub mod http;
 pub mod manifest;
 pub mod metrics;

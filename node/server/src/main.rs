@@ -59,6 +59,57 @@ enum Command {
         #[arg(long)]
         merge: bool,
     },
+    /// Garbage collection on the running node: delete what nothing references.
+    ///
+    /// Roots are tagged manifests (and untagged ones unless --untagged-max-age); everything
+    /// they reach is kept, with referrers. Unreferenced blobs go once unused for the grace
+    /// period. Pushes and pulls continue meanwhile. Without --delete this is a dry run that
+    /// prints exactly what a real run would delete. Policy flags replace the node's [gc]
+    /// configuration for this run.
+    Gc {
+        /// Only report (the default).
+        #[arg(long, conflicts_with = "delete")]
+        dry_run: bool,
+        /// Delete for real.
+        #[arg(long)]
+        delete: bool,
+        /// List every digest.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Keep unreferenced blobs used (pushed, mounted, pulled) within this long, e.g. 1h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<Duration>,
+        /// Delete untagged manifests older than this (e.g. 7d); default: keep untagged ones.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        untagged_max_age: Option<Duration>,
+        /// Do not keep referrers (signatures, SBOMs) of kept manifests.
+        #[arg(long)]
+        no_keep_referrers: bool,
+        /// Retention: keep this many most recently pushed tags per repository.
+        #[arg(long)]
+        keep_last: Option<usize>,
+        /// Retention: keep tags pushed within this long (e.g. 30d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        keep_younger_than: Option<Duration>,
+        /// Retention: never delete tags matching this glob (repeatable), e.g. 'v*'.
+        #[arg(long)]
+        protect: Vec<String>,
+        /// Retention applies to repositories matching this glob (default: all).
+        #[arg(long)]
+        repositories: Option<String>,
+        /// Data directory of the running node (its internal API address and token are there).
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+        data_dir: PathBuf,
+        /// Internal API URL instead of the one in the data directory.
+        #[arg(long, env = "BERTH_INTERNAL_URL")]
+        node: Option<String>,
+        /// Internal API token instead of the one in the data directory.
+        #[arg(long, env = "BERTH_INTERNAL_TOKEN")]
+        token: Option<String>,
+    },
     /// Print a bcrypt hash of a password for the htpasswd file or `[[auth.users]]`.
     ///
     /// The password is read from BERTH_PASSWORD or, if unset, from the first line of stdin.
@@ -220,6 +271,35 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RebuildIndex { config, data_dir, merge } => rebuild_index(config, data_dir, merge),
+        Command::Gc {
+            dry_run: _,
+            delete,
+            verbose,
+            json,
+            grace,
+            untagged_max_age,
+            no_keep_referrers,
+            keep_last,
+            keep_younger_than,
+            protect,
+            repositories,
+            data_dir,
+            node,
+            token,
+        } => {
+            let target = berth_node::gc_cli::Target::resolve(&data_dir, node, token)?;
+            let flags = berth_node::gc_cli::PolicyFlags {
+                grace,
+                untagged_max_age,
+                no_keep_referrers,
+                keep_last,
+                keep_younger_than,
+                protect,
+                repositories,
+            };
+            berth_node::gc_cli::run(&target, delete, &flags, verbose, json)?;
+            Ok(())
+        }
         Command::HashPassword { user, cost } => {
             let password = match std::env::var("BERTH_PASSWORD") {
                 Ok(p) => p,

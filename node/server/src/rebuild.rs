@@ -64,7 +64,10 @@ pub fn from_bucket(index: &Index, tier: &Arc<Tiering>) -> Result<RebuildReport, 
             report.skipped += 1;
         }
     }
-    for m in &contents.manifests {
+    // Children of an index before the index (one level of nesting, as the OCI spec uses).
+    let mut ordered: Vec<_> = contents.manifests.iter().collect();
+    ordered.sort_by_key(|m| m.bytes.windows(11).any(|w| w == b"\"manifests\""));
+    for m in ordered {
         let computed = Digest::of(m.digest.algorithm(), &m.bytes);
         let parsed = match crate::manifest::parse(&m.bytes, m.media_type.as_deref()) {
             Ok(p) if computed == m.digest => p,
@@ -85,7 +88,11 @@ pub fn from_bucket(index: &Index, tier: &Arc<Tiering>) -> Result<RebuildReport, 
             annotations: parsed.annotations,
             pushed_at_ms: m.modified_ms,
         };
-        index.put_manifest(&m.repo, &m.digest, &record, &m.bytes, &tags).map_err(err)?;
+        if let Some(missing) = index.put_manifest(&m.repo, &m.digest, &record, &m.bytes, &tags).map_err(err)?.missing {
+            tracing::warn!(repo = %m.repo, digest = %m.digest, %missing, "manifest references content not in the bucket; skipped");
+            report.skipped += 1;
+            continue;
+        }
         report.manifests += 1;
         report.tags += tags.len();
     }

@@ -117,11 +117,19 @@ pub fn start(app: App) -> std::io::Result<Node> {
     // One listening socket, shared by every core (see docs/ARCHITECTURE.md, "Server").
     let listener = bind(addr)?;
     addr = listener.local_addr()?;
+    let internal_addr: SocketAddr = app.cfg.internal.listen.parse().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("internal.listen address: {e}"))
+    })?;
+    let internal = bind(internal_addr)?;
+    let internal_addr = internal.local_addr()?;
+    write_atomic(&app.cfg.data_dir.join("internal.addr"), internal_addr.to_string().as_bytes())?;
     let mut threads = Vec::with_capacity(workers);
     for core in 0..workers {
         let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
         let app2 = app.clone();
         let std_listener = listener.try_clone()?;
+        // The internal API is served by core 0 only: it carries little traffic.
+        let internal_listener = if core == 0 { Some(internal.try_clone()?) } else { None };
         let t = std::thread::Builder::new().name(format!("berth-core-{core}")).spawn(move || {
             let res = run_core(uring, move || async move {
                 let listener = std_listener;
@@ -131,7 +139,11 @@ pub fn start(app: App) -> std::io::Result<Node> {
                 let flusher = monoio::spawn(crate::store::access::flusher(app2.index.clone(), move || {
                     app3.shutting_down.load(Ordering::Relaxed)
                 }));
-                accept_loop(app2, listener, core).await;
+                let internal = internal_listener.map(|l| monoio::spawn(accept_loop(app2.clone(), l, core, true)));
+                accept_loop(app2, listener, core, false).await;
+                if let Some(i) = internal {
+                    i.await;
+                }
                 // Background tasks hold the shared state; end them before the runtime goes.
                 if let Some(e) = expiry {
                     e.await;
@@ -150,8 +162,15 @@ pub fn start(app: App) -> std::io::Result<Node> {
         threads.push(t);
     }
     drop(listener);
-    tracing::info!(%addr, workers, driver, data_dir = %app.cfg.data_dir.display(), "berth node listening");
+    drop(internal);
+    tracing::info!(%addr, %internal_addr, workers, driver, data_dir = %app.cfg.data_dir.display(), "berth node listening");
     Ok(Node { addr, app, driver, threads })
+}
+
+fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Sleep up to `total`, waking early when shutdown starts. Returns false when stopping.
@@ -166,7 +185,7 @@ async fn nap(app: &App, total: Duration) -> bool {
     !app.shutting_down.load(Ordering::Relaxed)
 }
 
-async fn accept_loop(app: Arc<App>, listener: std::net::TcpListener, core: usize) {
+async fn accept_loop(app: Arc<App>, listener: std::net::TcpListener, core: usize, internal: bool) {
     let limits = limits(&app);
     let live = Rc::new(Cell::new(0usize));
     // A monoio handle on a duplicate of the listening socket, used only to wait for readiness.
@@ -205,7 +224,7 @@ async fn accept_loop(app: Arc<App>, listener: std::net::TcpListener, core: usize
                     let live = live.clone();
                     let app = app.clone();
                     monoio::spawn(async move {
-                        serve(app, stream, peer, limits, core).await;
+                        serve(app, stream, peer, limits, core, internal).await;
                         live.set(live.get() - 1);
                     });
                 }
@@ -233,6 +252,10 @@ async fn expiry_worker(app: Arc<App>) {
     let every = Duration::from_secs(app.cfg.uploads.expiry_interval_secs.max(1));
     while nap(&app, every).await {
         let n = app.uploads.expire();
+        app.expiry_last_run_ms.store(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         if n > 0 {
             tracing::info!(removed = n, "expired uploads removed");
         }
@@ -241,7 +264,7 @@ async fn expiry_worker(app: Arc<App>) {
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
 
-async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limits, core: usize) {
+async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limits, core: usize, internal: bool) {
     app.metrics.connections.inc();
     let mut conn = Conn::new(stream, limits);
     loop {
@@ -268,7 +291,11 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
         let started = Instant::now();
         let id = format!("{:x}-{:x}", core, REQUEST_SEQ.fetch_add(1, Ordering::Relaxed));
         let mut body = Body::new(&mut conn, &req);
-        let (mut resp, endpoint) = api::handle(&app, &req, &mut body).await;
+        let (mut resp, endpoint) = if internal {
+            api::internal::handle(&app, &req, &mut body).await
+        } else {
+            api::handle(&app, &req, &mut body).await
+        };
         let mut keep = req.keep_alive && !app.shutting_down.load(Ordering::Relaxed);
         let mut unread_body = false;
         if !body.is_complete() {
@@ -283,9 +310,10 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
         let status = resp.status;
         let error = resp.error;
         let source = resp.source;
-        if let Some(tier) = &app.tier {
-            if (200..300).contains(&status) && !matches!(req.method, Method::Get | Method::Head) {
-                // A push or delete committed something: the tier has work.
+        if (200..300).contains(&status) && !matches!(req.method, Method::Get | Method::Head) {
+            // A push or delete committed something: wake feed readers and the tier.
+            app.feed_notify.send_replace(app.index.next_sequence() - 1);
+            if let Some(tier) = &app.tier {
                 tier.wake();
             }
         }

@@ -69,9 +69,9 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
         return Err(unknown());
     }
     let mut meta = app.index.blob(digest).map_err(index_error)?.ok_or_else(unknown)?;
-    if req.method == Method::Get && crate::store::access::touch(digest) {
-        crate::store::access::flush(&app.index);
-    }
+    // GETs and HEADs both count as use: a client that HEADs a blob before pushing a manifest
+    // that references it is protected by GC's grace period.
+    crate::store::access::used(&app.index, digest);
     if meta.tier.is_local() {
         match app.blobs.open_blob(digest) {
             Ok(file) => return serve_local(app, req, digest, &meta, file),

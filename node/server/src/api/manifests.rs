@@ -111,7 +111,13 @@ async fn put(
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
-    app.index.put_manifest(repo, &digest, &record, &bytes, &tags).map_err(index_error)?;
+    let outcome = app.index.put_manifest(repo, &digest, &record, &bytes, &tags).map_err(index_error)?;
+    if let Some(m) = outcome.missing {
+        // Removed by garbage collection between the check above and the commit.
+        return Err(OciError::new(ErrorKind::ManifestBlobUnknown)
+            .msg(format!("{m} is no longer in repository {repo}"))
+            .detail(serde_json::json!({ "digest": m.to_string() })));
+    }
     let mut resp = Response::new(201)
         .header("Location", format!("/v2/{repo}/manifests/{digest}"))
         .header("Docker-Content-Digest", digest.to_string());

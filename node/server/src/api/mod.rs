@@ -7,6 +7,7 @@
 mod base;
 mod blobs;
 mod catalog;
+pub mod internal;
 mod manifests;
 mod ops;
 mod referrers;

@@ -68,6 +68,7 @@ pub(super) async fn start(
             None => app.index.link_blob(repo, &digest).map_err(index_error)?,
         };
         if linked {
+            crate::store::access::used(&app.index, &digest);
             return Ok(created(repo, &digest));
         }
         // Fall back to a regular upload session (spec: 202).

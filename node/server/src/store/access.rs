@@ -30,6 +30,14 @@ pub fn touch(digest: &Digest) -> bool {
     })
 }
 
+/// Note a use of `digest` (pull, HEAD, commit, mount) and flush when the buffer is full.
+/// Recency feeds tiering's LRU and garbage collection's grace period.
+pub fn used(index: &Index, digest: &Digest) {
+    if touch(digest) {
+        flush(index);
+    }
+}
+
 /// Write this core's buffered accesses to the index.
 pub fn flush(index: &Index) {
     let batch: Vec<(Digest, u64)> = PENDING.with(|p| p.borrow_mut().drain().collect());

@@ -32,6 +32,11 @@ impl BlobStore {
         self.root.join("blobs").join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
     }
 
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Directory of in-progress uploads.
     pub fn uploads_dir(&self) -> PathBuf {
         self.root.join("uploads")

@@ -391,7 +391,9 @@ impl Uploads {
             drop(f);
             self.blobs.publish(&path, digest).map_err(|e| io_error(e, "publish blob"))?;
         }
-        self.index.commit_blob(repo, digest, size, Some(&id.to_string())).map_err(index_error)
+        self.index.commit_blob(repo, digest, size, Some(&id.to_string())).map_err(index_error)?;
+        super::access::used(&self.index, digest);
+        Ok(())
     }
 
     /// A whole blob in one request (POST ?digest=): no session is recorded; a crash leaves only

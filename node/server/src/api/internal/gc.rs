@@ -1,0 +1,32 @@
+//! `POST /internal/v1/gc` with a JSON [`GcRequest`] body (`{"dry_run": true, "policy": {…}}`,
+//! both optional): starts a GC job and answers 202 `{"id": …}`; 409 with the running job's id
+//! when one runs already (one GC at a time).
+
+use berth_types::{ErrorKind, OciError};
+
+use crate::app::App;
+use crate::gc::GcRequest;
+use crate::http::{Body, Response};
+
+pub(super) async fn post(app: &App, body: &mut Body<'_>) -> Result<Response, OciError> {
+    let bytes = body.read_to_end(1 << 20).await.map_err(|e| super::bad(format!("body: {e:?}")))?;
+    let req: GcRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        GcRequest { dry_run: true, policy: None }
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| super::bad(format!("invalid GC request: {e}")))?
+    };
+    let policy = req.policy.unwrap_or_else(|| app.cfg.gc.clone());
+    match app.gc.start(app.index.clone(), app.blobs.clone(), policy, req.dry_run) {
+        Ok(id) => Ok(Response::json(202, &serde_json::json!({ "id": id, "dry_run": req.dry_run }))
+            .header("Location", format!("/internal/v1/jobs/{id}"))),
+        Err(running) => {
+            let mut r = Response::from(
+                OciError::new(ErrorKind::TooManyRequests)
+                    .msg(format!("garbage collection {running} is running; one at a time"))
+                    .detail(serde_json::json!({ "running": running })),
+            );
+            r.status = 409;
+            Ok(r)
+        }
+    }
+}

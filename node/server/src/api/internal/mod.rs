@@ -1,0 +1,52 @@
+//! The internal API: a separate listener (loopback, ephemeral port by default) for the admin
+//! sidecar and `berth gc`, authenticated by a shared bearer token. Never on the public port.
+//!
+//! | method | path | file |
+//! |---|---|---|
+//! | GET | `/internal/v1/changes?from=N&limit=M&wait_ms=T` | `changes.rs` (long poll) |
+//! | GET | `/internal/v1/export` | `export.rs` (consistent snapshot) |
+//! | POST | `/internal/v1/gc` | `gc.rs` |
+//! | GET | `/internal/v1/jobs`, `/internal/v1/jobs/<id>` | `jobs.rs` |
+//! | GET | `/internal/v1/workers` | `workers.rs` |
+//! | GET | `/internal/v1/stats` | `stats.rs` |
+
+mod changes;
+mod export;
+mod gc;
+mod jobs;
+mod stats;
+mod workers;
+
+use berth_types::{ErrorKind, OciError};
+use subtle::ConstantTimeEq;
+
+use crate::app::App;
+use crate::http::{Body, Method, Request, Response};
+
+/// Handle one internal request. Returns the response and an endpoint name for logs.
+pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response, &'static str) {
+    let given = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+    if !bool::from(given.as_bytes().ct_eq(app.internal_token.as_bytes())) {
+        let r = Response::from(OciError::new(ErrorKind::Unauthorized).msg("internal API: bad or missing bearer token"))
+            .header("WWW-Authenticate", "Bearer realm=\"berth-internal\"");
+        return (r, "internal");
+    }
+    let path = req.path.strip_prefix("/internal/v1/").unwrap_or("");
+    let (name, result) = match (req.method, path) {
+        (Method::Get, "changes") => ("internal_changes", changes::get(app, req).await),
+        (Method::Get, "export") => ("internal_export", export::get(app)),
+        (Method::Post, "gc") => ("internal_gc", gc::post(app, body).await),
+        (Method::Get, "jobs") => ("internal_jobs", jobs::list(app)),
+        (Method::Get, p) if p.starts_with("jobs/") => ("internal_job", jobs::get(app, &p[5..])),
+        (Method::Get, "workers") => ("internal_workers", workers::get(app)),
+        (Method::Get, "stats") => ("internal_stats", stats::get(app)),
+        (_, "changes" | "export" | "jobs" | "workers" | "stats") => ("internal", super::method_not_allowed("GET")),
+        (_, "gc") => ("internal", super::method_not_allowed("POST")),
+        _ => ("internal", Err(OciError::new(ErrorKind::NotFound).msg("no such internal endpoint"))),
+    };
+    (result.unwrap_or_else(Response::from), name)
+}
+
+fn bad(msg: impl Into<String>) -> OciError {
+    OciError::new(ErrorKind::BadRequest).msg(msg)
+}

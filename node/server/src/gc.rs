@@ -1,0 +1,660 @@
+//! Garbage collection: online mark-and-sweep over the node's own index.
+//!
+//! **Plan** (the same for a dry run and a real run, from one consistent index snapshot):
+//! 1. retention rules pick tags to delete (never a protected one);
+//! 2. roots: manifests with a remaining tag, and untagged manifests (all of them by default;
+//!    with `untagged_max_age_secs`, only those pushed more recently);
+//! 3. mark: from the roots, index children, and (with `keep_referrers`) every referrer of a
+//!    marked manifest, transitively;
+//! 4. unmarked manifests go; blobs no marked manifest references go once unused (not committed,
+//!    mounted, pulled or HEADed) for the grace period; blob files the index does not know (a crash
+//!    between rename and commit) go after the grace period.
+//!
+//! **Sweep**: every deletion re-checks, under the index's writer lock, that nothing references
+//! what it deletes (`Index::delete_manifest_if_unused`, `Index::remove_blob_if_unused`), and the
+//! manifest push path checks its references under the same lock. So pushes and pulls continue
+//! during GC and no acknowledged manifest ever loses a blob; what became used meanwhile is kept
+//! (`kept_in_use`). Index first, file second: a crash mid-GC leaves orphan files that the next
+//! run removes. S3 copies are removed by the tier's mirror when it sees `blob_removed`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use berth_index::{Export, Index};
+use berth_types::{Digest, RepoName, Tag};
+use serde::{Deserialize, Serialize};
+
+use crate::store::BlobStore;
+
+/// What a GC run may delete. Also the `[gc]` configuration (defaults for every run).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcPolicy {
+    /// A blob nothing references is deleted only when unused for this long (seconds).
+    pub grace_secs: u64,
+    /// Unset: untagged manifests are kept (they may be pulled by digest). Set: untagged manifests
+    /// pushed longer ago than this (seconds) are deleted unless something reachable needs them.
+    pub untagged_max_age_secs: Option<u64>,
+    /// Keep referrers (signatures, SBOMs…) of every kept manifest.
+    pub keep_referrers: bool,
+    /// Tag retention rules.
+    pub retention: Vec<RetentionRule>,
+}
+
+impl Default for GcPolicy {
+    fn default() -> Self {
+        GcPolicy { grace_secs: 3600, untagged_max_age_secs: None, keep_referrers: true, retention: Vec::new() }
+    }
+}
+
+/// A tag retention rule. For the repositories it matches, a tag is kept when it is protected,
+/// or among the `keep_last` most recently pushed, or younger than `keep_younger_than_secs`;
+/// otherwise the rule deletes it. A rule with neither limit keeps everything. A tag's age is
+/// the push time of the manifest it points to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionRule {
+    /// Repository glob (`*` matches across `/`), e.g. `team/*`.
+    pub repositories: String,
+    /// Keep this many most recently pushed tags per repository.
+    pub keep_last: Option<usize>,
+    /// Keep tags pushed within this many seconds.
+    pub keep_younger_than_secs: Option<u64>,
+    /// Tag globs that are never deleted, e.g. `v*`, `latest`.
+    pub protect: Vec<String>,
+}
+
+impl Default for RetentionRule {
+    fn default() -> Self {
+        RetentionRule { repositories: "*".into(), keep_last: None, keep_younger_than_secs: None, protect: Vec::new() }
+    }
+}
+
+/// A request to run GC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    /// Only report what would be deleted (default true).
+    #[serde(default = "yes")]
+    pub dry_run: bool,
+    /// Policy for this run; unset fields take the node's `[gc]` configuration.
+    #[serde(default)]
+    pub policy: Option<GcPolicy>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A tag in a report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TagItem {
+    /// Repository.
+    pub repo: String,
+    /// Tag.
+    pub tag: String,
+    /// Manifest it pointed to.
+    pub digest: String,
+}
+
+/// A manifest in a report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestItem {
+    /// Repository.
+    pub repo: String,
+    /// Digest.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A blob in a report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobItem {
+    /// Digest.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Repositories that linked it.
+    pub repos: Vec<String>,
+    /// Tier it was in (`local`, `local_and_remote`, `remote`).
+    pub tier: String,
+}
+
+/// Per-repository totals in a report (a blob linked from several repositories counts in each).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RepoTotals {
+    /// Blobs.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Manifests.
+    pub manifests: u64,
+    /// Tags.
+    pub tags: u64,
+}
+
+/// What a run deleted, or would delete (dry run).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GcReport {
+    /// Dry run: nothing was deleted.
+    pub dry_run: bool,
+    /// Tags deleted by retention rules.
+    pub tags: Vec<TagItem>,
+    /// Manifests deleted.
+    pub manifests: Vec<ManifestItem>,
+    /// Blobs deleted.
+    pub blobs: Vec<BlobItem>,
+    /// Bytes of those blobs.
+    pub blob_bytes: u64,
+    /// Blob files no index entry owns (crash leftovers), deleted.
+    pub orphan_files: Vec<String>,
+    /// Their bytes.
+    pub orphan_bytes: u64,
+    /// Candidates kept because they became used while GC ran.
+    pub kept_in_use: u64,
+    /// Per repository.
+    pub per_repo: BTreeMap<String, RepoTotals>,
+    /// Blobs and manifests examined.
+    pub examined_blobs: u64,
+    /// Manifests examined.
+    pub examined_manifests: u64,
+}
+
+/// Progress of a running job.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// 0 planning, 1 tags, 2 manifests, 3 blobs, 4 files, 5 done.
+    pub phase: AtomicU64,
+    /// Items done in this phase.
+    pub done: AtomicU64,
+    /// Items in this phase.
+    pub total: AtomicU64,
+}
+
+impl Progress {
+    fn phase(&self, phase: u64, total: u64) {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+    fn tick(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Name of the current phase.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => "planning",
+            1 => "deleting tags",
+            2 => "deleting manifests",
+            3 => "deleting blobs",
+            4 => "deleting orphan files",
+            _ => "done",
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn glob(pattern: &str) -> Option<glob::Pattern> {
+    glob::Pattern::new(pattern).ok()
+}
+
+/// The plan of a run.
+struct Plan {
+    tags: Vec<(RepoName, Tag, Digest)>,
+    manifests: Vec<(RepoName, Digest, u64)>,
+    blobs: Vec<(Digest, u64, String)>,
+    orphans: Vec<(PathBuf, u64)>,
+    blob_cutoff_ms: u64,
+    start_ms: u64,
+    links: HashMap<Digest, Vec<String>>,
+    examined_blobs: u64,
+    examined_manifests: u64,
+}
+
+fn retention_deletes(ex: &Export, policy: &GcPolicy, now: u64) -> Vec<(RepoName, Tag, Digest)> {
+    let pushed: HashMap<(&RepoName, &Digest), u64> =
+        ex.manifests.iter().map(|m| ((&m.repo, &m.digest), m.record.pushed_at_ms)).collect();
+    let mut by_repo: BTreeMap<&RepoName, Vec<(&Tag, &Digest, u64)>> = BTreeMap::new();
+    for (repo, tag, d) in &ex.tags {
+        let at = pushed.get(&(repo, d)).copied().unwrap_or(0);
+        by_repo.entry(repo).or_default().push((tag, d, at));
+    }
+    let mut out = Vec::new();
+    for (repo, mut tags) in by_repo {
+        // Newest first; ties by name for a stable order.
+        tags.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+        let rules: Vec<&RetentionRule> = policy
+            .retention
+            .iter()
+            .filter(|r| glob(&r.repositories).is_some_and(|p| p.matches(repo.as_str())))
+            .filter(|r| r.keep_last.is_some() || r.keep_younger_than_secs.is_some())
+            .collect();
+        if rules.is_empty() {
+            continue;
+        }
+        for rule in rules {
+            let protect: Vec<glob::Pattern> = rule.protect.iter().filter_map(|p| glob(p)).collect();
+            let mut rank = 0usize;
+            for (tag, d, at) in &tags {
+                if protect.iter().any(|p| p.matches(tag.as_str())) {
+                    continue;
+                }
+                rank += 1;
+                let by_count = rule.keep_last.is_some_and(|n| rank <= n);
+                let by_age = rule.keep_younger_than_secs.is_some_and(|s| now.saturating_sub(*at) < s * 1000);
+                let entry = ((*repo).clone(), (*tag).clone(), (*d).clone());
+                if !by_count && !by_age && !out.contains(&entry) {
+                    out.push(entry);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn make_plan(index: &Index, blobs: &BlobStore, policy: &GcPolicy) -> Result<Plan, String> {
+    let start_ms = now_ms();
+    let ex = index.export().map_err(|e| e.to_string())?;
+    let tags = retention_deletes(&ex, policy, start_ms);
+    let dropped: HashSet<(&RepoName, &Tag)> = tags.iter().map(|(r, t, _)| (r, t)).collect();
+    let mut tagged: HashSet<(&RepoName, &Digest)> = HashSet::new();
+    let mut live_tagged: HashSet<(&RepoName, &Digest)> = HashSet::new();
+    for (repo, tag, d) in &ex.tags {
+        tagged.insert((repo, d));
+        if !dropped.contains(&(repo, tag)) {
+            live_tagged.insert((repo, d));
+        }
+    }
+    let untagged_cutoff = policy.untagged_max_age_secs.map(|s| start_ms.saturating_sub(s * 1000));
+    let by_key: HashMap<(&RepoName, &Digest), usize> =
+        ex.manifests.iter().enumerate().map(|(i, m)| ((&m.repo, &m.digest), i)).collect();
+    let mut referrers: HashMap<(&RepoName, &Digest), Vec<usize>> = HashMap::new();
+    for (i, m) in ex.manifests.iter().enumerate() {
+        if let Some(s) = &m.record.subject {
+            referrers.entry((&m.repo, s)).or_default().push(i);
+        }
+    }
+    let mut marked = vec![false; ex.manifests.len()];
+    let mut queue: VecDeque<usize> = VecDeque::new();
+    for (i, m) in ex.manifests.iter().enumerate() {
+        let key = (&m.repo, &m.digest);
+        let root = live_tagged.contains(&key)
+            || (!tagged.contains(&key)
+                && match untagged_cutoff {
+                    None => true,
+                    Some(c) => m.record.pushed_at_ms >= c,
+                });
+        if root {
+            marked[i] = true;
+            queue.push_back(i);
+        }
+    }
+    while let Some(i) = queue.pop_front() {
+        let m = &ex.manifests[i];
+        let mut next: Vec<usize> = m.record.manifests.iter().filter_map(|c| by_key.get(&(&m.repo, c)).copied()).collect();
+        if policy.keep_referrers {
+            next.extend(referrers.get(&(&m.repo, &m.digest)).into_iter().flatten().copied());
+        }
+        for j in next {
+            if !marked[j] {
+                marked[j] = true;
+                queue.push_back(j);
+            }
+        }
+    }
+    let mut used_blobs: HashSet<&Digest> = HashSet::new();
+    let mut manifests = Vec::new();
+    for (i, m) in ex.manifests.iter().enumerate() {
+        if marked[i] {
+            used_blobs.extend(m.record.blobs.iter());
+        } else {
+            manifests.push((m.repo.clone(), m.digest.clone(), m.size));
+        }
+    }
+    let blob_cutoff_ms = start_ms.saturating_sub(policy.grace_secs * 1000);
+    let mut plan_blobs = Vec::new();
+    for (d, meta) in &ex.blobs {
+        if used_blobs.contains(d) {
+            continue;
+        }
+        let last_used = ex.access.get(d).copied().unwrap_or(0).max(meta.created_at_ms);
+        if last_used < blob_cutoff_ms {
+            plan_blobs.push((d.clone(), meta.size, meta.tier.as_str().to_string()));
+        }
+    }
+    let mut links: HashMap<Digest, Vec<String>> = HashMap::new();
+    for (repo, d) in &ex.links {
+        links.entry(d.clone()).or_default().push(repo.to_string());
+    }
+    let local: HashSet<&Digest> = ex.blobs.iter().filter(|(_, m)| m.tier.is_local()).map(|(d, _)| d).collect();
+    let orphans = orphan_files(blobs, &local, blob_cutoff_ms);
+    Ok(Plan {
+        tags,
+        manifests,
+        blobs: plan_blobs,
+        orphans,
+        blob_cutoff_ms,
+        start_ms,
+        links,
+        examined_blobs: ex.blobs.len() as u64,
+        examined_manifests: ex.manifests.len() as u64,
+    })
+}
+
+/// Blob files whose digest has no local index entry, older than the cutoff.
+fn orphan_files(blobs: &BlobStore, local: &HashSet<&Digest>, cutoff_ms: u64) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    for alg in ["sha256", "sha512"] {
+        let root = blobs.root().join("blobs").join(alg);
+        for shard in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                let name = format!("{alg}:{}", f.file_name().to_string_lossy());
+                if name.parse::<Digest>().ok().is_some_and(|d| local.contains(&d)) {
+                    continue;
+                }
+                let Ok(meta) = f.metadata() else { continue };
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(u64::MAX);
+                if mtime < cutoff_ms {
+                    out.push((f.path(), meta.len()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Run GC: plan, and unless `dry_run`, sweep. Blocking (index scans, file deletes): run it on
+/// its own thread, never on a serving core.
+pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, progress: &Progress) -> Result<GcReport, String> {
+    progress.phase(0, 0);
+    let plan = make_plan(index, blobs, policy)?;
+    let mut r = GcReport {
+        dry_run,
+        examined_blobs: plan.examined_blobs,
+        examined_manifests: plan.examined_manifests,
+        ..Default::default()
+    };
+    // Tags.
+    progress.phase(1, plan.tags.len() as u64);
+    for (repo, tag, d) in &plan.tags {
+        let deleted = dry_run || index.delete_tag_if(repo, tag, d).map_err(|e| e.to_string())?;
+        if deleted {
+            r.tags.push(TagItem { repo: repo.to_string(), tag: tag.to_string(), digest: d.to_string() });
+            r.per_repo.entry(repo.to_string()).or_default().tags += 1;
+        } else {
+            r.kept_in_use += 1;
+        }
+        progress.tick();
+    }
+
+    // Manifests: parents and subjects before children and referrers, in rounds.
+    progress.phase(2, plan.manifests.len() as u64);
+    if dry_run {
+        for (repo, d, size) in &plan.manifests {
+            r.manifests.push(ManifestItem { repo: repo.to_string(), digest: d.to_string(), size: *size });
+            r.per_repo.entry(repo.to_string()).or_default().manifests += 1;
+        }
+    } else {
+        let mut pending: Vec<&(RepoName, Digest, u64)> = plan.manifests.iter().collect();
+        loop {
+            let mut progressed = false;
+            let mut retry = Vec::new();
+            for item @ (repo, d, size) in pending {
+                match index.delete_manifest_if_unused(repo, d, plan.start_ms).map_err(|e| e.to_string())? {
+                    Ok(()) => {
+                        progressed = true;
+                        progress.tick();
+                        r.manifests.push(ManifestItem { repo: repo.to_string(), digest: d.to_string(), size: *size });
+                        r.per_repo.entry(repo.to_string()).or_default().manifests += 1;
+                    }
+                    Err(berth_index::Kept::Referenced | berth_index::Kept::SubjectPresent) => retry.push(item),
+                    Err(berth_index::Kept::Gone) => progress.tick(),
+                    Err(_) => {
+                        r.kept_in_use += 1;
+                        progress.tick();
+                    }
+                }
+            }
+            pending = retry;
+            if pending.is_empty() || !progressed {
+                r.kept_in_use += pending.len() as u64;
+                break;
+            }
+        }
+    }
+
+    // Blobs.
+    progress.phase(3, plan.blobs.len() as u64);
+    for (d, size, tier) in &plan.blobs {
+        let repos = plan.links.get(d).cloned().unwrap_or_default();
+        let deleted = if dry_run {
+            true
+        } else {
+            match index.remove_blob_if_unused(d, plan.blob_cutoff_ms).map_err(|e| e.to_string())? {
+                Ok(meta) => {
+                    if meta.tier.is_local() {
+                        match std::fs::remove_file(blobs.path(d)) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            // The index no longer has it: the file is an orphan the next run removes.
+                            Err(e) => tracing::warn!(digest = %d, error = %e, "GC could not remove a blob file"),
+                        }
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        };
+        if deleted {
+            r.blob_bytes += size;
+            for repo in &repos {
+                let t = r.per_repo.entry(repo.clone()).or_default();
+                t.blobs += 1;
+                t.bytes += size;
+            }
+            r.blobs.push(BlobItem { digest: d.to_string(), size: *size, repos, tier: tier.clone() });
+        } else {
+            r.kept_in_use += 1;
+        }
+        progress.tick();
+    }
+
+    // Orphan files (re-checked: a publish may have claimed one since the plan).
+    progress.phase(4, plan.orphans.len() as u64);
+    for (path, size) in &plan.orphans {
+        let still_orphan = path
+            .file_name()
+            .and_then(|n| path.parent()?.parent()?.file_name().map(|a| format!("{}:{}", a.to_string_lossy(), n.to_string_lossy())))
+            .and_then(|s| s.parse::<Digest>().ok())
+            .map(|d| index.blob(&d).ok().flatten().map_or(true, |m| !m.tier.is_local()))
+            .unwrap_or(true);
+        if !still_orphan {
+            r.kept_in_use += 1;
+            continue;
+        }
+        if !dry_run {
+            if let Err(e) = std::fs::remove_file(path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "GC could not remove an orphan file");
+                    continue;
+                }
+            }
+        }
+        r.orphan_files.push(path.display().to_string());
+        r.orphan_bytes += size;
+        progress.tick();
+    }
+    progress.phase(5, 0);
+    Ok(r)
+}
+
+/// State of a GC job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Running.
+    Running,
+    /// Finished; `report` is set.
+    Succeeded,
+    /// Failed; `error` is set.
+    Failed,
+}
+
+/// A GC job as the internal and admin APIs show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    /// Id.
+    pub id: String,
+    /// Kind (`gc`).
+    pub kind: String,
+    /// Dry run?
+    pub dry_run: bool,
+    /// State.
+    pub state: JobState,
+    /// Start (unix ms).
+    pub started_at_ms: u64,
+    /// End (unix ms).
+    pub finished_at_ms: Option<u64>,
+    /// Current phase.
+    pub phase: String,
+    /// Items done in the phase.
+    pub done: u64,
+    /// Items in the phase.
+    pub total: u64,
+    /// Result.
+    pub report: Option<GcReport>,
+    /// Failure.
+    pub error: Option<String>,
+}
+
+struct Job {
+    id: String,
+    dry_run: bool,
+    started_at_ms: u64,
+    finished_at_ms: Option<u64>,
+    progress: Arc<Progress>,
+    result: Option<Result<GcReport, String>>,
+}
+
+impl Job {
+    fn view(&self) -> JobView {
+        let (state, report, error) = match &self.result {
+            None => (JobState::Running, None, None),
+            Some(Ok(r)) => (JobState::Succeeded, Some(r.clone()), None),
+            Some(Err(e)) => (JobState::Failed, None, Some(e.clone())),
+        };
+        JobView {
+            id: self.id.clone(),
+            kind: "gc".into(),
+            dry_run: self.dry_run,
+            state,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            phase: self.progress.phase_name().into(),
+            done: self.progress.done.load(Ordering::Relaxed),
+            total: self.progress.total.load(Ordering::Relaxed),
+            report,
+            error,
+        }
+    }
+}
+
+/// GC jobs of this node: at most one runs at a time; the last 50 are remembered.
+#[derive(Default)]
+pub struct GcJobs {
+    jobs: Mutex<Vec<Job>>,
+    last_run_ms: AtomicU64,
+}
+
+impl GcJobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start a job on its own thread; `Err` with the running job's id when one is running.
+    pub fn start(
+        self: &Arc<Self>,
+        index: Arc<Index>,
+        blobs: Arc<BlobStore>,
+        policy: GcPolicy,
+        dry_run: bool,
+    ) -> Result<String, String> {
+        let mut jobs = self.lock();
+        if let Some(j) = jobs.iter().find(|j| j.result.is_none()) {
+            return Err(j.id.clone());
+        }
+        let id = format!("gc-{}", uuid::Uuid::new_v4().simple());
+        let progress = Arc::new(Progress::default());
+        jobs.push(Job { id: id.clone(), dry_run, started_at_ms: now_ms(), finished_at_ms: None, progress: progress.clone(), result: None });
+        if jobs.len() > 50 {
+            let drop_at = jobs.iter().position(|j| j.result.is_some()).unwrap_or(0);
+            jobs.remove(drop_at);
+        }
+        drop(jobs);
+        let (me, id2) = (self.clone(), id.clone());
+        std::thread::Builder::new()
+            .name("berth-gc".into())
+            .spawn(move || {
+                tracing::info!(job = %id2, dry_run, "garbage collection started");
+                let res = run(&index, &blobs, &policy, dry_run, &progress);
+                match &res {
+                    Ok(r) => tracing::info!(
+                        job = %id2, dry_run, blobs = r.blobs.len(), bytes = r.blob_bytes, manifests = r.manifests.len(),
+                        tags = r.tags.len(), orphan_files = r.orphan_files.len(), kept_in_use = r.kept_in_use,
+                        "garbage collection finished"
+                    ),
+                    Err(e) => tracing::error!(job = %id2, error = %e, "garbage collection failed"),
+                }
+                me.last_run_ms.store(now_ms(), Ordering::Relaxed);
+                let mut jobs = me.lock();
+                if let Some(j) = jobs.iter_mut().find(|j| j.id == id2) {
+                    j.finished_at_ms = Some(now_ms());
+                    j.result = Some(res);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// One job.
+    pub fn get(&self, id: &str) -> Option<JobView> {
+        self.lock().iter().find(|j| j.id == id).map(Job::view)
+    }
+
+    /// All remembered jobs, newest first.
+    pub fn list(&self) -> Vec<JobView> {
+        self.lock().iter().rev().map(Job::view).collect()
+    }
+
+    /// Whether a job runs, and when the last one finished (unix ms, 0 never).
+    pub fn status(&self) -> (bool, u64) {
+        (self.lock().iter().any(|j| j.result.is_none()), self.last_run_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Human-readable bytes (decimal units, as `docker` prints them).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,209 @@
+//! `berth gc`: run garbage collection on a running node through its internal API and print
+//! what it deleted (or would delete), with a progress bar on a terminal.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::gc::{human_bytes, GcPolicy, GcReport, JobView, RetentionRule};
+
+/// Where the node's internal API is and how to authenticate.
+pub struct Target {
+    /// Base URL, e.g. `http://127.0.0.1:5001`.
+    pub url: String,
+    /// Bearer token.
+    pub token: String,
+}
+
+impl Target {
+    /// From explicit values, else from the files the node writes into its data directory.
+    pub fn resolve(data_dir: &Path, url: Option<String>, token: Option<String>) -> anyhow::Result<Target> {
+        let read = |name: &str| -> anyhow::Result<String> {
+            let p: PathBuf = data_dir.join(name);
+            std::fs::read_to_string(&p).map(|s| s.trim().to_string()).map_err(|e| {
+                anyhow::anyhow!("{}: {e} (is the node running with --data-dir {}? or pass --node and --token)", p.display(), data_dir.display())
+            })
+        };
+        let url = match url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", read("internal.addr")?),
+        };
+        let token = match token {
+            Some(t) => t,
+            None => read("internal.token")?,
+        };
+        Ok(Target { url, token })
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<(u16, serde_json::Value)> {
+        let req = ureq::request(method, &format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .timeout(Duration::from_secs(30));
+        let res = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(anyhow::anyhow!("{}{path}: {e}", self.url)),
+        };
+        let status = resp.status();
+        let v: serde_json::Value = resp.into_json().unwrap_or(serde_json::Value::Null);
+        Ok((status, v))
+    }
+}
+
+/// The policy flags of `berth gc`; all unset means "the node's `[gc]` configuration".
+#[derive(Default)]
+pub struct PolicyFlags {
+    /// `--grace`.
+    pub grace: Option<Duration>,
+    /// `--untagged-max-age`.
+    pub untagged_max_age: Option<Duration>,
+    /// `--no-keep-referrers`.
+    pub no_keep_referrers: bool,
+    /// `--keep-last`.
+    pub keep_last: Option<usize>,
+    /// `--keep-younger-than`.
+    pub keep_younger_than: Option<Duration>,
+    /// `--protect`.
+    pub protect: Vec<String>,
+    /// `--repositories`.
+    pub repositories: Option<String>,
+}
+
+impl PolicyFlags {
+    fn policy(&self) -> Option<GcPolicy> {
+        let any = self.grace.is_some()
+            || self.untagged_max_age.is_some()
+            || self.no_keep_referrers
+            || self.keep_last.is_some()
+            || self.keep_younger_than.is_some()
+            || !self.protect.is_empty()
+            || self.repositories.is_some();
+        if !any {
+            return None;
+        }
+        let mut p = GcPolicy::default();
+        if let Some(g) = self.grace {
+            p.grace_secs = g.as_secs();
+        }
+        p.untagged_max_age_secs = self.untagged_max_age.map(|d| d.as_secs());
+        p.keep_referrers = !self.no_keep_referrers;
+        if self.keep_last.is_some() || self.keep_younger_than.is_some() {
+            p.retention.push(RetentionRule {
+                repositories: self.repositories.clone().unwrap_or_else(|| "*".into()),
+                keep_last: self.keep_last,
+                keep_younger_than_secs: self.keep_younger_than.map(|d| d.as_secs()),
+                protect: self.protect.clone(),
+            });
+        }
+        Some(p)
+    }
+}
+
+/// Run a GC job and print its outcome. Returns the report.
+pub fn run(target: &Target, delete: bool, flags: &PolicyFlags, verbose: bool, json: bool) -> anyhow::Result<GcReport> {
+    let body = serde_json::json!({ "dry_run": !delete, "policy": flags.policy() });
+    let (status, v) = target.call("POST", "/internal/v1/gc", Some(body))?;
+    let id = match status {
+        202 => v["id"].as_str().unwrap_or_default().to_string(),
+        409 => anyhow::bail!("a garbage collection is already running ({})", v["errors"][0]["detail"]["running"]),
+        s => anyhow::bail!("the node refused the GC request ({s}): {v}"),
+    };
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg:<22} [{bar:30}] {pos}/{len}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let job: JobView = loop {
+        let (status, v) = target.call("GET", &format!("/internal/v1/jobs/{id}"), None)?;
+        if status != 200 {
+            anyhow::bail!("job {id}: {status} {v}");
+        }
+        let state = v["state"].as_str().unwrap_or("");
+        if let Some(b) = &bar {
+            b.set_message(v["phase"].as_str().unwrap_or("").to_string());
+            b.set_length(v["total"].as_u64().unwrap_or(0));
+            b.set_position(v["done"].as_u64().unwrap_or(0));
+            b.tick();
+        }
+        if state != "running" {
+            break serde_json::from_value(v).map_err(|e| anyhow::anyhow!("job {id}: unreadable answer: {e}"))?;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let Some(report) = job.report else {
+        anyhow::bail!("garbage collection {id} failed: {}", job.error.unwrap_or_default());
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report, verbose));
+    }
+    Ok(report)
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The text report: the seed's lines first, then details.
+pub fn render(r: &GcReport, verbose: bool) -> String {
+    let mut out = String::new();
+    let blobs = plural(r.blobs.len(), "blob", "blobs");
+    if r.dry_run {
+        out += &format!("Would delete {} unreferenced {} ({})\n", r.blobs.len(), if r.blobs.len() == 1 { "blob" } else { "blobs" }, human_bytes(r.blob_bytes));
+    } else {
+        out += &format!("Deleted {blobs}, reclaimed {}\n", human_bytes(r.blob_bytes + r.orphan_bytes));
+    }
+    let verb = if r.dry_run { "Would also delete" } else { "Also deleted" };
+    let mut extra = Vec::new();
+    if !r.manifests.is_empty() {
+        extra.push(plural(r.manifests.len(), "manifest", "manifests"));
+    }
+    if !r.tags.is_empty() {
+        extra.push(plural(r.tags.len(), "tag (retention)", "tags (retention)"));
+    }
+    if !r.orphan_files.is_empty() {
+        extra.push(format!("{} ({})", plural(r.orphan_files.len(), "orphan file", "orphan files"), human_bytes(r.orphan_bytes)));
+    }
+    if !extra.is_empty() {
+        out += &format!("{verb} {}\n", extra.join(", "));
+    }
+    for (repo, t) in &r.per_repo {
+        let mut parts = vec![format!("{} ({})", plural(t.blobs as usize, "blob", "blobs"), human_bytes(t.bytes))];
+        if t.manifests > 0 {
+            parts.push(plural(t.manifests as usize, "manifest", "manifests"));
+        }
+        if t.tags > 0 {
+            parts.push(plural(t.tags as usize, "tag", "tags"));
+        }
+        out += &format!("  {repo}: {}\n", parts.join(", "));
+    }
+    if r.kept_in_use > 0 {
+        out += &format!("Kept {} that became in use while GC ran\n", plural(r.kept_in_use as usize, "item", "items"));
+    }
+    if verbose {
+        for t in &r.tags {
+            out += &format!("  tag      {}:{} -> {}\n", t.repo, t.tag, t.digest);
+        }
+        for m in &r.manifests {
+            out += &format!("  manifest {}@{} ({})\n", m.repo, m.digest, human_bytes(m.size));
+        }
+        for b in &r.blobs {
+            out += &format!("  blob     {} ({}, {}) in {}\n", b.digest, human_bytes(b.size), b.tier, b.repos.join(", "));
+        }
+        for f in &r.orphan_files {
+            out += &format!("  file     {f}\n");
+        }
+    }
+    out
+}
