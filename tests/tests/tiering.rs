@@ -469,3 +469,21 @@ fn skopeo_push_evict_pull_through() {
     }
     assert!(metric(&e.node, "berth_blob_reads_total{source=\"s3\"}") >= 3.0, "pulled through S3");
 }
+
+#[test]
+fn gc_removes_s3_copies_and_local_files() {
+    let Some(e) = setup(0, &[]) else { return };
+    let kept = random_bytes(200_000, 81);
+    let (_md, _) = push_image(&e.node, "gc/app", "v1", std::slice::from_ref(&kept));
+    let garbage = random_bytes(300_000, 82);
+    let g = push_blob(&e.node, "gc/app", &garbage);
+    wait_tiered(&e.node);
+    assert!(e.moto.get(BUCKET, &blob_key(&g)).is_some());
+    let out = run(Command::new(berth_bin()).args(["gc", "--delete", "--grace", "0s", "--data-dir"]).arg(&e.node.dir));
+    assert!(out.starts_with("Deleted 1 blob, reclaimed 300.0 kB"), "{out}");
+    assert!(!e.node.dir.join("blobs/sha256").join(&g[7..9]).join(&g[7..]).exists(), "local file removed");
+    wait_for("S3 copy removed", 30, || e.moto.get(BUCKET, &blob_key(&g)).is_none());
+    wait_for("S3 link removed", 30, || !e.moto.keys(BUCKET, PREFIX).contains(&format!("{PREFIX}links/gc/app/{g}")));
+    assert!(e.moto.get(BUCKET, &blob_key(&sha256(&kept))).is_some(), "referenced blob stays in S3");
+    assert_eq!(get_blob(&e.node, "gc/app", &g).status, 404);
+}
