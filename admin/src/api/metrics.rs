@@ -1,0 +1,33 @@
+//! `GET /metrics`: the sidecar's Prometheus metrics (feed lag in changes and seconds, changes
+//! applied), rendered from the follower's state at scrape time.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::Sidecar;
+
+pub(super) async fn get(State(sc): State<Arc<Sidecar>>) -> Response {
+    let s = sc.sync_view();
+    let mut r = Registry::with_prefix("berth_admin");
+    let lag = Gauge::<i64>::default();
+    lag.set(s.lag_changes as i64);
+    r.register("feed_lag_changes", "Change-feed records not yet applied to Postgres", lag);
+    let lag_s = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    lag_s.set(s.lag_seconds);
+    r.register("feed_lag_seconds", "Age of the oldest change not yet applied to Postgres", lag_s);
+    let last = Gauge::<i64>::default();
+    last.set(s.last_seq as i64);
+    r.register("feed_last_applied_sequence", "Last change-feed sequence applied to Postgres", last);
+    let applied = Counter::<u64>::default();
+    applied.inc_by(s.applied_total);
+    r.register("feed_applied_changes", "Changes applied since start", applied);
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}

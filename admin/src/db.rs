@@ -1,0 +1,351 @@
+//! Postgres: versioned migrations, applying change-feed batches exactly once, full resync from
+//! a node export, and the node ↔ Postgres comparison.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use berth_index::{Change, ChangeRecord};
+use serde_json::Value;
+use tokio_postgres::{Client, NoTls, Transaction};
+
+/// Migrations, in order; each runs once, in its own transaction.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+/// Connect (the connection task runs on the current tokio runtime).
+pub async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conn, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Apply the migrations not applied yet. Returns the schema version.
+pub async fn migrate(client: &mut Client) -> Result<i32, tokio_postgres::Error> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    // One migrator at a time (two sidecars starting together).
+    let tx = client.transaction().await?;
+    tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE", &[]).await?;
+    let done: HashSet<i32> = tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
+    let mut version = done.iter().copied().max().unwrap_or(0);
+    for (v, sql) in MIGRATIONS {
+        if done.contains(v) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[v]).await?;
+        tracing::info!(version = v, "applied migration");
+        version = *v;
+    }
+    tx.commit().await?;
+    Ok(version)
+}
+
+/// The last applied feed sequence.
+pub async fn last_seq(client: &Client) -> Result<u64, tokio_postgres::Error> {
+    let row = client.query_one("SELECT last_seq FROM sync_state WHERE id = 1", &[]).await?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+fn ts(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+async fn touch_repo(tx: &Transaction<'_>, repo: &str) -> Result<(), tokio_postgres::Error> {
+    tx.execute("INSERT INTO repositories (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", &[&repo]).await?;
+    Ok(())
+}
+
+async fn apply_one(tx: &Transaction<'_>, rec: &ChangeRecord, touched: &mut BTreeSet<String>) -> Result<(), tokio_postgres::Error> {
+    let at = ts(rec.at_ms);
+    match &rec.change {
+        Change::BlobCommitted { digest, size } => {
+            tx.execute(
+                "INSERT INTO blobs (digest, size, tier, created_at) VALUES ($1, $2, 'local', to_timestamp($3))
+                 ON CONFLICT (digest) DO UPDATE SET size = EXCLUDED.size",
+                &[&digest.to_string(), &(*size as i64), &at],
+            )
+            .await?;
+        }
+        Change::BlobTier { digest, tier } => {
+            tx.execute("UPDATE blobs SET tier = $2 WHERE digest = $1", &[&digest.to_string(), &tier.as_str()]).await?;
+        }
+        Change::BlobRemoved { digest } => {
+            tx.execute("DELETE FROM repository_blobs WHERE digest = $1", &[&digest.to_string()]).await?;
+            tx.execute("DELETE FROM blobs WHERE digest = $1", &[&digest.to_string()]).await?;
+        }
+        Change::BlobLinked { repo, digest } => {
+            touch_repo(tx, repo.as_str()).await?;
+            tx.execute(
+                "INSERT INTO repository_blobs (repo, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&repo.as_str(), &digest.to_string()],
+            )
+            .await?;
+        }
+        Change::BlobUnlinked { repo, digest } => {
+            tx.execute("DELETE FROM repository_blobs WHERE repo = $1 AND digest = $2", &[&repo.as_str(), &digest.to_string()])
+                .await?;
+            touched.insert(repo.to_string());
+        }
+        Change::ManifestPut { repo, digest, media_type, size, artifact_type, subject, blobs, manifests } => {
+            let (r, d) = (repo.as_str(), digest.to_string());
+            touch_repo(tx, r).await?;
+            tx.execute(
+                "UPDATE repositories SET last_push_at = GREATEST(last_push_at, to_timestamp($2)) WHERE name = $1",
+                &[&r, &at],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, pushed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7))
+                 ON CONFLICT (repo, digest) DO UPDATE SET media_type = EXCLUDED.media_type, size = EXCLUDED.size,
+                   artifact_type = EXCLUDED.artifact_type, subject = EXCLUDED.subject, pushed_at = EXCLUDED.pushed_at",
+                &[&r, &d, media_type, &(*size as i64), artifact_type, &subject.as_ref().map(|s| s.to_string()), &at],
+            )
+            .await?;
+            replace_refs(tx, r, &d, blobs.iter().map(|b| b.to_string()).collect(), manifests.iter().map(|m| m.to_string()).collect())
+                .await?;
+        }
+        Change::ManifestDeleted { repo, digest } => {
+            let (r, d) = (repo.as_str(), digest.to_string());
+            replace_refs(tx, r, &d, Vec::new(), Vec::new()).await?;
+            tx.execute("DELETE FROM manifests WHERE repo = $1 AND digest = $2", &[&r, &d]).await?;
+            touched.insert(repo.to_string());
+        }
+        Change::TagSet { repo, tag, digest } => {
+            touch_repo(tx, repo.as_str()).await?;
+            tx.execute(
+                "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, to_timestamp($4))
+                 ON CONFLICT (repo, tag) DO UPDATE SET digest = EXCLUDED.digest, updated_at = EXCLUDED.updated_at",
+                &[&repo.as_str(), &tag.as_str(), &digest.to_string(), &at],
+            )
+            .await?;
+        }
+        Change::TagDeleted { repo, tag } => {
+            tx.execute("DELETE FROM tags WHERE repo = $1 AND tag = $2", &[&repo.as_str(), &tag.as_str()]).await?;
+            touched.insert(repo.to_string());
+        }
+    }
+    Ok(())
+}
+
+async fn replace_refs(
+    tx: &Transaction<'_>,
+    repo: &str,
+    manifest: &str,
+    blobs: Vec<String>,
+    children: Vec<String>,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute("DELETE FROM manifest_blobs WHERE repo = $1 AND manifest = $2", &[&repo, &manifest]).await?;
+    tx.execute("DELETE FROM manifest_manifests WHERE repo = $1 AND parent = $2", &[&repo, &manifest]).await?;
+    if !blobs.is_empty() {
+        let pos: Vec<i32> = (0..blobs.len() as i32).collect();
+        tx.execute(
+            "INSERT INTO manifest_blobs (repo, manifest, position, blob) SELECT $1, $2, p, b FROM UNNEST($3::int[], $4::text[]) AS t(p, b)",
+            &[&repo, &manifest, &pos, &blobs],
+        )
+        .await?;
+    }
+    if !children.is_empty() {
+        let pos: Vec<i32> = (0..children.len() as i32).collect();
+        tx.execute(
+            "INSERT INTO manifest_manifests (repo, parent, position, child) SELECT $1, $2, p, c FROM UNNEST($3::int[], $4::text[]) AS t(p, c)",
+            &[&repo, &manifest, &pos, &children],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied through this sequence.
+    Through(u64),
+    /// Nothing new (all at or below the stored position).
+    Nothing,
+    /// Someone else moved the position meanwhile (another sidecar): nothing applied.
+    Conflict,
+}
+
+/// Apply changes in one transaction, skipping those already applied, and record the new
+/// position in the same transaction: a crash or a replay can neither lose nor double a change.
+pub async fn apply_batch(client: &mut Client, batch: &[ChangeRecord]) -> Result<Applied, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let row = tx.query_one("SELECT last_seq FROM sync_state WHERE id = 1 FOR UPDATE", &[]).await?;
+    let from = row.get::<_, i64>(0) as u64;
+    let fresh: Vec<&ChangeRecord> = batch.iter().filter(|c| c.seq > from).collect();
+    let Some(last) = fresh.last() else {
+        return Ok(Applied::Nothing);
+    };
+    if fresh[0].seq != from + 1 {
+        // A gap means the batch does not start where we are: refuse rather than skip changes.
+        tx.rollback().await?;
+        return Ok(Applied::Conflict);
+    }
+    let mut touched = BTreeSet::new();
+    for rec in &fresh {
+        apply_one(&tx, rec, &mut touched).await?;
+    }
+    // Repositories left with nothing disappear, as from the node's catalog.
+    for repo in touched {
+        tx.execute(
+            "DELETE FROM repositories r WHERE r.name = $1
+               AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.name)
+               AND NOT EXISTS (SELECT 1 FROM repository_blobs b WHERE b.repo = r.name)
+               AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = r.name)",
+            &[&repo],
+        )
+        .await?;
+    }
+    let n = tx
+        .execute(
+            "UPDATE sync_state SET last_seq = $1, last_change_at = to_timestamp($2), updated_at = now() WHERE id = 1 AND last_seq = $3",
+            &[&(last.seq as i64), &ts(last.at_ms), &(from as i64)],
+        )
+        .await?;
+    if n != 1 {
+        tx.rollback().await?;
+        return Ok(Applied::Conflict);
+    }
+    tx.commit().await?;
+    Ok(Applied::Through(last.seq))
+}
+
+fn strs(v: &Value, key: &str) -> Vec<String> {
+    v[key].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// Replace everything with a node export (`GET /internal/v1/export`), in one transaction.
+pub async fn resync(client: &mut Client, ex: &Value) -> Result<u64, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(
+        "TRUNCATE repositories, blobs, repository_blobs, manifests, manifest_blobs, manifest_manifests, tags",
+    )
+    .await?;
+    let empty = Vec::new();
+    let blobs = ex["blobs"].as_array().unwrap_or(&empty);
+    let (d, sz, tier, at): (Vec<String>, Vec<i64>, Vec<String>, Vec<f64>) = blobs.iter().fold(
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        |mut acc, b| {
+            acc.0.push(s(&b["digest"]));
+            acc.1.push(b["size"].as_i64().unwrap_or(0));
+            acc.2.push(s(&b["tier"]));
+            acc.3.push(ts(b["created_at_ms"].as_u64().unwrap_or(0)));
+            acc
+        },
+    );
+    tx.execute(
+        "INSERT INTO blobs (digest, size, tier, created_at) SELECT d, s, t, to_timestamp(a) FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::float8[]) AS x(d, s, t, a)",
+        &[&d, &sz, &tier, &at],
+    )
+    .await?;
+    let mut repos: BTreeMap<String, f64> = BTreeMap::new();
+    let links = ex["links"].as_array().unwrap_or(&empty);
+    let (lr, ld): (Vec<String>, Vec<String>) = links.iter().map(|l| (s(&l["repo"]), s(&l["digest"]))).unzip();
+    for r in &lr {
+        repos.entry(r.clone()).or_insert(0.0);
+    }
+    tx.execute("INSERT INTO repository_blobs (repo, digest) SELECT * FROM UNNEST($1::text[], $2::text[])", &[&lr, &ld]).await?;
+    for m in ex["manifests"].as_array().unwrap_or(&empty) {
+        let (r, dg, at) = (s(&m["repo"]), s(&m["digest"]), ts(m["pushed_at_ms"].as_u64().unwrap_or(0)));
+        let e = repos.entry(r.clone()).or_insert(0.0);
+        *e = e.max(at);
+        tx.execute(
+            "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, pushed_at) VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7))",
+            &[&r, &dg, &s(&m["media_type"]), &m["size"].as_i64().unwrap_or(0), &m["artifact_type"].as_str(), &m["subject"].as_str(), &at],
+        )
+        .await?;
+        replace_refs(&tx, &r, &dg, strs(m, "blobs"), strs(m, "manifests")).await?;
+    }
+    for t in ex["tags"].as_array().unwrap_or(&empty) {
+        let r = s(&t["repo"]);
+        repos.entry(r.clone()).or_insert(0.0);
+        tx.execute(
+            "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, now())",
+            &[&r, &s(&t["tag"]), &s(&t["digest"])],
+        )
+        .await?;
+    }
+    for (r, at) in &repos {
+        tx.execute(
+            "INSERT INTO repositories (name, last_push_at) VALUES ($1, CASE WHEN $2 > 0 THEN to_timestamp($2) END)",
+            &[r, at],
+        )
+        .await?;
+    }
+    let seq = ex["seq"].as_u64().unwrap_or(0);
+    tx.execute("UPDATE sync_state SET last_seq = $1, updated_at = now() WHERE id = 1", &[&(seq as i64)]).await?;
+    tx.commit().await?;
+    Ok(seq)
+}
+
+/// Differences between a node export and Postgres, per table.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Differences {
+    /// Table → rows the node has and Postgres lacks (up to 20 shown).
+    pub missing: BTreeMap<&'static str, Vec<String>>,
+    /// Table → rows Postgres has and the node does not (up to 20 shown).
+    pub extra: BTreeMap<&'static str, Vec<String>>,
+    /// Table → (node rows, Postgres rows).
+    pub counts: BTreeMap<&'static str, (usize, usize)>,
+}
+
+impl Differences {
+    /// Whether both sides agree.
+    pub fn is_empty(&self) -> bool {
+        self.missing.values().all(Vec::is_empty) && self.extra.values().all(Vec::is_empty)
+    }
+}
+
+/// Compare a node export with Postgres.
+pub async fn compare(client: &Client, ex: &Value) -> Result<Differences, tokio_postgres::Error> {
+    let empty = Vec::new();
+    let arr = |k: &str| ex[k].as_array().unwrap_or(&empty).clone();
+    let node: Vec<(&'static str, BTreeSet<String>)> = vec![
+        ("blobs", arr("blobs").iter().map(|b| format!("{} {} {}", s(&b["digest"]), b["size"], s(&b["tier"]))).collect()),
+        ("repository_blobs", arr("links").iter().map(|l| format!("{} {}", s(&l["repo"]), s(&l["digest"]))).collect()),
+        (
+            "manifests",
+            arr("manifests")
+                .iter()
+                .map(|m| format!("{} {} {} {} {}", s(&m["repo"]), s(&m["digest"]), s(&m["media_type"]), m["size"], s(&m["subject"])))
+                .collect(),
+        ),
+        (
+            "manifest_blobs",
+            arr("manifests")
+                .iter()
+                .flat_map(|m| {
+                    let (r, d) = (s(&m["repo"]), s(&m["digest"]));
+                    strs(m, "blobs").into_iter().enumerate().map(move |(i, b)| format!("{r} {d} {i} {b}"))
+                })
+                .collect(),
+        ),
+        ("tags", arr("tags").iter().map(|t| format!("{} {} {}", s(&t["repo"]), s(&t["tag"]), s(&t["digest"]))).collect()),
+    ];
+    let queries = [
+        ("blobs", "SELECT digest || ' ' || size || ' ' || tier FROM blobs"),
+        ("repository_blobs", "SELECT repo || ' ' || digest FROM repository_blobs"),
+        ("manifests", "SELECT repo || ' ' || digest || ' ' || media_type || ' ' || size || ' ' || COALESCE(subject, '') FROM manifests"),
+        ("manifest_blobs", "SELECT repo || ' ' || manifest || ' ' || position || ' ' || blob FROM manifest_blobs"),
+        ("tags", "SELECT repo || ' ' || tag || ' ' || digest FROM tags"),
+    ];
+    let mut out = Differences::default();
+    for ((table, want), (_, q)) in node.into_iter().zip(queries) {
+        let have: BTreeSet<String> = client.query(q, &[]).await?.iter().map(|r| r.get::<_, String>(0)).collect();
+        out.counts.insert(table, (want.len(), have.len()));
+        out.missing.insert(table, want.difference(&have).take(20).cloned().collect());
+        out.extra.insert(table, have.difference(&want).take(20).cloned().collect());
+    }
+    Ok(out)
+}

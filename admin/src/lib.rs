@@ -1,0 +1,73 @@
+//! Berth's admin sidecar (`berth-admin`), the control plane beside a node:
+//!
+//! - `sync`: follows the node's change feed into Postgres (exactly-once effect per batch);
+//! - `db`: schema migrations, change application, full resync and the node ↔ Postgres check;
+//! - `jobs` / `scheduler`: GC runs on the node, manual (admin API) or by cron schedule, with
+//!   their reports kept in Postgres;
+//! - `api`: the admin HTTP API (JSON, bearer token), documented in `docs/ADMIN_API.md`.
+//!
+//! A separate binary, not a `berth` subcommand: the sidecar's dependencies (Postgres client,
+//! HTTP framework, cron) are never needed by the storage node, so they stay out of its binary
+//! and its attack surface; both are built from this workspace and share the node's types
+//! (`berth_node::gc`, `berth_index::ChangeRecord`) as libraries, and talk over the node's
+//! internal API. GC itself runs inside the node, whose index is the authority.
+//!
+//! Layering: `api` and `scheduler` → `jobs`, `db`, `node`; `sync` → `db`, `node`.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod jobs;
+pub mod node;
+pub mod scheduler;
+pub mod sync;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+pub use config::AdminConfig;
+use node::NodeClient;
+use sync::SyncView;
+
+/// Shared sidecar state.
+pub struct Sidecar {
+    /// Configuration.
+    pub cfg: AdminConfig,
+    /// The node's internal API.
+    pub node: NodeClient,
+    sync: Mutex<SyncView>,
+    next_gc_ms: AtomicU64,
+}
+
+impl Sidecar {
+    /// Build from configuration (resolving the node's internal API address and token).
+    pub fn new(cfg: AdminConfig) -> anyhow::Result<Sidecar> {
+        let target =
+            berth_node::gc_cli::Target::resolve(&cfg.node_data_dir, cfg.node_url.clone(), cfg.node_token.clone())?;
+        Ok(Sidecar {
+            node: NodeClient::new(target.url, target.token),
+            cfg,
+            sync: Mutex::new(SyncView { state: "idle", ..Default::default() }),
+            next_gc_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Update the follower's view.
+    pub fn update_sync(&self, f: impl FnOnce(&mut SyncView)) {
+        f(&mut self.sync.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The follower's view.
+    pub fn sync_view(&self) -> SyncView {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_next_gc(&self, ms: u64) {
+        self.next_gc_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Next scheduled GC (unix ms; 0 none).
+    pub fn next_gc_ms(&self) -> u64 {
+        self.next_gc_ms.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,172 @@
+//! `berth-admin`: the admin sidecar of a Berth node.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_admin::{db, scheduler, AdminConfig, Sidecar};
+use clap::{Parser, Subcommand};
+
+/// Berth's admin sidecar: mirrors the node's metadata into Postgres, runs scheduled garbage
+/// collection on the node, and serves the admin API (docs/ADMIN_API.md).
+///
+/// Settings: defaults, then --config FILE (TOML), then BERTH_ADMIN_* environment variables
+/// (BERTH_ADMIN_POSTGRES, BERTH_ADMIN_API_TOKEN, BERTH_ADMIN_NODE_DATA_DIR, …).
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file (see deploy/admin.example.toml).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar: migrate the schema, follow the feed, schedule GC, serve the API.
+    Serve,
+    /// Apply pending schema migrations and exit.
+    Migrate,
+    /// Rebuild Postgres from the node's index (a new or damaged database); the feed follower
+    /// continues from the snapshot's position.
+    Resync,
+    /// Compare Postgres with the node's index and print differences (exit 1 when any).
+    Check {
+        /// Print the differences as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().flatten_event(true).init();
+    } else {
+        b.init();
+    }
+}
+
+async fn connect_migrated(cfg: &AdminConfig) -> anyhow::Result<tokio_postgres::Client> {
+    let mut c = db::connect(&cfg.postgres).await.context("connecting to postgres")?;
+    db::migrate(&mut c).await.context("migrating the schema")?;
+    Ok(c)
+}
+
+async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
+    if cfg.api_token.as_deref().unwrap_or_default().is_empty() {
+        anyhow::bail!("api_token must be set (BERTH_ADMIN_API_TOKEN or api_token in the config file)");
+    }
+    let schedule = cfg.gc_schedule.as_deref().map(scheduler::parse).transpose().map_err(|e| anyhow::anyhow!(e))?;
+    // Postgres may come up after us: wait for it (the follower also survives it going away).
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match connect_migrated(&cfg).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "postgres not ready; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let listen = cfg.listen.clone();
+    let sc = Arc::new(Sidecar::new(cfg)?);
+    tokio::spawn(berth_admin::sync::follow(sc.clone()));
+    tokio::spawn(berth_admin::jobs::watch(sc.clone()));
+    if let Some(s) = schedule {
+        tokio::spawn(scheduler::run(sc.clone(), s));
+    }
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "berth-admin listening");
+    axum::serve(listener, berth_admin::api::router(sc))
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+        })
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = AdminConfig::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    init_logs(&cfg.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(cfg).await,
+            Command::Migrate => {
+                let mut c = db::connect(&cfg.postgres).await.context("connecting to postgres")?;
+                let v = db::migrate(&mut c).await?;
+                println!("schema at version {v}");
+                Ok(())
+            }
+            Command::Resync => {
+                let mut c = connect_migrated(&cfg).await?;
+                let sc = Sidecar::new(cfg)?;
+                let ex = sc.node.ok("GET", "/internal/v1/export", None, Duration::from_secs(600)).await?;
+                let seq = db::resync(&mut c, &ex).await?;
+                println!(
+                    "resynced from the node at sequence {seq}: {} blobs, {} manifests, {} tags, {} links",
+                    ex["blobs"].as_array().map_or(0, Vec::len),
+                    ex["manifests"].as_array().map_or(0, Vec::len),
+                    ex["tags"].as_array().map_or(0, Vec::len),
+                    ex["links"].as_array().map_or(0, Vec::len)
+                );
+                Ok(())
+            }
+            Command::Check { json } => {
+                let c = connect_migrated(&cfg).await?;
+                let sc = Sidecar::new(cfg)?;
+                // Compare at one position: wait (up to 30 s) for Postgres to reach the export's.
+                let mut tries = 0;
+                let diff = loop {
+                    let ex = sc.node.ok("GET", "/internal/v1/export", None, Duration::from_secs(600)).await?;
+                    let seq = ex["seq"].as_u64().unwrap_or(0);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                    while db::last_seq(&c).await? < seq && std::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    let at = db::last_seq(&c).await?;
+                    let d = db::compare(&c, &ex).await?;
+                    tries += 1;
+                    if d.is_empty() || at == seq || tries >= 3 {
+                        if at != seq {
+                            eprintln!("note: postgres is at sequence {at}, the node's snapshot at {seq}");
+                        }
+                        break d;
+                    }
+                };
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&diff)?);
+                } else if diff.is_empty() {
+                    println!("postgres matches the node: {:?}", diff.counts);
+                } else {
+                    for (t, rows) in &diff.missing {
+                        for r in rows {
+                            println!("missing in postgres: {t}: {r}");
+                        }
+                    }
+                    for (t, rows) in &diff.extra {
+                        for r in rows {
+                            println!("extra in postgres:   {t}: {r}");
+                        }
+                    }
+                }
+                if !diff.is_empty() {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+        }
+    })
+}

@@ -1,0 +1,70 @@
+//! The node's internal API, from the sidecar: change feed, export, GC jobs, workers, stats.
+//! Blocking `ureq` calls on tokio's blocking pool: the sidecar makes a few calls a second.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why a node call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Unreachable or broken connection.
+    #[error("node unreachable: {0}")]
+    Unreachable(String),
+    /// The node answered with an error status.
+    #[error("node answered {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Body.
+        body: String,
+    },
+}
+
+/// A client of one node's internal API.
+#[derive(Clone)]
+pub struct NodeClient {
+    url: String,
+    token: String,
+}
+
+impl NodeClient {
+    /// A client for `url` with `token`.
+    pub fn new(url: String, token: String) -> NodeClient {
+        NodeClient { url: url.trim_end_matches('/').to_string(), token }
+    }
+
+    /// Call `method path` with an optional JSON body; returns the status and JSON answer.
+    pub async fn call(&self, method: &'static str, path: &str, body: Option<Value>, timeout: Duration) -> Result<(u16, Value), NodeError> {
+        let url = format!("{}{path}", self.url);
+        let auth = format!("Bearer {}", self.token);
+        tokio::task::spawn_blocking(move || {
+            let req = ureq::request(method, &url).set("Authorization", &auth).timeout(timeout);
+            let res = match body {
+                Some(b) => req.send_json(b),
+                None => req.call(),
+            };
+            let resp = match res {
+                Ok(r) => r,
+                Err(ureq::Error::Status(_, r)) => r,
+                Err(e) => return Err(NodeError::Unreachable(e.to_string())),
+            };
+            let status = resp.status();
+            let text = resp.into_string().map_err(|e| NodeError::Unreachable(e.to_string()))?;
+            let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            Ok((status, v))
+        })
+        .await
+        .map_err(|e| NodeError::Unreachable(e.to_string()))?
+    }
+
+    /// `call`, requiring a 2xx answer.
+    pub async fn ok(&self, method: &'static str, path: &str, body: Option<Value>, timeout: Duration) -> Result<Value, NodeError> {
+        let (status, v) = self.call(method, path, body, timeout).await?;
+        if (200..300).contains(&status) {
+            Ok(v)
+        } else {
+            Err(NodeError::Status { status, body: v.to_string() })
+        }
+    }
+}
