@@ -4,7 +4,7 @@
 # Ends with one summary line "N passed, N failed" over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked --bin berth
+cargo build --locked --bin berth --bin berth-admin
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -278,7 +278,7 @@ pub async fn resync(client: &mut Client, ex: &Value) -> Result<u64, tokio_postgr
     }
     for (r, at) in &repos {
         tx.execute(
-            "INSERT INTO repositories (name, last_push_at) VALUES ($1, CASE WHEN $2 > 0 THEN to_timestamp($2) END)",
+            "INSERT INTO repositories (name, last_push_at) VALUES ($1, CASE WHEN $2::float8 > 0 THEN to_timestamp($2::float8) END)",
             &[r, at],
         )
         .await?;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
+pub mod pg;
 pub mod s3;
 
 /// The berth binary built alongside the tests (`cargo test --workspace` builds it).

@@ -1,0 +1,247 @@
+//! The admin sidecar with a real node and a real Postgres: the feed into Postgres in order,
+//! the sidecar killed mid-stream, Postgres restarted mid-stream, resync and check, the admin
+//! API (GC jobs, workers, repositories, stats, auth) and scheduled GC.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::pg::{Admin, Postgres};
+use common::*;
+use serde_json::{json, Value};
+
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn push_blob(node: &Berth, repo: &str, data: &[u8]) -> String {
+    let d = sha256(data);
+    let r = http("POST", &node.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")), &[], Some(data));
+    assert_eq!(r.status, 201);
+    d
+}
+
+fn push_image(node: &Berth, repo: &str, tag: &str, seed: u8) -> String {
+    let config = format!(r#"{{"os":"linux","seed":{seed}}}"#).into_bytes();
+    let layer: Vec<u8> = (0..5000u32).map(|i| (i as u8).wrapping_add(seed)).collect();
+    let (cd, ld) = (push_blob(node, repo, &config), push_blob(node, repo, &layer));
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cd,"size":config.len()},
+        "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":ld,"size":layer.len()}]
+    }))
+    .unwrap();
+    let r = http(
+        "PUT",
+        &node.url(&format!("/v2/{repo}/manifests/{tag}")),
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        Some(&m),
+    );
+    assert_eq!(r.status, 201);
+    sha256(&m)
+}
+
+fn node_head(node: &Berth) -> u64 {
+    let addr = std::fs::read_to_string(node.dir.join("internal.addr")).unwrap();
+    let token = std::fs::read_to_string(node.dir.join("internal.token")).unwrap();
+    let r = http("GET", &format!("http://{}/internal/v1/stats", addr.trim()), &[("Authorization", &format!("Bearer {}", token.trim()))], None);
+    serde_json::from_slice::<Value>(&r.body).unwrap()["feed_head"].as_u64().unwrap()
+}
+
+fn caught_up(pg: &Postgres, node: &Berth) -> bool {
+    pg.query("SELECT last_seq FROM sync_state").parse::<u64>().unwrap_or(0) == node_head(node)
+}
+
+fn check_ok(admin: &Admin) {
+    let out = admin.command(&["check"]);
+    assert!(
+        out.status.success(),
+        "berth-admin check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// Fields drop in order: the sidecar and node stop before Postgres, the directory goes last.
+struct Env {
+    admin: Admin,
+    node: Berth,
+    pg: Postgres,
+    _tmp: tempfile::TempDir,
+}
+
+fn setup(extra: &[(&str, &str)]) -> Option<Env> {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(tmp.path())?;
+    let node = Berth::start(&tmp.path().join("data"), &[]);
+    let admin = Admin::start(&pg, &node.dir, tmp.path().join("admin.log"), extra);
+    Some(Env { admin, node, pg, _tmp: tmp })
+}
+
+#[test]
+fn feed_reaches_postgres_in_order() {
+    let Some(e) = setup(&[]) else { return };
+    let m1 = push_image(&e.node, "team/web", "v1", 1);
+    let m2 = push_image(&e.node, "team/web", "v2", 2);
+    push_image(&e.node, "team/db", "latest", 3);
+    wait_for("sync", 30, || caught_up(&e.pg, &e.node));
+    assert_eq!(e.pg.query("SELECT count(*) FROM manifests WHERE repo = 'team/web'"), "2");
+    assert_eq!(e.pg.query("SELECT digest FROM tags WHERE repo = 'team/web' AND tag = 'v1'"), m1);
+    assert_eq!(e.pg.query("SELECT count(*) FROM manifest_blobs WHERE repo = 'team/web'"), "4");
+    assert_eq!(e.pg.query("SELECT string_agg(name, ',' ORDER BY name) FROM repositories"), "team/db,team/web");
+    // Tag move, tag delete, manifest delete: all reflected, in order.
+    let r = http("GET", &e.node.url(&format!("/v2/team/web/manifests/{m2}")), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    let put = http("PUT", &e.node.url("/v2/team/web/manifests/v1"), &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")], Some(&r.body));
+    assert_eq!(put.status, 201);
+    assert_eq!(http("DELETE", &e.node.url("/v2/team/web/manifests/v2"), &[], None).status, 202);
+    assert_eq!(http("DELETE", &e.node.url(&format!("/v2/team/web/manifests/{m1}")), &[], None).status, 202);
+    wait_for("sync", 30, || caught_up(&e.pg, &e.node));
+    assert_eq!(e.pg.query("SELECT tag || '=' || digest FROM tags WHERE repo = 'team/web'"), format!("v1={m2}"));
+    assert_eq!(e.pg.query("SELECT count(*) FROM manifests WHERE repo = 'team/web'"), "1");
+    assert_eq!(e.pg.query("SELECT count(*) FROM manifest_blobs WHERE manifest = '{m1}'".replace("{m1}", &m1).as_str()), "0");
+    // GC deletions reach Postgres too.
+    let gc = std::process::Command::new(berth_bin()).args(["gc", "--delete", "--grace", "0s", "--data-dir"]).arg(&e.node.dir).output().unwrap();
+    assert!(gc.status.success());
+    wait_for("sync", 30, || caught_up(&e.pg, &e.node));
+    check_ok(&e.admin);
+    // Lag is a metric.
+    let metrics = ureq::get(&e.admin.url("/metrics")).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("berth_admin_feed_lag_changes 0"), "{metrics}");
+    assert!(metrics.contains("berth_admin_feed_lag_seconds"));
+}
+
+#[test]
+fn sidecar_killed_and_postgres_restarted_mid_stream() {
+    let Some(mut e) = setup(&[("BERTH_ADMIN_SYNC_BATCH", "7")]) else { return };
+    for round in 0..4u8 {
+        for i in 0..10u8 {
+            push_image(&e.node, &format!("kill/r{}", i % 3), &format!("t{round}-{i}"), round * 10 + i);
+        }
+        match round {
+            0 | 2 => e.admin.restart(),
+            1 => {
+                e.pg.stop_server();
+                for i in 0..5u8 {
+                    push_image(&e.node, "kill/pgdown", &format!("p{i}"), 200 + i);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                e.pg.start_server();
+            }
+            _ => {}
+        }
+    }
+    wait_for("sync after the faults", 60, || caught_up(&e.pg, &e.node));
+    // No missing and no duplicated effects: Postgres equals the node exactly.
+    check_ok(&e.admin);
+    assert_eq!(e.pg.query("SELECT count(*) FROM manifests"), "45");
+    assert_eq!(e.pg.query("SELECT count(*) FROM tags"), "45");
+}
+
+#[test]
+fn resync_repairs_a_damaged_database() {
+    let Some(e) = setup(&[]) else { return };
+    for i in 0..5u8 {
+        push_image(&e.node, "resync/app", &format!("v{i}"), 50 + i);
+    }
+    wait_for("sync", 30, || caught_up(&e.pg, &e.node));
+    e.pg.query("DELETE FROM tags WHERE tag = 'v3'; UPDATE blobs SET size = 1 WHERE digest IN (SELECT digest FROM blobs LIMIT 1)");
+    let out = e.admin.command(&["check"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("missing in postgres: tags: resync/app v3"), "{text}");
+    assert!(text.contains("extra in postgres:   blobs"), "{text}");
+    let out = e.admin.command(&["resync"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 tags"));
+    check_ok(&e.admin);
+    // The follower continues from the snapshot's position.
+    push_image(&e.node, "resync/app", "after", 60);
+    wait_for("sync after resync", 30, || caught_up(&e.pg, &e.node));
+    check_ok(&e.admin);
+}
+
+#[test]
+fn admin_api_gc_jobs_workers_repositories_stats() {
+    let Some(e) = setup(&[("BERTH_ADMIN_GC_SCHEDULE", "*/1 * * * * *"), ("BERTH_ADMIN_GC_SCHEDULE_DRY_RUN", "true")]) else {
+        return;
+    };
+    for i in 0..3u8 {
+        push_image(&e.node, &format!("api/r{i}"), "v1", 70 + i);
+    }
+    push_blob(&e.node, "api/r0", b"garbage blob");
+    wait_for("sync", 30, || caught_up(&e.pg, &e.node));
+
+    // Auth.
+    assert_eq!(http("GET", &e.admin.url("/api/v1/stats"), &[], None).status, 401);
+    assert_eq!(http("GET", &e.admin.url("/api/v1/stats"), &[("Authorization", "Bearer wrong")], None).status, 401);
+
+    // GC: dry run by default, then a real run; reports stored.
+    let auth = "Bearer admin-secret";
+    let started = |body: &[u8]| -> String {
+        loop {
+            let r = http("POST", &e.admin.url("/api/v1/gc"), &[("Authorization", auth), ("Content-Type", "application/json")], Some(body));
+            if r.status == 409 {
+                // The schedule's dry run is running: one GC at a time.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+            return serde_json::from_slice::<Value>(&r.body).unwrap()["id"].as_str().unwrap().to_string();
+        }
+    };
+    let finished = |id: &str| -> Value {
+        let mut v = Value::Null;
+        wait_for("gc job", 60, || {
+            v = e.admin.get(&format!("/api/v1/jobs/{id}")).1;
+            v["state"] == "succeeded"
+        });
+        v
+    };
+    let dry = finished(&started(br#"{"policy": {"grace_secs": 0}}"#));
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["report"]["blobs"].as_array().unwrap().len(), 1);
+    let real = finished(&started(br#"{"dry_run": false, "policy": {"grace_secs": 0}}"#));
+    assert_eq!(real["report"]["blobs"], dry["report"]["blobs"]);
+    wait_for("job history in postgres", 30, || {
+        let (_, v) = e.admin.get("/api/v1/jobs");
+        v["jobs"].as_array().unwrap().iter().any(|j| j["state"] == "succeeded" && j["dry_run"] == false && j["report"]["blobs"].as_array().is_some_and(|b| b.len() == 1))
+    });
+    // The schedule (every second, dry run) has produced jobs too.
+    wait_for("scheduled GC", 30, || {
+        let (_, v) = e.admin.get("/api/v1/jobs");
+        v["jobs"].as_array().unwrap().iter().any(|j| j["trigger"] == "schedule")
+    });
+
+    // Workers of both processes.
+    let (s, w) = e.admin.get("/api/v1/workers");
+    assert_eq!(s, 200);
+    let names: Vec<&str> = w["workers"].as_array().unwrap().iter().filter_map(|x| x["name"].as_str()).collect();
+    for n in ["gc", "upload-expiry", "feed-sync", "gc-schedule"] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+
+    // Repositories, paginated, with sizes.
+    let r = http("GET", &e.admin.url("/api/v1/repositories?n=2"), &[("Authorization", auth)], None);
+    assert_eq!(r.status, 200);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["repositories"].as_array().unwrap().len(), 2);
+    assert_eq!(v["repositories"][0]["name"], "api/r0");
+    assert!(v["repositories"][0]["dedup_bytes"].as_i64().unwrap() > 5000);
+    assert_eq!(v["repositories"][0]["tags"], 1);
+    assert!(r.header("link").unwrap().contains("last=api/r1"));
+    let (_, v) = e.admin.get("/api/v1/repositories?n=2&last=api/r1");
+    assert_eq!(v["repositories"][0]["name"], "api/r2");
+
+    // Stats: store by tier, counts, dedup ratio, lag.
+    let (_, st) = e.admin.get("/api/v1/stats");
+    assert_eq!(st["node"]["blobs"], 6);
+    assert_eq!(st["postgres"]["manifests"], 3);
+    assert!(st["postgres"]["dedup_ratio"].as_f64().unwrap() >= 1.0);
+    assert!(st["feed"]["lag_changes"].is_u64());
+    // Scanning is routed but not built yet.
+    assert_eq!(http("GET", &e.admin.url("/api/v1/scans"), &[("Authorization", auth)], None).status, 501);
+}
