@@ -14,7 +14,7 @@ use berth_types::{Digest, RepoName, Tag};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::{
-    codec, key2, prefix, BlobMeta, Change, Index, ManifestRecord, Result, CF_ACCESS, CF_BLOBS, CF_BLOB_REPOS,
+    codec, key2, prefix, BlobMeta, Change, Durability, Index, ManifestRecord, Result, CF_ACCESS, CF_BLOBS, CF_BLOB_REPOS,
     CF_MANIFESTS, CF_REFS, CF_REPO_BLOBS, CF_TAGS,
 };
 
@@ -118,7 +118,7 @@ impl Index {
     }
 
     /// Remove a blob and every link to it. Caller holds the write lock.
-    pub(crate) fn remove_blob_locked(&self, digest: &Digest) -> Result<()> {
+    pub(crate) fn remove_blob_locked(&self, digest: &Digest, durability: Durability) -> Result<()> {
         let mut batch = WriteBatch::default();
         let mut changes = Vec::new();
         let dkey = digest.to_string();
@@ -136,13 +136,19 @@ impl Index {
         batch.delete_cf(self.cf(CF_ACCESS), &dkey);
         changes.push(Change::BlobRemoved { digest: digest.clone() });
         self.feed(&mut batch, changes);
-        self.write(batch)
+        self.write_durable(batch, durability)
     }
 
     /// Garbage collection's blob deletion: remove the blob only if no manifest references it
     /// and it was last committed, mounted or pulled before `cutoff_ms`, all checked under the
     /// writer lock. Returns the removed blob's record (its tier says where its bytes were).
-    pub fn remove_blob_if_unused(&self, digest: &Digest, cutoff_ms: u64) -> Result<std::result::Result<BlobMeta, Kept>> {
+    /// With `Durability::Deferred`, call [`Index::sync_wal`] before deleting the blob's file.
+    pub fn remove_blob_if_unused(
+        &self,
+        digest: &Digest,
+        cutoff_ms: u64,
+        durability: Durability,
+    ) -> Result<std::result::Result<BlobMeta, Kept>> {
         let _g = self.lock();
         let Some(meta) = self.blob(digest)? else { return Ok(Err(Kept::Gone)) };
         if self.blob_refs(digest)? > 0 {
@@ -151,7 +157,7 @@ impl Index {
         if self.blob_last_used(digest, &meta)? >= cutoff_ms {
             return Ok(Err(Kept::Recent));
         }
-        self.remove_blob_locked(digest)?;
+        self.remove_blob_locked(digest, durability)?;
         Ok(Ok(meta))
     }
 
@@ -163,6 +169,7 @@ impl Index {
         repo: &RepoName,
         digest: &Digest,
         cutoff_ms: u64,
+        durability: Durability,
     ) -> Result<std::result::Result<(), Kept>> {
         let _g = self.lock();
         let dkey = digest.to_string();
@@ -184,7 +191,7 @@ impl Index {
         if record.pushed_at_ms >= cutoff_ms {
             return Ok(Err(Kept::Recent));
         }
-        self.delete_manifest_locked(repo, digest, &record)?;
+        self.delete_manifest_locked(repo, digest, &record, durability)?;
         Ok(Ok(()))
     }
 

@@ -90,6 +90,16 @@ pub enum IndexError {
 /// Result alias.
 pub type Result<T> = std::result::Result<T, IndexError>;
 
+/// When a write reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the call returns (with `sync_index`).
+    Synced,
+    /// At the next synced write or [`Index::sync_wal`]: for bulk work (GC) that syncs once
+    /// per batch of operations before acting on files.
+    Deferred,
+}
+
 /// What a manifest put did, for the caller's response and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutManifestOutcome {
@@ -176,13 +186,26 @@ impl Index {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.write_durable(batch, Durability::Synced)
+    }
+
+    fn write_durable(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
         if batch.is_empty() {
             // Nothing changed (e.g. a blob pushed again): no WAL write, no fsync.
             return Ok(());
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync);
+        wo.set_sync(self.sync && durability == Durability::Synced);
         self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Make every write so far durable (after `Durability::Deferred` writes). The WAL is
+    /// sequential: syncing it persists all earlier writes.
+    pub fn sync_wal(&self) -> Result<()> {
+        if self.sync {
+            self.db.flush_wal(true)?;
+        }
         Ok(())
     }
 
@@ -349,7 +372,7 @@ impl Index {
     /// [`Index::remove_blob_if_unused`].
     pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
         let _g = self.lock();
-        self.remove_blob_locked(digest)
+        self.remove_blob_locked(digest, Durability::Synced)
     }
 
     /// Every committed blob, in digest order (for fsck, GC and resync).
@@ -533,13 +556,19 @@ impl Index {
             return Ok(false);
         };
         let (record, _) = codec::decode_manifest(&v)?;
-        self.delete_manifest_locked(repo, digest, &record)?;
+        self.delete_manifest_locked(repo, digest, &record, Durability::Synced)?;
         Ok(true)
     }
 
     /// Delete a stored manifest with its tags, referrer entry and references. Caller holds
     /// the write lock and has read `record`.
-    fn delete_manifest_locked(&self, repo: &RepoName, digest: &Digest, record: &ManifestRecord) -> Result<()> {
+    fn delete_manifest_locked(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        record: &ManifestRecord,
+        durability: Durability,
+    ) -> Result<()> {
         let dkey = digest.to_string();
         let mkey = key2(repo.as_str(), &dkey);
         let mut batch = WriteBatch::default();
@@ -560,7 +589,7 @@ impl Index {
         self.add_refs(&mut batch, repo, record, -1)?;
         changes.push(Change::ManifestDeleted { repo: repo.clone(), digest: digest.clone() });
         self.feed(&mut batch, changes);
-        self.write(batch)
+        self.write_durable(batch, durability)
     }
 
     fn scan_tags(&self, repo: &RepoName) -> Result<Vec<(String, String)>> {

@@ -74,7 +74,10 @@ pub enum StartError {
     #[error("index: {0}")]
     Index(#[from] berth_index::IndexError),
     /// Rebuilding the index from the bucket failed.
-    #[error("rebuild from S3: {0}")]
+    #[error(
+        "the index is empty and storage.s3.rebuild_on_empty_index is on, but the bucket could not be read ({0}); \
+         fix S3 access, or set rebuild_on_empty_index = false to start with an empty index"
+    )]
     Rebuild(String),
 }
 

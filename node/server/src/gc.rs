@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use berth_index::{Export, Index};
+use berth_index::{Durability, Export, Index};
 use berth_types::{Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize};
 
@@ -411,7 +411,7 @@ pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, p
             let mut progressed = false;
             let mut retry = Vec::new();
             for item @ (repo, d, size) in pending {
-                match index.delete_manifest_if_unused(repo, d, plan.start_ms).map_err(|e| e.to_string())? {
+                match index.delete_manifest_if_unused(repo, d, plan.start_ms, Durability::Deferred).map_err(|e| e.to_string())? {
                     Ok(()) => {
                         progressed = true;
                         progress.tick();
@@ -434,40 +434,53 @@ pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, p
         }
     }
 
-    // Blobs.
+    // Blobs, in chunks: index deletions of a chunk, one WAL sync, then the chunk's files (the
+    // index never points at a deleted file, even after a power loss).
     progress.phase(3, plan.blobs.len() as u64);
-    for (d, size, tier) in &plan.blobs {
-        let repos = plan.links.get(d).cloned().unwrap_or_default();
-        let deleted = if dry_run {
-            true
-        } else {
-            match index.remove_blob_if_unused(d, plan.blob_cutoff_ms).map_err(|e| e.to_string())? {
-                Ok(meta) => {
-                    if meta.tier.is_local() {
-                        match std::fs::remove_file(blobs.path(d)) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            // The index no longer has it: the file is an orphan the next run removes.
-                            Err(e) => tracing::warn!(digest = %d, error = %e, "GC could not remove a blob file"),
+    for chunk in plan.blobs.chunks(256) {
+        let mut files = Vec::new();
+        for (d, size, tier) in chunk {
+            let repos = plan.links.get(d).cloned().unwrap_or_default();
+            let deleted = if dry_run {
+                true
+            } else {
+                match index.remove_blob_if_unused(d, plan.blob_cutoff_ms, Durability::Deferred).map_err(|e| e.to_string())? {
+                    Ok(meta) => {
+                        if meta.tier.is_local() {
+                            files.push(blobs.path(d));
                         }
+                        true
                     }
-                    true
+                    Err(_) => false,
                 }
-                Err(_) => false,
+            };
+            if deleted {
+                r.blob_bytes += size;
+                for repo in &repos {
+                    let t = r.per_repo.entry(repo.clone()).or_default();
+                    t.blobs += 1;
+                    t.bytes += size;
+                }
+                r.blobs.push(BlobItem { digest: d.to_string(), size: *size, repos, tier: tier.clone() });
+            } else {
+                r.kept_in_use += 1;
             }
-        };
-        if deleted {
-            r.blob_bytes += size;
-            for repo in &repos {
-                let t = r.per_repo.entry(repo.clone()).or_default();
-                t.blobs += 1;
-                t.bytes += size;
-            }
-            r.blobs.push(BlobItem { digest: d.to_string(), size: *size, repos, tier: tier.clone() });
-        } else {
-            r.kept_in_use += 1;
+            progress.tick();
         }
-        progress.tick();
+        if !dry_run {
+            index.sync_wal().map_err(|e| e.to_string())?;
+            for f in files {
+                match std::fs::remove_file(&f) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    // The index no longer has it: the file is an orphan the next run removes.
+                    Err(e) => tracing::warn!(path = %f.display(), error = %e, "GC could not remove a blob file"),
+                }
+            }
+        }
+    }
+    if !dry_run {
+        index.sync_wal().map_err(|e| e.to_string())?;
     }
 
     // Orphan files (re-checked: a publish may have claimed one since the plan).
@@ -617,6 +630,9 @@ impl GcJobs {
                     Err(e) => tracing::error!(job = %id2, error = %e, "garbage collection failed"),
                 }
                 me.last_run_ms.store(now_ms(), Ordering::Relaxed);
+                // The plan's snapshot was large and is freed now: give the memory back.
+                // SAFETY: glibc's malloc_trim has no preconditions.
+                unsafe { libc::malloc_trim(0) };
                 let mut jobs = me.lock();
                 if let Some(j) = jobs.iter_mut().find(|j| j.id == id2) {
                     j.finished_at_ms = Some(now_ms());
