@@ -1,10 +1,9 @@
 //! The S3 side: a thin, typed wrapper over `aws-sdk-s3` with the operations tiering needs.
 //! Everything here runs on the tier's own tokio runtime.
 //!
-//! Uploads stream from the blob file: one `PutObject` below the multipart threshold (the body
-//! is read from the file as it is sent), multipart above it with `part_concurrency` parts in
-//! flight, each part read into one buffer (memory per blob: `part_size × part_concurrency`,
-//! whatever the blob's size). Every object is verified: S3 checks the SHA-256 we send with
+//! Uploads stream from the blob file: one `PutObject` below the multipart threshold, multipart
+//! above it with `part_concurrency` parts in flight; every body is read from the file as it is
+//! sent, so memory does not depend on blob or part size. Every object is verified: S3 checks the SHA-256 we send with
 //! each request (for sha256 blobs the digest itself is the checksum), and a `HeadObject`
 //! afterwards checks the stored size.
 
@@ -24,7 +23,6 @@ use aws_sdk_s3::Client;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use base64::Engine;
 use berth_types::{Algorithm, Digest};
-use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use crate::{S3Config, TierError};
@@ -209,17 +207,16 @@ impl Remote {
     ) -> Result<Vec<CompletedPart>, TierError> {
         let part_size = self.cfg.part_size;
         let count = size.div_ceil(part_size);
-        let file = Arc::new(std::fs::File::open(path)?);
         let mut parts = Vec::with_capacity(count as usize);
         let mut tasks = tokio::task::JoinSet::new();
         let mut next = 0u64;
         loop {
             while next < count && tasks.len() < self.cfg.part_concurrency {
-                let (file, this, key, id) = (file.clone(), self.clone(), key.to_string(), upload_id.to_string());
+                let (path, this, key, id) = (path.to_path_buf(), self.clone(), key.to_string(), upload_id.to_string());
                 let offset = next * part_size;
                 let len = part_size.min(size - offset);
                 let number = (next + 1) as i32;
-                tasks.spawn(async move { this.upload_part(file, &key, &id, number, offset, len).await });
+                tasks.spawn(async move { this.upload_part(path, &key, &id, number, offset, len).await });
                 next += 1;
             }
             match tasks.join_next().await {
@@ -235,21 +232,40 @@ impl Remote {
 
     async fn upload_part(
         &self,
-        file: Arc<std::fs::File>,
+        path: PathBuf,
         key: &str,
         upload_id: &str,
         number: i32,
         offset: u64,
         len: u64,
     ) -> Result<CompletedPart, TierError> {
-        let (data, sum) = tokio::task::spawn_blocking(move || -> std::io::Result<(Bytes, String)> {
-            let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, offset)?;
-            let sum = b64(&Sha256::digest(&buf));
-            Ok((Bytes::from(buf), sum))
+        // Two streaming passes over the part instead of one buffer: hash it (S3 verifies the
+        // checksum we send), then send it straight from the file. Memory stays a few small
+        // buffers whatever the part size and however many parts a blob has; the second read
+        // comes from the page cache.
+        let p2 = path.clone();
+        let sum = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let file = std::fs::File::open(&p2)?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 256 << 10];
+            let (mut at, end) = (offset, offset + len);
+            while at < end {
+                let n = ((end - at) as usize).min(buf.len());
+                file.read_exact_at(&mut buf[..n], at)?;
+                h.update(&buf[..n]);
+                at += n as u64;
+            }
+            Ok(b64(&h.finalize()))
         })
         .await
         .map_err(|e| TierError::Io(std::io::Error::other(e.to_string())))??;
+        let body = ByteStream::read_from()
+            .path(&path)
+            .offset(offset)
+            .length(aws_smithy_types::byte_stream::Length::Exact(len))
+            .build()
+            .await
+            .map_err(|e| TierError::Io(std::io::Error::other(e.to_string())))?;
         let out = self
             .client
             .upload_part()
@@ -259,7 +275,7 @@ impl Remote {
             .part_number(number)
             .content_length(len as i64)
             .checksum_sha256(&sum)
-            .body(ByteStream::from(data))
+            .body(body)
             .send()
             .await
             .map_err(|e| s3_err("upload_part", e))?;
