@@ -25,7 +25,7 @@ fn yes() -> bool {
 }
 
 pub(super) async fn post(State(sc): State<Arc<Sidecar>>, body: Option<Json<GcBody>>) -> Response {
-    let Json(b) = body.unwrap_or_else(|| Json(GcBody { dry_run: true, policy: None }));
+    let Json(b) = body.unwrap_or(Json(GcBody { dry_run: true, policy: None }));
     match crate::jobs::start(&sc, b.dry_run, b.policy, "api").await {
         Ok(v) => (StatusCode::ACCEPTED, Json(v)).into_response(),
         Err((status, v)) => (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), Json(v)).into_response(),

@@ -490,7 +490,7 @@ pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, p
             .file_name()
             .and_then(|n| path.parent()?.parent()?.file_name().map(|a| format!("{}:{}", a.to_string_lossy(), n.to_string_lossy())))
             .and_then(|s| s.parse::<Digest>().ok())
-            .map(|d| index.blob(&d).ok().flatten().map_or(true, |m| !m.tier.is_local()))
+            .map(|d| index.blob(&d).ok().flatten().is_none_or(|m| !m.tier.is_local()))
             .unwrap_or(true);
         if !still_orphan {
             r.kept_in_use += 1;
