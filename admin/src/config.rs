@@ -65,3 +65,19 @@ impl AdminConfig {
         fig.merge(Env::prefixed("BERTH_ADMIN_").split("__")).extract().map_err(Box::new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/admin.example.toml");
+        let cfg = AdminConfig::load(Some(&p)).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:5050");
+        assert!(cfg.gc.keep_referrers);
+        assert!(crate::scheduler::parse("0 3 * * *").is_ok());
+        assert!(crate::scheduler::parse("*/5 * * * * *").is_ok());
+        assert!(crate::scheduler::parse("not cron").is_err());
+    }
+}

@@ -221,7 +221,7 @@ fn concurrent_pushes_during_gc_never_lose_a_blob() {
                 let repo = format!("torture/r{}", t % 2);
                 let picks = [(t + i) % pool.len(), (t * 3 + i * 7) % pool.len()];
                 let config = format!(r#"{{"t":{t},"i":{i}}}"#).into_bytes();
-                let mut push = |data: &[u8]| {
+                let push = |data: &[u8]| {
                     let d = sha256(data);
                     let r = try_http(&agent, "POST", &format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"), &[], Some(data)).unwrap();
                     assert_eq!(r.status, 201);

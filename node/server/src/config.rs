@@ -222,3 +222,30 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config.example.toml");
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert!(cfg.storage.s3.is_none(), "the example keeps S3 commented out");
+        assert_eq!(cfg.internal.listen, "127.0.0.1:0");
+        assert_eq!(cfg.gc.grace_secs, 3600);
+    }
+
+    #[test]
+    fn s3_section_from_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[storage.s3]\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\n[cache]\nmax_bytes = 1000\n").unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        let s3 = cfg.storage.s3.unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.path_style, cfg.cache.max_bytes), ("b", true, 1000));
+        assert!(s3.validate().is_ok());
+        std::fs::write(&p, "[storage.s3]\nbucket = \"b\"\nbogus = 1\n").unwrap();
+        assert!(Config::load(Some(&p)).is_err(), "unknown keys are rejected");
+    }
+}
