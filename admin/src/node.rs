@@ -50,8 +50,13 @@ impl NodeClient {
                 Err(e) => return Err(NodeError::Unreachable(e.to_string())),
             };
             let status = resp.status();
-            let text = resp.into_string().map_err(|e| NodeError::Unreachable(e.to_string()))?;
-            let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            // No size cap (ureq's `into_string` stops at 10 MB): an export of a large index
+            // is tens of megabytes.
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut resp.into_reader(), &mut body)
+                .map_err(|e| NodeError::Unreachable(e.to_string()))?;
+            let v = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
             Ok((status, v))
         })
         .await
