@@ -73,3 +73,28 @@ impl NodeClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Regression: exports over 10 MB failed with "response too big for into_string".
+    #[tokio::test]
+    async fn answers_larger_than_10_mb_are_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = serde_json::to_vec(&serde_json::json!({ "blobs": vec!["x".repeat(100); 120_000] })).unwrap();
+        assert!(body.len() > 11 << 20);
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).unwrap();
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+            s.write_all(&body).unwrap();
+        });
+        let c = NodeClient::new(format!("http://127.0.0.1:{port}"), "t".into());
+        let v = c.ok("GET", "/internal/v1/export", None, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(v["blobs"].as_array().unwrap().len(), 120_000);
+    }
+}
