@@ -1,11 +1,13 @@
 //! Postgres: versioned migrations, applying change-feed batches exactly once, full resync from
 //! a node export, and the node ↔ Postgres comparison.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use berth_index::{Change, ChangeRecord};
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls, Transaction};
+use futures_util::future::try_join_all;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
 /// Migrations, in order; each runs once, in its own transaction.
 const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
@@ -56,80 +58,151 @@ fn ts(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
-async fn touch_repo(tx: &Transaction<'_>, repo: &str) -> Result<(), tokio_postgres::Error> {
-    tx.execute("INSERT INTO repositories (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", &[&repo]).await?;
-    Ok(())
+/// One statement of a batch, with owned parameters.
+struct Stmt {
+    sql: &'static str,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
 }
 
-async fn apply_one(tx: &Transaction<'_>, rec: &ChangeRecord, touched: &mut BTreeSet<String>) -> Result<(), tokio_postgres::Error> {
+macro_rules! stmt {
+    ($sql:expr $(, $p:expr)* $(,)?) => {
+        Stmt { sql: $sql, params: vec![$(Box::new($p) as Box<dyn ToSql + Sync + Send>),*] }
+    };
+}
+
+const UPSERT_REPO: &str = "INSERT INTO repositories (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
+
+/// The statements that apply one change, in order.
+fn statements(rec: &ChangeRecord, out: &mut Vec<Stmt>, touched: &mut BTreeSet<String>) {
     let at = ts(rec.at_ms);
     match &rec.change {
-        Change::BlobCommitted { digest, size } => {
-            tx.execute(
-                "INSERT INTO blobs (digest, size, tier, created_at) VALUES ($1, $2, 'local', to_timestamp($3))
-                 ON CONFLICT (digest) DO UPDATE SET size = EXCLUDED.size",
-                &[&digest.to_string(), &(*size as i64), &at],
-            )
-            .await?;
-        }
+        Change::BlobCommitted { digest, size } => out.push(stmt!(
+            "INSERT INTO blobs (digest, size, tier, created_at) VALUES ($1, $2, 'local', to_timestamp($3))
+             ON CONFLICT (digest) DO UPDATE SET size = EXCLUDED.size",
+            digest.to_string(),
+            *size as i64,
+            at
+        )),
         Change::BlobTier { digest, tier } => {
-            tx.execute("UPDATE blobs SET tier = $2 WHERE digest = $1", &[&digest.to_string(), &tier.as_str()]).await?;
+            out.push(stmt!("UPDATE blobs SET tier = $2 WHERE digest = $1", digest.to_string(), tier.as_str().to_string()))
         }
         Change::BlobRemoved { digest } => {
-            tx.execute("DELETE FROM repository_blobs WHERE digest = $1", &[&digest.to_string()]).await?;
-            tx.execute("DELETE FROM blobs WHERE digest = $1", &[&digest.to_string()]).await?;
+            out.push(stmt!("DELETE FROM repository_blobs WHERE digest = $1", digest.to_string()));
+            out.push(stmt!("DELETE FROM blobs WHERE digest = $1", digest.to_string()));
         }
         Change::BlobLinked { repo, digest } => {
-            touch_repo(tx, repo.as_str()).await?;
-            tx.execute(
+            out.push(stmt!(UPSERT_REPO, repo.to_string()));
+            out.push(stmt!(
                 "INSERT INTO repository_blobs (repo, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&repo.as_str(), &digest.to_string()],
-            )
-            .await?;
+                repo.to_string(),
+                digest.to_string()
+            ));
         }
         Change::BlobUnlinked { repo, digest } => {
-            tx.execute("DELETE FROM repository_blobs WHERE repo = $1 AND digest = $2", &[&repo.as_str(), &digest.to_string()])
-                .await?;
+            out.push(stmt!(
+                "DELETE FROM repository_blobs WHERE repo = $1 AND digest = $2",
+                repo.to_string(),
+                digest.to_string()
+            ));
             touched.insert(repo.to_string());
         }
         Change::ManifestPut { repo, digest, media_type, size, artifact_type, subject, blobs, manifests } => {
-            let (r, d) = (repo.as_str(), digest.to_string());
-            touch_repo(tx, r).await?;
-            tx.execute(
+            let (r, d) = (repo.to_string(), digest.to_string());
+            out.push(stmt!(UPSERT_REPO, r.clone()));
+            out.push(stmt!(
                 "UPDATE repositories SET last_push_at = GREATEST(last_push_at, to_timestamp($2)) WHERE name = $1",
-                &[&r, &at],
-            )
-            .await?;
-            tx.execute(
+                r.clone(),
+                at
+            ));
+            out.push(stmt!(
                 "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, pushed_at)
                  VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7))
                  ON CONFLICT (repo, digest) DO UPDATE SET media_type = EXCLUDED.media_type, size = EXCLUDED.size,
                    artifact_type = EXCLUDED.artifact_type, subject = EXCLUDED.subject, pushed_at = EXCLUDED.pushed_at",
-                &[&r, &d, media_type, &(*size as i64), artifact_type, &subject.as_ref().map(|s| s.to_string()), &at],
-            )
-            .await?;
-            replace_refs(tx, r, &d, blobs.iter().map(|b| b.to_string()).collect(), manifests.iter().map(|m| m.to_string()).collect())
-                .await?;
+                r.clone(),
+                d.clone(),
+                media_type.clone(),
+                *size as i64,
+                artifact_type.clone(),
+                subject.as_ref().map(|s| s.to_string()),
+                at
+            ));
+            refs_statements(out, &r, &d, blobs.iter().map(|b| b.to_string()).collect(), manifests.iter().map(|m| m.to_string()).collect());
         }
         Change::ManifestDeleted { repo, digest } => {
-            let (r, d) = (repo.as_str(), digest.to_string());
-            replace_refs(tx, r, &d, Vec::new(), Vec::new()).await?;
-            tx.execute("DELETE FROM manifests WHERE repo = $1 AND digest = $2", &[&r, &d]).await?;
-            touched.insert(repo.to_string());
+            let (r, d) = (repo.to_string(), digest.to_string());
+            refs_statements(out, &r, &d, Vec::new(), Vec::new());
+            out.push(stmt!("DELETE FROM manifests WHERE repo = $1 AND digest = $2", r.clone(), d));
+            touched.insert(r);
         }
         Change::TagSet { repo, tag, digest } => {
-            touch_repo(tx, repo.as_str()).await?;
-            tx.execute(
+            out.push(stmt!(UPSERT_REPO, repo.to_string()));
+            out.push(stmt!(
                 "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, to_timestamp($4))
                  ON CONFLICT (repo, tag) DO UPDATE SET digest = EXCLUDED.digest, updated_at = EXCLUDED.updated_at",
-                &[&repo.as_str(), &tag.as_str(), &digest.to_string(), &at],
-            )
-            .await?;
+                repo.to_string(),
+                tag.to_string(),
+                digest.to_string(),
+                at
+            ));
         }
         Change::TagDeleted { repo, tag } => {
-            tx.execute("DELETE FROM tags WHERE repo = $1 AND tag = $2", &[&repo.as_str(), &tag.as_str()]).await?;
+            out.push(stmt!("DELETE FROM tags WHERE repo = $1 AND tag = $2", repo.to_string(), tag.to_string()));
             touched.insert(repo.to_string());
         }
+    }
+}
+
+fn refs_statements(out: &mut Vec<Stmt>, repo: &str, manifest: &str, blobs: Vec<String>, children: Vec<String>) {
+    out.push(stmt!("DELETE FROM manifest_blobs WHERE repo = $1 AND manifest = $2", repo.to_string(), manifest.to_string()));
+    out.push(stmt!("DELETE FROM manifest_manifests WHERE repo = $1 AND parent = $2", repo.to_string(), manifest.to_string()));
+    if !blobs.is_empty() {
+        let pos: Vec<i32> = (0..blobs.len() as i32).collect();
+        out.push(stmt!(
+            "INSERT INTO manifest_blobs (repo, manifest, position, blob) SELECT $1, $2, p, b FROM UNNEST($3::int[], $4::text[]) AS t(p, b)",
+            repo.to_string(),
+            manifest.to_string(),
+            pos,
+            blobs
+        ));
+    }
+    if !children.is_empty() {
+        let pos: Vec<i32> = (0..children.len() as i32).collect();
+        out.push(stmt!(
+            "INSERT INTO manifest_manifests (repo, parent, position, child) SELECT $1, $2, p, c FROM UNNEST($3::int[], $4::text[]) AS t(p, c)",
+            repo.to_string(),
+            manifest.to_string(),
+            pos,
+            children
+        ));
+    }
+}
+
+/// Run statements in order, pipelined: each distinct SQL is prepared once, then every
+/// execution is sent without waiting for the previous answer. tokio-postgres sends a request
+/// when its future is first polled; we poll each future once, in order, before awaiting any,
+/// so the server executes them in exactly the order of the changes.
+async fn run_pipelined(tx: &Transaction<'_>, stmts: &[Stmt]) -> Result<(), tokio_postgres::Error> {
+    let mut sqls: Vec<&'static str> = stmts.iter().map(|s| s.sql).collect();
+    sqls.sort_unstable();
+    sqls.dedup();
+    let prepared = try_join_all(sqls.iter().map(|q| tx.prepare(q))).await?;
+    let by_sql: HashMap<&str, &Statement> = sqls.iter().copied().zip(prepared.iter()).collect();
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+        stmts.iter().map(|s| s.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
+    let mut futs: Vec<_> = stmts.iter().zip(&params).map(|(s, p)| Box::pin(tx.execute(by_sql[s.sql], p))).collect();
+    let mut early = Vec::with_capacity(futs.len());
+    for f in futs.iter_mut() {
+        early.push(match futures_util::poll!(f.as_mut()) {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
+        });
+    }
+    for (f, done) in futs.into_iter().zip(early) {
+        match done {
+            Some(r) => r?,
+            None => f.await?,
+        };
     }
     Ok(())
 }
@@ -141,25 +214,9 @@ async fn replace_refs(
     blobs: Vec<String>,
     children: Vec<String>,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute("DELETE FROM manifest_blobs WHERE repo = $1 AND manifest = $2", &[&repo, &manifest]).await?;
-    tx.execute("DELETE FROM manifest_manifests WHERE repo = $1 AND parent = $2", &[&repo, &manifest]).await?;
-    if !blobs.is_empty() {
-        let pos: Vec<i32> = (0..blobs.len() as i32).collect();
-        tx.execute(
-            "INSERT INTO manifest_blobs (repo, manifest, position, blob) SELECT $1, $2, p, b FROM UNNEST($3::int[], $4::text[]) AS t(p, b)",
-            &[&repo, &manifest, &pos, &blobs],
-        )
-        .await?;
-    }
-    if !children.is_empty() {
-        let pos: Vec<i32> = (0..children.len() as i32).collect();
-        tx.execute(
-            "INSERT INTO manifest_manifests (repo, parent, position, child) SELECT $1, $2, p, c FROM UNNEST($3::int[], $4::text[]) AS t(p, c)",
-            &[&repo, &manifest, &pos, &children],
-        )
-        .await?;
-    }
-    Ok(())
+    let mut out = Vec::new();
+    refs_statements(&mut out, repo, manifest, blobs, children);
+    run_pipelined(tx, &out).await
 }
 
 /// What applying a batch did.
@@ -189,9 +246,11 @@ pub async fn apply_batch(client: &mut Client, batch: &[ChangeRecord]) -> Result<
         return Ok(Applied::Conflict);
     }
     let mut touched = BTreeSet::new();
+    let mut stmts = Vec::new();
     for rec in &fresh {
-        apply_one(&tx, rec, &mut touched).await?;
+        statements(rec, &mut stmts, &mut touched);
     }
+    run_pipelined(&tx, &stmts).await?;
     // Repositories left with nothing disappear, as from the node's catalog.
     for repo in touched {
         tx.execute(

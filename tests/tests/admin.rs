@@ -245,3 +245,25 @@ fn admin_api_gc_jobs_workers_repositories_stats() {
     // Scanning is routed but not built yet.
     assert_eq!(http("GET", &e.admin.url("/api/v1/scans"), &[("Authorization", auth)], None).status, 501);
 }
+
+#[test]
+fn one_batch_of_conflicting_changes_applies_in_order() {
+    let Some(mut e) = setup(&[]) else { return };
+    push_image(&e.node, "order/app", "seed", 90);
+    wait_for("sync", 30, || caught_up(&e.pg, &e.node));
+    // Build a backlog while the sidecar is down, so it arrives as one pipelined batch in which
+    // the same rows are written, deleted and written again.
+    e.admin.kill9();
+    let m1 = push_image(&e.node, "order/app", "t", 91);
+    assert_eq!(http("DELETE", &e.node.url("/v2/order/app/manifests/t"), &[], None).status, 202);
+    let m2 = push_image(&e.node, "order/app", "t", 92);
+    assert_eq!(http("DELETE", &e.node.url(&format!("/v2/order/app/manifests/{m1}")), &[], None).status, 202);
+    let again = push_image(&e.node, "order/app", "t", 91);
+    assert_eq!(again, m1);
+    assert_eq!(http("DELETE", &e.node.url(&format!("/v2/order/app/manifests/{m2}")), &[], None).status, 202);
+    e.admin.restart();
+    wait_for("sync", 30, || caught_up(&e.pg, &e.node));
+    assert_eq!(e.pg.query("SELECT digest FROM tags WHERE repo = 'order/app' AND tag = 't'"), m1);
+    assert_eq!(e.pg.query(&format!("SELECT count(*) FROM manifests WHERE digest = '{m2}'")), "0");
+    check_ok(&e.admin);
+}
