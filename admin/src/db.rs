@@ -207,18 +207,6 @@ async fn run_pipelined(tx: &Transaction<'_>, stmts: &[Stmt]) -> Result<(), tokio
     Ok(())
 }
 
-async fn replace_refs(
-    tx: &Transaction<'_>,
-    repo: &str,
-    manifest: &str,
-    blobs: Vec<String>,
-    children: Vec<String>,
-) -> Result<(), tokio_postgres::Error> {
-    let mut out = Vec::new();
-    refs_statements(&mut out, repo, manifest, blobs, children);
-    run_pipelined(tx, &out).await
-}
-
 /// What applying a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -315,33 +303,42 @@ pub async fn resync(client: &mut Client, ex: &Value) -> Result<u64, tokio_postgr
         repos.entry(r.clone()).or_insert(0.0);
     }
     tx.execute("INSERT INTO repository_blobs (repo, digest) SELECT * FROM UNNEST($1::text[], $2::text[])", &[&lr, &ld]).await?;
+    // Everything else as one pipelined stream of statements.
+    let mut stmts = Vec::new();
     for m in ex["manifests"].as_array().unwrap_or(&empty) {
         let (r, dg, at) = (s(&m["repo"]), s(&m["digest"]), ts(m["pushed_at_ms"].as_u64().unwrap_or(0)));
         let e = repos.entry(r.clone()).or_insert(0.0);
         *e = e.max(at);
-        tx.execute(
+        stmts.push(stmt!(
             "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, pushed_at) VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7))",
-            &[&r, &dg, &s(&m["media_type"]), &m["size"].as_i64().unwrap_or(0), &m["artifact_type"].as_str(), &m["subject"].as_str(), &at],
-        )
-        .await?;
-        replace_refs(&tx, &r, &dg, strs(m, "blobs"), strs(m, "manifests")).await?;
+            r.clone(),
+            dg.clone(),
+            s(&m["media_type"]),
+            m["size"].as_i64().unwrap_or(0),
+            m["artifact_type"].as_str().map(str::to_owned),
+            m["subject"].as_str().map(str::to_owned),
+            at
+        ));
+        refs_statements(&mut stmts, &r, &dg, strs(m, "blobs"), strs(m, "manifests"));
     }
     for t in ex["tags"].as_array().unwrap_or(&empty) {
         let r = s(&t["repo"]);
         repos.entry(r.clone()).or_insert(0.0);
-        tx.execute(
+        stmts.push(stmt!(
             "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, now())",
-            &[&r, &s(&t["tag"]), &s(&t["digest"])],
-        )
-        .await?;
+            r,
+            s(&t["tag"]),
+            s(&t["digest"])
+        ));
     }
-    for (r, at) in &repos {
-        tx.execute(
+    for (r, at) in repos {
+        stmts.push(stmt!(
             "INSERT INTO repositories (name, last_push_at) VALUES ($1, CASE WHEN $2::float8 > 0 THEN to_timestamp($2::float8) END)",
-            &[r, at],
-        )
-        .await?;
+            r,
+            at
+        ));
     }
+    run_pipelined(&tx, &stmts).await?;
     let seq = ex["seq"].as_u64().unwrap_or(0);
     tx.execute("UPDATE sync_state SET last_seq = $1, updated_at = now() WHERE id = 1", &[&(seq as i64)]).await?;
     tx.commit().await?;
