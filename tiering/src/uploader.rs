@@ -46,6 +46,12 @@ pub(crate) async fn run(t: Arc<Tiering>) {
             continue;
         }
         t.workers.update(NAME, |w| w.state = WorkerState::Busy);
+        tracing::info!(
+            target: "berth::tier",
+            pending_blobs = totals.pending_count,
+            pending_bytes = totals.pending_bytes,
+            "tiering backlog: uploading to S3"
+        );
         let mut tasks = tokio::task::JoinSet::new();
         let mut last_error = None;
         let mut items = batch.into_iter();
