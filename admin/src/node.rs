@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use berth_node::gc_cli::Target;
 use serde_json::Value;
 
 /// Why a node call failed.
@@ -21,46 +22,26 @@ pub enum NodeError {
     },
 }
 
-/// A client of one node's internal API.
+/// A client of one node's internal API (the same blocking client as `berth gc`, run on
+/// tokio's blocking pool).
 #[derive(Clone)]
 pub struct NodeClient {
-    url: String,
-    token: String,
+    target: Target,
 }
 
 impl NodeClient {
     /// A client for `url` with `token`.
     pub fn new(url: String, token: String) -> NodeClient {
-        NodeClient { url: url.trim_end_matches('/').to_string(), token }
+        NodeClient { target: Target { url: url.trim_end_matches('/').to_string(), token } }
     }
 
     /// Call `method path` with an optional JSON body; returns the status and JSON answer.
     pub async fn call(&self, method: &'static str, path: &str, body: Option<Value>, timeout: Duration) -> Result<(u16, Value), NodeError> {
-        let url = format!("{}{path}", self.url);
-        let auth = format!("Bearer {}", self.token);
-        tokio::task::spawn_blocking(move || {
-            let req = ureq::request(method, &url).set("Authorization", &auth).timeout(timeout);
-            let res = match body {
-                Some(b) => req.send_json(b),
-                None => req.call(),
-            };
-            let resp = match res {
-                Ok(r) => r,
-                Err(ureq::Error::Status(_, r)) => r,
-                Err(e) => return Err(NodeError::Unreachable(e.to_string())),
-            };
-            let status = resp.status();
-            // No size cap (ureq's `into_string` stops at 10 MB): an export of a large index
-            // is tens of megabytes.
-            let mut body = Vec::new();
-            std::io::Read::read_to_end(&mut resp.into_reader(), &mut body)
-                .map_err(|e| NodeError::Unreachable(e.to_string()))?;
-            let v = serde_json::from_slice(&body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-            Ok((status, v))
-        })
-        .await
-        .map_err(|e| NodeError::Unreachable(e.to_string()))?
+        let (target, path) = (self.target.clone(), path.to_string());
+        tokio::task::spawn_blocking(move || target.call(method, &path, body, timeout))
+            .await
+            .map_err(|e| NodeError::Unreachable(e.to_string()))?
+            .map_err(NodeError::Unreachable)
     }
 
     /// `call`, requiring a 2xx answer.

@@ -4,26 +4,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::pg::{Admin, Postgres};
 use common::*;
 use serde_json::{json, Value};
 
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
-fn push_blob(node: &Berth, repo: &str, data: &[u8]) -> String {
-    let d = sha256(data);
-    let r = http("POST", &node.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")), &[], Some(data));
-    assert_eq!(r.status, 201);
-    d
-}
 
 fn push_image(node: &Berth, repo: &str, tag: &str, seed: u8) -> String {
     let config = format!(r#"{{"os":"linux","seed":{seed}}}"#).into_bytes();

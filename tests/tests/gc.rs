@@ -54,12 +54,6 @@ fn digests(report: &Value, what: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn push_blob(node: &Berth, repo: &str, data: &[u8]) -> String {
-    let d = sha256(data);
-    let r = http("POST", &node.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")), &[], Some(data));
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    d
-}
 
 fn manifest_bytes(config: &str, config_len: usize, layers: &[(String, usize)], subject: Option<(&str, usize)>) -> Vec<u8> {
     let mut m = json!({

@@ -67,13 +67,6 @@ fn metric(node: &Berth, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn wait_tiered(node: &Berth) {
     wait_for("tiering to finish", 60, || metric(node, "berth_tier_pending_blobs") == 0.0);
@@ -85,12 +78,6 @@ fn wait_evicted(node: &Berth) {
     });
 }
 
-fn push_blob(node: &Berth, repo: &str, data: &[u8]) -> String {
-    let d = sha256(data);
-    let r = http("POST", &node.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")), &[], Some(data));
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    d
-}
 
 /// Push an image (config + layers) tagged `tag`; returns (manifest digest, manifest bytes).
 fn push_image(node: &Berth, repo: &str, tag: &str, layers: &[Vec<u8>]) -> (String, Vec<u8>) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::gc::{human_bytes, GcPolicy, GcReport, JobView, RetentionRule};
 
 /// Where the node's internal API is and how to authenticate.
+#[derive(Clone)]
 pub struct Target {
     /// Base URL, e.g. `http://127.0.0.1:5001`.
     pub url: String,
@@ -34,10 +35,19 @@ impl Target {
         Ok(Target { url, token })
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<(u16, serde_json::Value)> {
+    /// Call `method path` with an optional JSON body (blocking); returns the status and the
+    /// JSON answer (a non-JSON answer comes back as a JSON string). No size cap: an export of
+    /// a large index is tens of megabytes.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(u16, serde_json::Value), String> {
         let req = ureq::request(method, &format!("{}{path}", self.url))
             .set("Authorization", &format!("Bearer {}", self.token))
-            .timeout(Duration::from_secs(30));
+            .timeout(timeout);
         let res = match body {
             Some(b) => req.send_json(b),
             None => req.call(),
@@ -45,10 +55,13 @@ impl Target {
         let resp = match res {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(anyhow::anyhow!("{}{path}: {e}", self.url)),
+            Err(e) => return Err(format!("{}{path}: {e}", self.url)),
         };
         let status = resp.status();
-        let v: serde_json::Value = resp.into_json().unwrap_or(serde_json::Value::Null);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes).map_err(|e| format!("{}{path}: {e}", self.url))?;
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok((status, v))
     }
 }
@@ -105,7 +118,7 @@ impl PolicyFlags {
 /// Run a GC job and print its outcome. Returns the report.
 pub fn run(target: &Target, delete: bool, flags: &PolicyFlags, verbose: bool, json: bool) -> anyhow::Result<GcReport> {
     let body = serde_json::json!({ "dry_run": !delete, "policy": flags.policy() });
-    let (status, v) = target.call("POST", "/internal/v1/gc", Some(body))?;
+    let (status, v) = target.call("POST", "/internal/v1/gc", Some(body), Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
     let id = match status {
         202 => v["id"].as_str().unwrap_or_default().to_string(),
         409 => anyhow::bail!("a garbage collection is already running ({})", v["errors"][0]["detail"]["running"]),
@@ -121,7 +134,8 @@ pub fn run(target: &Target, delete: bool, flags: &PolicyFlags, verbose: bool, js
         b
     });
     let job: JobView = loop {
-        let (status, v) = target.call("GET", &format!("/internal/v1/jobs/{id}"), None)?;
+        let (status, v) =
+            target.call("GET", &format!("/internal/v1/jobs/{id}"), None, Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
         if status != 200 {
             anyhow::bail!("job {id}: {status} {v}");
         }

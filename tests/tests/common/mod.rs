@@ -172,6 +172,23 @@ impl Drop for Berth {
     }
 }
 
+/// Poll `cond` every 100 ms until it holds; fail the test after `secs`.
+pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Push a blob monolithically (`POST ?digest=`), asserting 201; returns its digest.
+pub fn push_blob(node: &Berth, repo: &str, data: &[u8]) -> String {
+    let d = sha256(data);
+    let r = http("POST", &node.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")), &[], Some(data));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    d
+}
+
 /// A response with any status.
 pub struct Resp {
     pub status: u16,
