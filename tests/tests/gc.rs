@@ -149,6 +149,10 @@ fn cli_dry_run_then_delete_with_per_repository_breakdown() {
     assert!(dry.contains(&sha256(&layer(20, 500_000))), "--verbose lists digests: {dry}");
     let del = cli(&["--delete", "--grace", "0s"]);
     assert!(del.starts_with("Deleted 4 blobs, reclaimed 3.5 MB"), "{del}");
+    let metrics = String::from_utf8(http("GET", &node.url("/metrics"), &[], None).body).unwrap();
+    assert!(metrics.contains("berth_gc_deleted_blobs_total 4"), "{metrics}");
+    assert!(metrics.contains("berth_gc_reclaimed_bytes_total 3500000"), "{metrics}");
+    assert!(metrics.contains(r#"berth_gc_runs_total{mode="dry_run",result="ok"} 1"#), "{metrics}");
     assert!(cli(&["--dry-run", "--grace", "0s"]).starts_with("Would delete 0 unreferenced blobs"));
 }
 

@@ -98,6 +98,8 @@ impl App {
         let internal_token = internal_token(&cfg)?;
         let (feed_notify, _) = tokio::sync::watch::channel(index.next_sequence() - 1);
         let mut metrics = Metrics::new();
+        let gc = Arc::new(crate::gc::GcJobs::default());
+        gc.metrics.register(metrics.registry_mut());
         let tier = match &cfg.storage.s3 {
             None => None,
             Some(s3) => {
@@ -122,7 +124,7 @@ impl App {
             auth,
             metrics,
             tier,
-            gc: Arc::new(crate::gc::GcJobs::default()),
+            gc,
             internal_token,
             feed_notify,
             expiry_last_run_ms: std::sync::atomic::AtomicU64::new(0),

@@ -583,11 +583,48 @@ impl Job {
     }
 }
 
+/// Label of a GC run metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RunLabels {
+    /// `dry_run` or `delete`.
+    pub mode: &'static str,
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// GC metrics (registered into the node's registry).
+#[derive(Default)]
+pub struct GcMetrics {
+    /// Runs by mode and result.
+    pub runs: prometheus_client::metrics::family::Family<RunLabels, prometheus_client::metrics::counter::Counter>,
+    /// Blobs deleted by real runs.
+    pub deleted_blobs: prometheus_client::metrics::counter::Counter,
+    /// Manifests deleted by real runs.
+    pub deleted_manifests: prometheus_client::metrics::counter::Counter,
+    /// Bytes reclaimed by real runs (blobs and orphan files).
+    pub reclaimed_bytes: prometheus_client::metrics::counter::Counter,
+    /// Duration of the last run, seconds.
+    pub last_duration: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl GcMetrics {
+    /// Register into the node's registry.
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register("gc_runs", "Garbage-collection runs by mode and result", self.runs.clone());
+        r.register("gc_deleted_blobs", "Blobs deleted by garbage collection", self.deleted_blobs.clone());
+        r.register("gc_deleted_manifests", "Manifests deleted by garbage collection", self.deleted_manifests.clone());
+        r.register("gc_reclaimed_bytes", "Bytes reclaimed by garbage collection", self.reclaimed_bytes.clone());
+        r.register("gc_last_duration_seconds", "Duration of the last garbage-collection run", self.last_duration.clone());
+    }
+}
+
 /// GC jobs of this node: at most one runs at a time; the last 50 are remembered.
 #[derive(Default)]
 pub struct GcJobs {
     jobs: Mutex<Vec<Job>>,
     last_run_ms: AtomicU64,
+    /// Metrics of the runs.
+    pub metrics: GcMetrics,
 }
 
 impl GcJobs {
@@ -620,7 +657,17 @@ impl GcJobs {
             .name("berth-gc".into())
             .spawn(move || {
                 tracing::info!(job = %id2, dry_run, "garbage collection started");
+                let started = std::time::Instant::now();
                 let res = run(&index, &blobs, &policy, dry_run, &progress);
+                let m = &me.metrics;
+                m.last_duration.set(started.elapsed().as_secs_f64());
+                let mode = if dry_run { "dry_run" } else { "delete" };
+                m.runs.get_or_create(&RunLabels { mode, result: if res.is_ok() { "ok" } else { "error" } }).inc();
+                if let (Ok(r), false) = (&res, dry_run) {
+                    m.deleted_blobs.inc_by(r.blobs.len() as u64);
+                    m.deleted_manifests.inc_by(r.manifests.len() as u64);
+                    m.reclaimed_bytes.inc_by(r.blob_bytes + r.orphan_bytes);
+                }
                 match &res {
                     Ok(r) => tracing::info!(
                         job = %id2, dry_run, blobs = r.blobs.len(), bytes = r.blob_bytes, manifests = r.manifests.len(),
