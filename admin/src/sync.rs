@@ -62,7 +62,7 @@ pub async fn follow(sc: Arc<Sidecar>) {
                 continue;
             }
         };
-        let path = format!("/internal/v1/changes?from={}&limit={}&wait_ms=20000", from + 1, sc.cfg.sync_batch);
+        let path = format!("/internal/v1/changes?from={}&limit={}&wait_ms=20000&consumer=admin", from + 1, sc.cfg.sync_batch);
         let answer = match sc.node.ok("GET", &path, None, Duration::from_secs(40)).await {
             Ok(v) => v,
             Err(e) => {
@@ -71,6 +71,27 @@ pub async fn follow(sc: Arc<Sidecar>) {
             }
         };
         let head = answer["head"].as_u64().unwrap_or(0);
+        let first = answer["first"].as_u64().unwrap_or(1);
+        if first > from + 1 {
+            // The node trimmed changes we never applied (we were away longer than its consumer
+            // timeout, or this database is new): start again from a snapshot.
+            tracing::warn!(from, first, "the node's feed no longer has our position; resyncing from a snapshot");
+            let res = match sc.node.ok("GET", "/internal/v1/export", None, Duration::from_secs(600)).await {
+                Ok(ex) => db::resync(c, &ex).await.map_err(|e| format!("postgres: {e}")),
+                Err(e) => Err(e.to_string()),
+            };
+            match res {
+                Ok(seq) => {
+                    tracing::info!(seq, "resynced from a node snapshot");
+                    sc.update_sync(|v| v.last_seq = seq);
+                }
+                Err(e) => {
+                    client = None;
+                    backoff(&sc, &mut failures, e).await;
+                }
+            }
+            continue;
+        }
         let batch: Vec<ChangeRecord> = match serde_json::from_value(answer["changes"].clone()) {
             Ok(b) => b,
             Err(e) => {

@@ -254,3 +254,33 @@ fn one_batch_of_conflicting_changes_applies_in_order() {
     assert_eq!(e.pg.query(&format!("SELECT count(*) FROM manifests WHERE digest = '{m2}'")), "0");
     check_ok(&e.admin);
 }
+
+#[test]
+fn sidecar_away_past_feed_retention_resyncs_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(pg) = Postgres::start(tmp.path()) else { return };
+    let feed = [
+        ("BERTH_FEED__RETAIN_CHANGES", "3"),
+        ("BERTH_FEED__CONSUMER_TIMEOUT_SECS", "1"),
+        ("BERTH_FEED__TRIM_INTERVAL_SECS", "1"),
+    ];
+    let node = Berth::start(&tmp.path().join("data"), &feed);
+    let mut admin = Admin::start(&pg, &node.dir, tmp.path().join("admin.log"), &[]);
+    push_image(&node, "trim/app", "v1", 100);
+    wait_for("sync", 30, || caught_up(&pg, &node));
+    // While the sidecar runs, its position holds the feed back.
+    admin.kill9();
+    for i in 0..10u8 {
+        push_image(&node, "trim/app", &format!("t{i}"), 101 + i);
+    }
+    // Away longer than the consumer timeout: the feed is trimmed past its position.
+    std::thread::sleep(Duration::from_millis(3500));
+    admin.restart();
+    wait_for("resync and catch up", 60, || caught_up(&pg, &node));
+    check_ok(&admin);
+    assert_eq!(pg.query("SELECT count(*) FROM tags WHERE repo = 'trim/app'"), "11");
+    let log = std::fs::read_to_string(&admin.log).unwrap();
+    assert!(log.contains("resyncing from a snapshot"), "{log}");
+    drop(admin);
+    drop(node);
+}

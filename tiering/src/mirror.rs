@@ -22,6 +22,8 @@ pub(crate) async fn run(t: Arc<Tiering>) {
     let mut failures = 0u32;
     while !t.stopping() {
         let cursor = t.index.cursor(CURSOR).unwrap_or(0);
+        // Heartbeat: a live mirror (even one blocked by an S3 outage) holds the feed back.
+        let _ = t.index.set_cursor(CURSOR, cursor);
         let lag = t.index.next_sequence().saturating_sub(1).saturating_sub(cursor);
         t.workers.update(NAME, |w| {
             w.backlog = lag;

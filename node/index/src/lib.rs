@@ -27,6 +27,7 @@
 mod codec;
 mod gc;
 mod model;
+mod retention;
 mod tier;
 
 use std::path::Path;

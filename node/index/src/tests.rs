@@ -165,3 +165,27 @@ fn import_and_cursors() {
     idx.set_cursor("mirror", 42).unwrap();
     assert_eq!(idx.cursor("mirror").unwrap(), 42);
 }
+
+#[test]
+fn feed_trimming_respects_consumers_and_keeps_the_head() {
+    let (d, idx) = open();
+    let r = repo("f");
+    for i in 0..10u8 {
+        idx.commit_blob(&r, &Digest::of(Algorithm::Sha256, &[i]), 1, None).unwrap();
+    }
+    // 20 records (commit + link each). A live consumer at 5 pins everything after it.
+    assert_eq!(idx.next_sequence(), 21);
+    idx.consumer_at("admin", 5).unwrap();
+    assert_eq!(idx.trim_feed(3, 60_000).unwrap(), 6);
+    assert_eq!(idx.changes(1, 100).unwrap().first().unwrap().seq, 6);
+    // A consumer not seen within the timeout no longer pins it; `retain` still does.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(idx.trim_feed(3, 1).unwrap(), 18);
+    assert_eq!(idx.first_sequence().unwrap(), 18);
+    // Even retain 0 keeps the newest record, so sequences continue after a reopen.
+    idx.trim_feed(0, 1).unwrap();
+    assert_eq!(idx.changes(1, 100).unwrap().len(), 1);
+    drop(idx);
+    let idx = Index::open(d.path(), false).unwrap();
+    assert_eq!(idx.next_sequence(), 21);
+}

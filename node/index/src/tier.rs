@@ -229,11 +229,6 @@ impl Index {
     /// Record a consumer's position. Not synced: replaying a few changes after a crash is
     /// harmless for consumers that apply them idempotently.
     pub fn set_cursor(&self, name: &str, seq: u64) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        self.put_stat(&mut batch, &cursor_key(name), seq);
-        let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(false);
-        self.db.write_opt(batch, &wo)?;
-        Ok(())
+        self.consumer_at(name, seq)
     }
 }

@@ -58,6 +58,28 @@ pub struct Config {
     pub internal: InternalConfig,
     /// Default garbage-collection policy (each run may override it).
     pub gc: crate::gc::GcPolicy,
+    /// Change-feed retention.
+    pub feed: FeedConfig,
+}
+
+/// Change-feed retention: records are trimmed once every live consumer (the S3 mirror, an
+/// admin sidecar) has applied them, keeping at least `retain_changes` recent ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// Recent records always kept, consumed or not.
+    pub retain_changes: u64,
+    /// A consumer not seen for this long no longer holds records back (seconds). A sidecar
+    /// that comes back later finds its position trimmed and resyncs by itself.
+    pub consumer_timeout_secs: u64,
+    /// How often the feed is trimmed (seconds).
+    pub trim_interval_secs: u64,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig { retain_changes: 1_000_000, consumer_timeout_secs: 7 * 24 * 3600, trim_interval_secs: 300 }
+    }
 }
 
 /// The internal API: a separate listener, never the public port.
@@ -162,6 +184,7 @@ impl Default for Config {
             cache: berth_tiering::CacheConfig::default(),
             internal: InternalConfig::default(),
             gc: crate::gc::GcPolicy::default(),
+            feed: FeedConfig::default(),
         }
     }
 }

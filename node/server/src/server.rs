@@ -248,9 +248,24 @@ async fn accept_loop(app: Arc<App>, listener: std::net::TcpListener, core: usize
     }
 }
 
+/// Core 0's housekeeping: upload expiry and change-feed trimming, each on its own interval.
 async fn expiry_worker(app: Arc<App>) {
-    let every = Duration::from_secs(app.cfg.uploads.expiry_interval_secs.max(1));
-    while nap(&app, every).await {
+    let expiry_every = Duration::from_secs(app.cfg.uploads.expiry_interval_secs.max(1));
+    let trim_every = Duration::from_secs(app.cfg.feed.trim_interval_secs.max(1));
+    let (mut last_expiry, mut last_trim) = (Instant::now(), Instant::now());
+    while nap(&app, expiry_every.min(trim_every)).await {
+        if last_trim.elapsed() >= trim_every {
+            last_trim = Instant::now();
+            let f = &app.cfg.feed;
+            match app.index.trim_feed(f.retain_changes, f.consumer_timeout_secs.saturating_mul(1000)) {
+                Ok(first) => tracing::debug!(first, "change feed trimmed"),
+                Err(e) => tracing::warn!(error = %e, "change feed trim failed"),
+            }
+        }
+        if last_expiry.elapsed() < expiry_every {
+            continue;
+        }
+        last_expiry = Instant::now();
         let n = app.uploads.expire();
         app.expiry_last_run_ms.store(
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
