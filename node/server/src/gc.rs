@@ -444,10 +444,11 @@ pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, p
             let deleted = if dry_run {
                 true
             } else {
+                let _g = blobs.lock(d);
                 match index.remove_blob_if_unused(d, plan.blob_cutoff_ms, Durability::Deferred).map_err(|e| e.to_string())? {
                     Ok(meta) => {
                         if meta.tier.is_local() {
-                            files.push(blobs.path(d));
+                            files.push(d.clone());
                         }
                         true
                     }
@@ -469,7 +470,14 @@ pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, p
         }
         if !dry_run {
             index.sync_wal().map_err(|e| e.to_string())?;
-            for f in files {
+            for d in files {
+                // A push of the same digest may have published a fresh file since: only an
+                // unowned file goes (checked under the lock publishing holds).
+                let _g = blobs.lock(&d);
+                if index.blob(&d).map_err(|e| e.to_string())?.is_some_and(|m| m.tier.is_local()) {
+                    continue;
+                }
+                let f = blobs.path(&d);
                 match std::fs::remove_file(&f) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -486,12 +494,13 @@ pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, p
     // Orphan files (re-checked: a publish may have claimed one since the plan).
     progress.phase(4, plan.orphans.len() as u64);
     for (path, size) in &plan.orphans {
-        let still_orphan = path
+        let digest = path
             .file_name()
             .and_then(|n| path.parent()?.parent()?.file_name().map(|a| format!("{}:{}", a.to_string_lossy(), n.to_string_lossy())))
-            .and_then(|s| s.parse::<Digest>().ok())
-            .map(|d| index.blob(&d).ok().flatten().is_none_or(|m| !m.tier.is_local()))
-            .unwrap_or(true);
+            .and_then(|s| s.parse::<Digest>().ok());
+        let _g = digest.as_ref().map(|d| blobs.lock(d));
+        let still_orphan =
+            digest.map(|d| index.blob(&d).ok().flatten().is_none_or(|m| !m.tier.is_local())).unwrap_or(true);
         if !still_orphan {
             r.kept_in_use += 1;
             continue;

@@ -56,6 +56,8 @@ pub(super) async fn start(
         return super::method_not_allowed("POST");
     }
     if let Some(digest) = query_digest(req, "mount")? {
+        // Serialised with GC's removal of this digest, and recorded as a use right away.
+        let guard = app.blobs.lock(&digest);
         let linked = match req.query("from") {
             Some(from) => {
                 let from: RepoName = from
@@ -68,9 +70,10 @@ pub(super) async fn start(
             None => app.index.link_blob(repo, &digest).map_err(index_error)?,
         };
         if linked {
-            crate::store::access::used(&app.index, &digest);
+            crate::store::access::record_now(&app.index, &digest);
             return Ok(created(repo, &digest));
         }
+        drop(guard);
         // Fall back to a regular upload session (spec: 202).
     } else if let Some(digest) = query_digest(req, "digest")? {
         app.uploads.monolithic(repo, &digest, body).await?;

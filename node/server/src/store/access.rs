@@ -38,6 +38,14 @@ pub fn used(index: &Index, digest: &Digest) {
     }
 }
 
+/// Record a commit or mount of `digest` in the index now (unsynced, not buffered): garbage
+/// collection's grace period must see it before it can decide to delete the blob.
+pub fn record_now(index: &Index, digest: &Digest) {
+    if let Err(e) = index.record_access(&[(digest.clone(), now_ms())]) {
+        tracing::warn!(error = %e, "could not record a blob's use");
+    }
+}
+
 /// Write this core's buffered accesses to the index.
 pub fn flush(index: &Index) {
     let batch: Vec<(Digest, u64)> = PENDING.with(|p| p.borrow_mut().drain().collect());

@@ -8,8 +8,13 @@ use berth_types::Digest;
 
 /// The blob file store. Files only ever appear by an atomic rename of a fully written and
 /// synced temp file, followed by a sync of the directory.
+///
+/// Striped per-digest locks serialise "check the index, then touch the file" steps of
+/// publishing (rename + index commit) against garbage collection (index removal, then unlink):
+/// without them a re-push of a digest GC is deleting could lose its fresh file.
 pub struct BlobStore {
     root: PathBuf,
+    locks: Vec<std::sync::Mutex<()>>,
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -23,13 +28,19 @@ impl BlobStore {
         for d in ["blobs/sha256", "blobs/sha512", "uploads"] {
             fs::create_dir_all(root.join(d))?;
         }
-        Ok(BlobStore { root })
+        Ok(BlobStore { root, locks: (0..256).map(|_| std::sync::Mutex::new(())).collect() })
     }
 
     /// Final path of a blob. Safe by construction: the digest's hex is validated.
     pub fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.root.join("blobs").join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
+    }
+
+    /// The lock of `digest`'s stripe. Hold it only across synchronous work (never an await).
+    pub fn lock(&self, digest: &Digest) -> std::sync::MutexGuard<'_, ()> {
+        let b = u8::from_str_radix(&digest.hex()[..2], 16).unwrap_or(0) as usize;
+        self.locks[b].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The data directory.

@@ -360,8 +360,10 @@ impl Uploads {
         digest: &Digest,
     ) -> Result<u64, OciError> {
         let sid = id.to_string();
+        let _g = self.blobs.lock(digest);
         if self.index.blob(digest).map_err(index_error)?.is_some() {
             self.index.commit_blob(repo, digest, s.offset, Some(&sid)).map_err(index_error)?;
+            super::access::record_now(&self.index, digest);
             return Ok(s.offset);
         }
         let path = self.blobs.path(digest);
@@ -370,6 +372,7 @@ impl Uploads {
         if intact {
             tracing::info!(upload = %id, %digest, "finishing an upload whose commit was interrupted");
             self.index.commit_blob(repo, digest, s.offset, Some(&sid)).map_err(index_error)?;
+            super::access::record_now(&self.index, digest);
             return Ok(s.offset);
         }
         self.discard(repo, id);
@@ -379,20 +382,33 @@ impl Uploads {
     /// Make a verified upload file durable, move it into place, and commit it to the index.
     async fn publish(&self, repo: &RepoName, id: UploadId, digest: &Digest, size: u64) -> Result<(), OciError> {
         let path = self.path(id);
-        let exists = self.index.blob(digest).map_err(index_error)?.is_some();
-        if exists {
-            let _ = std::fs::remove_file(&path);
-        } else {
+        let seen = self.index.blob(digest).map_err(index_error)?.is_some();
+        let mut synced = false;
+        if !seen {
             let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_error(e, "open upload"))?;
             // Drop anything past the verified length (left by an earlier broken chunk).
             f.set_len(size).map_err(|e| io_error(e, "truncate upload"))?;
             let f = monoio::fs::File::from_std(f).map_err(|e| io_error(e, "open upload"))?;
             f.sync_all().await.map_err(|e| io_error(e, "sync upload"))?;
             drop(f);
+            synced = true;
+        }
+        // From here to the commit, no await: the stripe lock keeps GC from removing this
+        // digest (index entry or file) between our check and our commit.
+        let _g = self.blobs.lock(digest);
+        if self.index.blob(digest).map_err(index_error)?.is_some() {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            if !synced {
+                // It existed a moment ago and GC removed it since: publish ours after all.
+                let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_error(e, "open upload"))?;
+                f.set_len(size).map_err(|e| io_error(e, "truncate upload"))?;
+                f.sync_all().map_err(|e| io_error(e, "sync upload"))?;
+            }
             self.blobs.publish(&path, digest).map_err(|e| io_error(e, "publish blob"))?;
         }
         self.index.commit_blob(repo, digest, size, Some(&id.to_string())).map_err(index_error)?;
-        super::access::used(&self.index, digest);
+        super::access::record_now(&self.index, digest);
         Ok(())
     }
 
