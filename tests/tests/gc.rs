@@ -301,8 +301,17 @@ fn kill9_mid_gc_then_rerun_finishes() {
     let (url, token) = internal(&node);
     let body = serde_json::to_vec(&json!({"dry_run": false, "policy": {"grace_secs": 0}})).unwrap();
     let auth = format!("Bearer {token}");
-    assert_eq!(http("POST", &format!("{url}/internal/v1/gc"), &[("Authorization", &auth)], Some(&body)).status, 202);
-    std::thread::sleep(Duration::from_millis(300));
+    let r = http("POST", &format!("{url}/internal/v1/gc"), &[("Authorization", &auth)], Some(&body));
+    assert_eq!(r.status, 202);
+    let id = serde_json::from_slice::<Value>(&r.body).unwrap()["id"].as_str().unwrap().to_string();
+    // Kill as soon as blob deletion has started (not after a fixed sleep: a slow machine may
+    // still be planning).
+    wait_for("blob deletion to start", 60, || {
+        let v: Value =
+            serde_json::from_slice(&http("GET", &format!("{url}/internal/v1/jobs/{id}"), &[("Authorization", &auth)], None).body)
+                .unwrap();
+        v["phase"] == "deleting blobs" && v["done"].as_u64().unwrap_or(0) > 0 || v["state"] != "running"
+    });
     node.kill9();
     let out = Command::new(berth_bin()).args(["fsck", "--data-dir"]).arg(&node.dir).output().unwrap();
     assert!(out.status.success(), "consistent after a crash mid-GC: {}", String::from_utf8_lossy(&out.stdout));
