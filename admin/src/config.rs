@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use berth_node::gc::GcPolicy;
+use berth_internal_api::gc::GcPolicy;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};

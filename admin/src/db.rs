@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use berth_index::{Change, ChangeRecord};
-use serde_json::Value;
+use berth_internal_api::feed::{Change, ChangeRecord};
 use futures_util::future::try_join_all;
+use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
@@ -25,15 +25,22 @@ pub async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
 
 /// Apply the migrations not applied yet. Returns the schema version.
 pub async fn migrate(client: &mut Client) -> Result<i32, tokio_postgres::Error> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await?;
+    // Create the bookkeeping table only when missing: `CREATE TABLE IF NOT EXISTS` on an
+    // existing table makes Postgres send a NOTICE that would be logged at every start.
+    let exists: bool = client.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[]).await?.get(0);
+    if !exists {
+        client
+            .batch_execute(
+                "SET LOCAL client_min_messages = warning; \
+                 CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await?;
+    }
     // One migrator at a time (two sidecars starting together).
     let tx = client.transaction().await?;
     tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE", &[]).await?;
-    let done: HashSet<i32> = tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
+    let done: HashSet<i32> =
+        tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
     let mut version = done.iter().copied().max().unwrap_or(0);
     for (v, sql) in MIGRATIONS {
         if done.contains(v) {
@@ -83,9 +90,11 @@ fn statements(rec: &ChangeRecord, out: &mut Vec<Stmt>, touched: &mut BTreeSet<St
             *size as i64,
             at
         )),
-        Change::BlobTier { digest, tier } => {
-            out.push(stmt!("UPDATE blobs SET tier = $2 WHERE digest = $1", digest.to_string(), tier.as_str().to_string()))
-        }
+        Change::BlobTier { digest, tier } => out.push(stmt!(
+            "UPDATE blobs SET tier = $2 WHERE digest = $1",
+            digest.to_string(),
+            tier.as_str().to_string()
+        )),
         Change::BlobRemoved { digest } => {
             out.push(stmt!("DELETE FROM repository_blobs WHERE digest = $1", digest.to_string()));
             out.push(stmt!("DELETE FROM blobs WHERE digest = $1", digest.to_string()));
@@ -127,7 +136,13 @@ fn statements(rec: &ChangeRecord, out: &mut Vec<Stmt>, touched: &mut BTreeSet<St
                 subject.as_ref().map(|s| s.to_string()),
                 at
             ));
-            refs_statements(out, &r, &d, blobs.iter().map(|b| b.to_string()).collect(), manifests.iter().map(|m| m.to_string()).collect());
+            refs_statements(
+                out,
+                &r,
+                &d,
+                blobs.iter().map(|b| b.to_string()).collect(),
+                manifests.iter().map(|m| m.to_string()).collect(),
+            );
         }
         Change::ManifestDeleted { repo, digest } => {
             let (r, d) = (repo.to_string(), digest.to_string());
@@ -154,8 +169,16 @@ fn statements(rec: &ChangeRecord, out: &mut Vec<Stmt>, touched: &mut BTreeSet<St
 }
 
 fn refs_statements(out: &mut Vec<Stmt>, repo: &str, manifest: &str, blobs: Vec<String>, children: Vec<String>) {
-    out.push(stmt!("DELETE FROM manifest_blobs WHERE repo = $1 AND manifest = $2", repo.to_string(), manifest.to_string()));
-    out.push(stmt!("DELETE FROM manifest_manifests WHERE repo = $1 AND parent = $2", repo.to_string(), manifest.to_string()));
+    out.push(stmt!(
+        "DELETE FROM manifest_blobs WHERE repo = $1 AND manifest = $2",
+        repo.to_string(),
+        manifest.to_string()
+    ));
+    out.push(stmt!(
+        "DELETE FROM manifest_manifests WHERE repo = $1 AND parent = $2",
+        repo.to_string(),
+        manifest.to_string()
+    ));
     if !blobs.is_empty() {
         let pos: Vec<i32> = (0..blobs.len() as i32).collect();
         out.push(stmt!(
@@ -281,16 +304,14 @@ pub async fn resync(client: &mut Client, ex: &Value) -> Result<u64, tokio_postgr
     .await?;
     let empty = Vec::new();
     let blobs = ex["blobs"].as_array().unwrap_or(&empty);
-    let (d, sz, tier, at): (Vec<String>, Vec<i64>, Vec<String>, Vec<f64>) = blobs.iter().fold(
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-        |mut acc, b| {
+    let (d, sz, tier, at): (Vec<String>, Vec<i64>, Vec<String>, Vec<f64>) =
+        blobs.iter().fold((Vec::new(), Vec::new(), Vec::new(), Vec::new()), |mut acc, b| {
             acc.0.push(s(&b["digest"]));
             acc.1.push(b["size"].as_i64().unwrap_or(0));
             acc.2.push(s(&b["tier"]));
             acc.3.push(ts(b["created_at_ms"].as_u64().unwrap_or(0)));
             acc
-        },
-    );
+        });
     tx.execute(
         "INSERT INTO blobs (digest, size, tier, created_at) SELECT d, s, t, to_timestamp(a) FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::float8[]) AS x(d, s, t, a)",
         &[&d, &sz, &tier, &at],
@@ -302,7 +323,8 @@ pub async fn resync(client: &mut Client, ex: &Value) -> Result<u64, tokio_postgr
     for r in &lr {
         repos.entry(r.clone()).or_insert(0.0);
     }
-    tx.execute("INSERT INTO repository_blobs (repo, digest) SELECT * FROM UNNEST($1::text[], $2::text[])", &[&lr, &ld]).await?;
+    tx.execute("INSERT INTO repository_blobs (repo, digest) SELECT * FROM UNNEST($1::text[], $2::text[])", &[&lr, &ld])
+        .await?;
     // Everything else as one pipelined stream of statements.
     let mut stmts = Vec::new();
     for m in ex["manifests"].as_array().unwrap_or(&empty) {
@@ -368,13 +390,25 @@ pub async fn compare(client: &Client, ex: &Value) -> Result<Differences, tokio_p
     let empty = Vec::new();
     let arr = |k: &str| ex[k].as_array().unwrap_or(&empty).clone();
     let node: Vec<(&'static str, BTreeSet<String>)> = vec![
-        ("blobs", arr("blobs").iter().map(|b| format!("{} {} {}", s(&b["digest"]), b["size"], s(&b["tier"]))).collect()),
+        (
+            "blobs",
+            arr("blobs").iter().map(|b| format!("{} {} {}", s(&b["digest"]), b["size"], s(&b["tier"]))).collect(),
+        ),
         ("repository_blobs", arr("links").iter().map(|l| format!("{} {}", s(&l["repo"]), s(&l["digest"]))).collect()),
         (
             "manifests",
             arr("manifests")
                 .iter()
-                .map(|m| format!("{} {} {} {} {}", s(&m["repo"]), s(&m["digest"]), s(&m["media_type"]), m["size"], s(&m["subject"])))
+                .map(|m| {
+                    format!(
+                        "{} {} {} {} {}",
+                        s(&m["repo"]),
+                        s(&m["digest"]),
+                        s(&m["media_type"]),
+                        m["size"],
+                        s(&m["subject"])
+                    )
+                })
                 .collect(),
         ),
         (
@@ -387,7 +421,10 @@ pub async fn compare(client: &Client, ex: &Value) -> Result<Differences, tokio_p
                 })
                 .collect(),
         ),
-        ("tags", arr("tags").iter().map(|t| format!("{} {} {}", s(&t["repo"]), s(&t["tag"]), s(&t["digest"]))).collect()),
+        (
+            "tags",
+            arr("tags").iter().map(|t| format!("{} {} {}", s(&t["repo"]), s(&t["tag"]), s(&t["digest"]))).collect(),
+        ),
     ];
     let queries = [
         ("blobs", "SELECT digest || ' ' || size || ' ' || tier FROM blobs"),

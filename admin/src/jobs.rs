@@ -9,7 +9,12 @@ use serde_json::{json, Value};
 use crate::{db, Sidecar};
 
 /// Start a GC on the node and record it. `Err` carries (HTTP status, message).
-pub async fn start(sc: &Arc<Sidecar>, dry_run: bool, policy: Option<Value>, trigger: &str) -> Result<Value, (u16, Value)> {
+pub async fn start(
+    sc: &Arc<Sidecar>,
+    dry_run: bool,
+    policy: Option<Value>,
+    trigger: &str,
+) -> Result<Value, (u16, Value)> {
     let policy = policy.unwrap_or_else(|| serde_json::to_value(&sc.cfg.gc).unwrap_or(Value::Null));
     let body = json!({ "dry_run": dry_run, "policy": policy });
     let (status, v) = sc
@@ -50,7 +55,9 @@ pub async fn watch(sc: Arc<Sidecar>) {
             let v = match sc.node.call("GET", &format!("/internal/v1/jobs/{id}"), None, Duration::from_secs(10)).await {
                 Ok((200, v)) => v,
                 // The node restarted and forgot it: a crash mid-GC leaves a consistent store.
-                Ok((404, _)) => json!({ "state": "failed", "error": "the node restarted during this job; rerun to finish" }),
+                Ok((404, _)) => {
+                    json!({ "state": "failed", "error": "the node restarted during this job; rerun to finish" })
+                }
                 _ => continue,
             };
             let state = v["state"].as_str().unwrap_or("running").to_string();

@@ -9,7 +9,7 @@
 //! A separate binary, not a `berth` subcommand: the sidecar's dependencies (Postgres client,
 //! HTTP framework, cron) are never needed by the storage node, so they stay out of its binary
 //! and its attack surface; both are built from this workspace and share the node's types
-//! (`berth_node::gc`, `berth_index::ChangeRecord`) as libraries, and talk over the node's
+//! (`berth_internal_api`: feed records, GC types, the client) as a library, and talk over the node's
 //! internal API. GC itself runs inside the node, whose index is the authority.
 //!
 //! Layering: `api` and `scheduler` → `jobs`, `db`, `node`; `sync` → `db`, `node`.
@@ -42,10 +42,16 @@ pub struct Sidecar {
 impl Sidecar {
     /// Build from configuration (resolving the node's internal API address and token).
     pub fn new(cfg: AdminConfig) -> anyhow::Result<Sidecar> {
-        let target =
-            berth_node::gc_cli::Target::resolve(&cfg.node_data_dir, cfg.node_url.clone(), cfg.node_token.clone())?;
+        let target = berth_internal_api::InternalClient::resolve(
+            &cfg.node_data_dir,
+            cfg.node_url.clone(),
+            cfg.node_token.clone(),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!("{e}; set node_data_dir (BERTH_ADMIN_NODE_DATA_DIR), or node_url and node_token")
+        })?;
         Ok(Sidecar {
-            node: NodeClient::new(target.url, target.token),
+            node: NodeClient::from(target),
             cfg,
             sync: Mutex::new(SyncView { state: "idle", ..Default::default() }),
             next_gc_ms: AtomicU64::new(0),

@@ -1,10 +1,17 @@
 //! The node's internal API, from the sidecar: change feed, export, GC jobs, workers, stats.
 //! Blocking `ureq` calls on tokio's blocking pool: the sidecar makes a few calls a second.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use berth_node::gc_cli::Target;
+use berth_internal_api::InternalClient;
 use serde_json::Value;
+
+impl From<InternalClient> for NodeClient {
+    fn from(c: InternalClient) -> Self {
+        NodeClient { inner: Arc::new(RwLock::new(c)) }
+    }
+}
 
 /// Why a node call failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,30 +29,65 @@ pub enum NodeError {
     },
 }
 
-/// A client of one node's internal API (the same blocking client as `berth gc`, run on
-/// tokio's blocking pool).
+/// A client of one node's internal API (the shared blocking client, run on tokio's blocking
+/// pool). When the node cannot be reached, the address and token are re-read from the node's
+/// data directory and the call is tried once more: a restarted node listens elsewhere.
 #[derive(Clone)]
 pub struct NodeClient {
-    target: Target,
+    inner: Arc<RwLock<InternalClient>>,
 }
 
 impl NodeClient {
     /// A client for `url` with `token`.
     pub fn new(url: String, token: String) -> NodeClient {
-        NodeClient { target: Target { url: url.trim_end_matches('/').to_string(), token } }
+        NodeClient::from(InternalClient::new(url, token))
+    }
+
+    /// The URL in use.
+    pub fn url(&self) -> String {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).url().to_owned()
     }
 
     /// Call `method path` with an optional JSON body; returns the status and JSON answer.
-    pub async fn call(&self, method: &'static str, path: &str, body: Option<Value>, timeout: Duration) -> Result<(u16, Value), NodeError> {
-        let (target, path) = (self.target.clone(), path.to_string());
-        tokio::task::spawn_blocking(move || target.call(method, &path, body, timeout))
-            .await
-            .map_err(|e| NodeError::Unreachable(e.to_string()))?
-            .map_err(NodeError::Unreachable)
+    pub async fn call(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<(u16, Value), NodeError> {
+        let inner = self.inner.clone();
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || {
+            let client = inner.read().unwrap_or_else(|p| p.into_inner()).clone();
+            match client.call(method, &path, body.clone(), timeout) {
+                Ok(answer) => Ok(answer),
+                Err(e) => {
+                    let mut w = inner.write().unwrap_or_else(|p| p.into_inner());
+                    if w.refresh() {
+                        tracing::info!(url = w.url(), "the node's internal API moved (node restarted); following it");
+                        let client = w.clone();
+                        drop(w);
+                        client.call(method, &path, body, timeout)
+                    } else {
+                        Err(e)
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|e| NodeError::Unreachable(e.to_string()))?
+        .map_err(NodeError::Unreachable)
     }
 
     /// `call`, requiring a 2xx answer.
-    pub async fn ok(&self, method: &'static str, path: &str, body: Option<Value>, timeout: Duration) -> Result<Value, NodeError> {
+    pub async fn ok(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, NodeError> {
         let (status, v) = self.call(method, path, body, timeout).await?;
         if (200..300).contains(&status) {
             Ok(v)
@@ -71,7 +113,8 @@ mod tests {
             let (mut s, _) = listener.accept().unwrap();
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).unwrap();
-            write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len())
+                .unwrap();
             s.write_all(&body).unwrap();
         });
         let c = NodeClient::new(format!("http://127.0.0.1:{port}"), "t".into());

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_index::ChangeRecord;
+use berth_internal_api::feed::ChangeRecord;
 use serde::Serialize;
 
 use crate::db::{self, Applied};
@@ -30,6 +30,21 @@ pub struct SyncView {
     pub last_run_ms: u64,
     /// Last failure, cleared by the next success.
     pub last_error: Option<String>,
+    /// Whether the node's internal API answered the last poll.
+    pub node_reachable: bool,
+    /// When the node last answered a poll (unix ms; 0 never).
+    pub last_contact_ms: u64,
+}
+
+impl SyncView {
+    /// The node stopped answering: the head it last reported is stale, so the lag is at least
+    /// the time since that answer (not the 0 a stale head would suggest).
+    fn node_lost(&mut self) {
+        self.node_reachable = false;
+        if self.last_contact_ms > 0 {
+            self.lag_seconds = self.lag_seconds.max(now_ms().saturating_sub(self.last_contact_ms) as f64 / 1000.0);
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -62,14 +77,20 @@ pub async fn follow(sc: Arc<Sidecar>) {
                 continue;
             }
         };
-        let path = format!("/internal/v1/changes?from={}&limit={}&wait_ms=20000&consumer=admin", from + 1, sc.cfg.sync_batch);
+        let path =
+            format!("/internal/v1/changes?from={}&limit={}&wait_ms=20000&consumer=admin", from + 1, sc.cfg.sync_batch);
         let answer = match sc.node.ok("GET", &path, None, Duration::from_secs(40)).await {
             Ok(v) => v,
             Err(e) => {
+                sc.update_sync(SyncView::node_lost);
                 backoff(&sc, &mut failures, e.to_string()).await;
                 continue;
             }
         };
+        sc.update_sync(|v| {
+            v.node_reachable = true;
+            v.last_contact_ms = now_ms();
+        });
         let head = answer["head"].as_u64().unwrap_or(0);
         let first = answer["first"].as_u64().unwrap_or(1);
         if first > from + 1 {

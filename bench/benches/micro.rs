@@ -75,6 +75,7 @@ fn index(c: &mut Criterion) {
     }
     let tags: Vec<Tag> = (0..100).map(|i| format!("v{i}").parse().unwrap()).collect();
     let rec = ManifestRecord {
+        absent: Vec::new(),
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         artifact_type: None,
         subject: None,

@@ -26,6 +26,7 @@ fn main() {
         }
         let bytes = format!("{{\"manifest\":{m}}}").into_bytes();
         let rec = ManifestRecord {
+            absent: Vec::new(),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             artifact_type: None,
             subject: None,

@@ -10,8 +10,6 @@ use common::pg::{Admin, Postgres};
 use common::*;
 use serde_json::{json, Value};
 
-
-
 fn push_image(node: &Berth, repo: &str, tag: &str, seed: u8) -> String {
     let config = format!(r#"{{"os":"linux","seed":{seed}}}"#).into_bytes();
     let layer: Vec<u8> = (0..5000u32).map(|i| (i as u8).wrapping_add(seed)).collect();
@@ -35,7 +33,12 @@ fn push_image(node: &Berth, repo: &str, tag: &str, seed: u8) -> String {
 fn node_head(node: &Berth) -> u64 {
     let addr = std::fs::read_to_string(node.dir.join("internal.addr")).unwrap();
     let token = std::fs::read_to_string(node.dir.join("internal.token")).unwrap();
-    let r = http("GET", &format!("http://{}/internal/v1/stats", addr.trim()), &[("Authorization", &format!("Bearer {}", token.trim()))], None);
+    let r = http(
+        "GET",
+        &format!("http://{}/internal/v1/stats", addr.trim()),
+        &[("Authorization", &format!("Bearer {}", token.trim()))],
+        None,
+    );
     serde_json::from_slice::<Value>(&r.body).unwrap()["feed_head"].as_u64().unwrap()
 }
 
@@ -81,17 +84,34 @@ fn feed_reaches_postgres_in_order() {
     assert_eq!(e.pg.query("SELECT count(*) FROM manifest_blobs WHERE repo = 'team/web'"), "4");
     assert_eq!(e.pg.query("SELECT string_agg(name, ',' ORDER BY name) FROM repositories"), "team/db,team/web");
     // Tag move, tag delete, manifest delete: all reflected, in order.
-    let r = http("GET", &e.node.url(&format!("/v2/team/web/manifests/{m2}")), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
-    let put = http("PUT", &e.node.url("/v2/team/web/manifests/v1"), &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")], Some(&r.body));
+    let r = http(
+        "GET",
+        &e.node.url(&format!("/v2/team/web/manifests/{m2}")),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        None,
+    );
+    let put = http(
+        "PUT",
+        &e.node.url("/v2/team/web/manifests/v1"),
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        Some(&r.body),
+    );
     assert_eq!(put.status, 201);
     assert_eq!(http("DELETE", &e.node.url("/v2/team/web/manifests/v2"), &[], None).status, 202);
     assert_eq!(http("DELETE", &e.node.url(&format!("/v2/team/web/manifests/{m1}")), &[], None).status, 202);
     wait_for("sync", 30, || caught_up(&e.pg, &e.node));
     assert_eq!(e.pg.query("SELECT tag || '=' || digest FROM tags WHERE repo = 'team/web'"), format!("v1={m2}"));
     assert_eq!(e.pg.query("SELECT count(*) FROM manifests WHERE repo = 'team/web'"), "1");
-    assert_eq!(e.pg.query("SELECT count(*) FROM manifest_blobs WHERE manifest = '{m1}'".replace("{m1}", &m1).as_str()), "0");
+    assert_eq!(
+        e.pg.query("SELECT count(*) FROM manifest_blobs WHERE manifest = '{m1}'".replace("{m1}", &m1).as_str()),
+        "0"
+    );
     // GC deletions reach Postgres too.
-    let gc = std::process::Command::new(berth_bin()).args(["gc", "--delete", "--grace", "0s", "--data-dir"]).arg(&e.node.dir).output().unwrap();
+    let gc = std::process::Command::new(berth_bin())
+        .args(["gc", "--delete", "--grace", "0s", "--data-dir"])
+        .arg(&e.node.dir)
+        .output()
+        .unwrap();
     assert!(gc.status.success());
     wait_for("sync", 30, || caught_up(&e.pg, &e.node));
     check_ok(&e.admin);
@@ -153,7 +173,8 @@ fn resync_repairs_a_damaged_database() {
 
 #[test]
 fn admin_api_gc_jobs_workers_repositories_stats() {
-    let Some(e) = setup(&[("BERTH_ADMIN_GC_SCHEDULE", "*/1 * * * * *"), ("BERTH_ADMIN_GC_SCHEDULE_DRY_RUN", "true")]) else {
+    let Some(e) = setup(&[("BERTH_ADMIN_GC_SCHEDULE", "*/1 * * * * *"), ("BERTH_ADMIN_GC_SCHEDULE_DRY_RUN", "true")])
+    else {
         return;
     };
     for i in 0..3u8 {
@@ -170,7 +191,12 @@ fn admin_api_gc_jobs_workers_repositories_stats() {
     let auth = "Bearer admin-secret";
     let started = |body: &[u8]| -> String {
         loop {
-            let r = http("POST", &e.admin.url("/api/v1/gc"), &[("Authorization", auth), ("Content-Type", "application/json")], Some(body));
+            let r = http(
+                "POST",
+                &e.admin.url("/api/v1/gc"),
+                &[("Authorization", auth), ("Content-Type", "application/json")],
+                Some(body),
+            );
             if r.status == 409 {
                 // The schedule's dry run is running: one GC at a time.
                 std::thread::sleep(Duration::from_millis(100));
@@ -195,7 +221,11 @@ fn admin_api_gc_jobs_workers_repositories_stats() {
     assert_eq!(real["report"]["blobs"], dry["report"]["blobs"]);
     wait_for("job history in postgres", 30, || {
         let (_, v) = e.admin.get("/api/v1/jobs");
-        v["jobs"].as_array().unwrap().iter().any(|j| j["state"] == "succeeded" && j["dry_run"] == false && j["report"]["blobs"].as_array().is_some_and(|b| b.len() == 1))
+        v["jobs"].as_array().unwrap().iter().any(|j| {
+            j["state"] == "succeeded"
+                && j["dry_run"] == false
+                && j["report"]["blobs"].as_array().is_some_and(|b| b.len() == 1)
+        })
     });
     // The schedule (every second, dry run) has produced jobs too.
     wait_for("scheduled GC", 30, || {

@@ -54,8 +54,12 @@ fn digests(report: &Value, what: &str) -> BTreeSet<String> {
         .collect()
 }
 
-
-fn manifest_bytes(config: &str, config_len: usize, layers: &[(String, usize)], subject: Option<(&str, usize)>) -> Vec<u8> {
+fn manifest_bytes(
+    config: &str,
+    config_len: usize,
+    layers: &[(String, usize)],
+    subject: Option<(&str, usize)>,
+) -> Vec<u8> {
     let mut m = json!({
         "schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
         "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":config,"size":config_len},
@@ -68,7 +72,13 @@ fn manifest_bytes(config: &str, config_len: usize, layers: &[(String, usize)], s
 }
 
 /// Push config + layers + manifest at `reference` (a tag or, with None, by digest).
-fn push_image(node: &Berth, repo: &str, tag: Option<&str>, layers: &[Vec<u8>], subject: Option<(&str, usize)>) -> (String, usize) {
+fn push_image(
+    node: &Berth,
+    repo: &str,
+    tag: Option<&str>,
+    layers: &[Vec<u8>],
+    subject: Option<(&str, usize)>,
+) -> (String, usize) {
     let config = format!(r#"{{"os":"linux","architecture":"amd64","n":{}}}"#, layers.len() + repo.len()).into_bytes();
     let cd = push_blob(node, repo, &config);
     let ls: Vec<(String, usize)> = layers.iter().map(|l| (push_blob(node, repo, l), l.len())).collect();
@@ -182,10 +192,14 @@ fn retention_untagged_and_referrers() {
     // Untagged manifests are kept by default; a referrer of a kept manifest is kept with it.
     let (untagged, _) = push_image(&node, "ret/app", None, &[layer(40, 10_000)], None);
     let subject = tags[4].clone();
-    let v5 = http("GET", &node.url("/v2/ret/app/manifests/v5"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    let v5 = http(
+        "GET",
+        &node.url("/v2/ret/app/manifests/v5"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        None,
+    );
     let (sig, _) = push_image(&node, "ret/app", None, &[layer(41, 100)], Some((&subject, v5.body.len())));
-    let (orphan_sig, _) =
-        push_image(&node, "ret/app", None, &[layer(42, 100)], Some((&untagged, 300)));
+    let (orphan_sig, _) = push_image(&node, "ret/app", None, &[layer(42, 100)], Some((&untagged, 300)));
     let kept = gc(&node, false, json!({"grace_secs": 0}));
     assert!(digests(&kept, "manifests").is_empty(), "{kept}");
     // With an untagged age limit: the untagged image and its referrer go; v5's signature stays.
@@ -194,7 +208,8 @@ fn retention_untagged_and_referrers() {
     assert!(m.contains(&format!("ret/app@{untagged}")) && m.contains(&format!("ret/app@{orphan_sig}")), "{gone}");
     assert!(!m.contains(&format!("ret/app@{sig}")), "referrer of a tagged manifest is kept: {gone}");
     let refs: Value =
-        serde_json::from_slice(&http("GET", &node.url(&format!("/v2/ret/app/referrers/{subject}")), &[], None).body).unwrap();
+        serde_json::from_slice(&http("GET", &node.url(&format!("/v2/ret/app/referrers/{subject}")), &[], None).body)
+            .unwrap();
     assert_eq!(refs["manifests"].as_array().unwrap().len(), 1);
 }
 
@@ -221,7 +236,14 @@ fn concurrent_pushes_during_gc_never_lose_a_blob() {
                 let config = format!(r#"{{"t":{t},"i":{i}}}"#).into_bytes();
                 let push = |data: &[u8]| {
                     let d = sha256(data);
-                    let r = try_http(&agent, "POST", &format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"), &[], Some(data)).unwrap();
+                    let r = try_http(
+                        &agent,
+                        "POST",
+                        &format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"),
+                        &[],
+                        Some(data),
+                    )
+                    .unwrap();
                     assert_eq!(r.status, 201);
                     (d, data.len())
                 };
@@ -258,14 +280,23 @@ fn concurrent_pushes_during_gc_never_lose_a_blob() {
     stop.store(true, Ordering::SeqCst);
     let retries: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     let acked = acked.lock().unwrap().clone();
-    eprintln!("gc torture: {runs} GC runs deleted {deleted} items; {} manifests acknowledged; {retries} clean retries", acked.len());
+    eprintln!(
+        "gc torture: {runs} GC runs deleted {deleted} items; {} manifests acknowledged; {retries} clean retries",
+        acked.len()
+    );
     assert!(runs >= 3 && acked.len() >= 20, "too little happened");
     // Every tag's manifest pulls completely (tags may have moved on; the final target must be whole).
     let mut checked = 0;
     for repo in ["torture/r0", "torture/r1"] {
-        let list: Value = serde_json::from_slice(&http("GET", &node.url(&format!("/v2/{repo}/tags/list")), &[], None).body).unwrap();
+        let list: Value =
+            serde_json::from_slice(&http("GET", &node.url(&format!("/v2/{repo}/tags/list")), &[], None).body).unwrap();
         for tag in list["tags"].as_array().unwrap() {
-            let r = http("GET", &node.url(&format!("/v2/{repo}/manifests/{}", tag.as_str().unwrap())), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+            let r = http(
+                "GET",
+                &node.url(&format!("/v2/{repo}/manifests/{}", tag.as_str().unwrap())),
+                &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+                None,
+            );
             assert_eq!(r.status, 200);
             let m: Value = serde_json::from_slice(&r.body).unwrap();
             let mut ds = vec![m["config"]["digest"].as_str().unwrap().to_string()];
@@ -295,7 +326,9 @@ fn kill9_mid_gc_then_rerun_finishes() {
     for i in 0..n {
         let data = format!("unreferenced blob {i}").into_bytes();
         let d = sha256(&data);
-        let r = try_http(&agent, "POST", &node.url(&format!("/v2/many/blobs/blobs/uploads/?digest={d}")), &[], Some(&data)).unwrap();
+        let r =
+            try_http(&agent, "POST", &node.url(&format!("/v2/many/blobs/blobs/uploads/?digest={d}")), &[], Some(&data))
+                .unwrap();
         assert_eq!(r.status, 201);
     }
     let (url, token) = internal(&node);
@@ -307,9 +340,10 @@ fn kill9_mid_gc_then_rerun_finishes() {
     // Kill as soon as blob deletion has started (not after a fixed sleep: a slow machine may
     // still be planning).
     wait_for("blob deletion to start", 60, || {
-        let v: Value =
-            serde_json::from_slice(&http("GET", &format!("{url}/internal/v1/jobs/{id}"), &[("Authorization", &auth)], None).body)
-                .unwrap();
+        let v: Value = serde_json::from_slice(
+            &http("GET", &format!("{url}/internal/v1/jobs/{id}"), &[("Authorization", &auth)], None).body,
+        )
+        .unwrap();
         v["phase"] == "deleting blobs" && v["done"].as_u64().unwrap_or(0) > 0 || v["state"] != "running"
     });
     node.kill9();
@@ -321,6 +355,10 @@ fn kill9_mid_gc_then_rerun_finishes() {
     assert!(removed < n as usize, "the first run had deleted some before the kill ({removed} left)");
     let after = gc(&node, true, json!({"grace_secs": 0}));
     assert!(digests(&after, "blobs").is_empty() && after["orphan_files"].as_array().unwrap().is_empty(), "{after}");
-    let left = std::fs::read_dir(node.dir.join("blobs/sha256")).unwrap().flatten().map(|s| std::fs::read_dir(s.path()).unwrap().count()).sum::<usize>();
+    let left = std::fs::read_dir(node.dir.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|s| std::fs::read_dir(s.path()).unwrap().count())
+        .sum::<usize>();
     assert_eq!(left, 0, "no blob files left");
 }

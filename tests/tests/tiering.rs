@@ -67,7 +67,6 @@ fn metric(node: &Berth, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-
 fn wait_tiered(node: &Berth) {
     wait_for("tiering to finish", 60, || metric(node, "berth_tier_pending_blobs") == 0.0);
 }
@@ -77,7 +76,6 @@ fn wait_evicted(node: &Berth) {
         metric(node, "berth_tier_pending_blobs") == 0.0 && metric(node, "berth_store_local_bytes") == 0.0
     });
 }
-
 
 /// Push an image (config + layers) tagged `tag`; returns (manifest digest, manifest bytes).
 fn push_image(node: &Berth, repo: &str, tag: &str, layers: &[Vec<u8>]) -> (String, Vec<u8>) {

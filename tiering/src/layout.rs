@@ -95,7 +95,9 @@ mod tests {
     #[test]
     fn foreign_keys_are_ignored() {
         let l = Layout::new("registry/".into());
-        for k in ["other/blobs/sha256/00", "registry/blobs/sha256/zz", "registry/tags/UPPER/x", "registry/x", "registry/"] {
+        for k in
+            ["other/blobs/sha256/00", "registry/blobs/sha256/zz", "registry/tags/UPPER/x", "registry/x", "registry/"]
+        {
             assert_eq!(l.parse(k), None, "{k}");
         }
     }

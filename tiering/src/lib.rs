@@ -70,6 +70,9 @@ pub enum TierError {
     /// The object does not exist.
     #[error("object not found in S3")]
     NotFound,
+    /// The bucket itself does not exist.
+    #[error("the bucket does not exist (create it, or correct storage.s3.bucket and storage.s3.endpoint)")]
+    NoSuchBucket,
     /// Bytes did not match what they should be.
     #[error("verification failed: {0}")]
     Verify(String),
@@ -262,7 +265,12 @@ impl Tiering {
 
     /// Stream `[offset, offset + len)` of a blob straight from S3 (ranged reads of cold
     /// blobs are not cached). Resolves once S3 has answered.
-    pub async fn read_range(self: &Arc<Self>, digest: &Digest, offset: u64, len: u64) -> Result<RangeStream, TierError> {
+    pub async fn read_range(
+        self: &Arc<Self>,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> Result<RangeStream, TierError> {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let key = self.layout.blob(digest);

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
@@ -59,6 +60,9 @@ fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
     e: SdkError<E, HttpResponse>,
 ) -> TierError {
     let status = e.raw_response().map(|r| r.status().as_u16());
+    if e.code() == Some("NoSuchBucket") {
+        return TierError::NoSuchBucket;
+    }
     if status == Some(404) || matches!(e.code(), Some("NoSuchKey" | "NotFound")) {
         return TierError::NotFound;
     }
@@ -78,10 +82,13 @@ fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
             s
         }
     };
-    TierError::S3 { op, reason: match status {
-        Some(code) => format!("HTTP {code}: {reason}"),
-        None => reason,
-    } }
+    TierError::S3 {
+        op,
+        reason: match status {
+            Some(code) => format!("HTTP {code}: {reason}"),
+            None => reason,
+        },
+    }
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -131,8 +138,7 @@ impl Remote {
                 .build()
                 .await
                 .map_err(|e| TierError::Io(std::io::Error::other(e.to_string())))?;
-            let mut req =
-                self.client.put_object().bucket(&self.bucket).key(key).body(body).content_length(size as i64);
+            let mut req = self.client.put_object().bucket(&self.bucket).key(key).body(body).content_length(size as i64);
             if digest.algorithm() == Algorithm::Sha256 {
                 let raw = hex::decode(digest.hex()).unwrap_or_default();
                 req = req.checksum_sha256(b64(&raw));
@@ -309,7 +315,8 @@ impl Remote {
 
     /// A small object's bytes and content type.
     pub async fn get_bytes(&self, key: &str) -> Result<(Vec<u8>, Option<String>), TierError> {
-        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| s3_err("get_object", e))?;
+        let out =
+            self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| s3_err("get_object", e))?;
         let ct = out.content_type().map(str::to_owned);
         let data = out.body.collect().await.map_err(|e| TierError::S3 { op: "get_object", reason: e.to_string() })?;
         Ok((data.into_bytes().to_vec(), ct))

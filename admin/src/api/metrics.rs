@@ -21,6 +21,9 @@ pub(super) async fn get(State(sc): State<Arc<Sidecar>>) -> Response {
     let lag_s = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     lag_s.set(s.lag_seconds);
     r.register("feed_lag_seconds", "Age of the oldest change not yet applied to Postgres", lag_s);
+    let up = Gauge::<i64>::default();
+    up.set(i64::from(s.node_reachable));
+    r.register("node_up", "Whether the node's internal API answered the feed follower's last poll", up);
     let last = Gauge::<i64>::default();
     last.set(s.last_seq as i64);
     r.register("feed_last_applied_sequence", "Last change-feed sequence applied to Postgres", last);

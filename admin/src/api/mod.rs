@@ -40,7 +40,8 @@ pub fn router(sc: Arc<Sidecar>) -> Router {
 
 async fn auth(State(sc): State<Arc<Sidecar>>, req: Request, next: Next) -> Response {
     let want = sc.cfg.api_token.as_deref().unwrap_or_default();
-    let given = req.headers().get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+    let given =
+        req.headers().get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
     match given {
         Some(g) if !want.is_empty() && bool::from(g.as_bytes().ct_eq(want.as_bytes())) => next.run(req).await,
         _ => error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),

@@ -16,10 +16,14 @@ pub(super) async fn get(State(sc): State<Arc<Sidecar>>) -> Response {
     let s = sc.sync_view();
     let mut out = json!({
         "node": node,
-        "feed": { "last_seq": s.last_seq, "head": s.head, "lag_changes": s.lag_changes, "lag_seconds": s.lag_seconds },
+        "feed": {
+            "last_seq": s.last_seq, "head": s.head, "lag_changes": s.lag_changes, "lag_seconds": s.lag_seconds,
+            "node_reachable": s.node_reachable, "last_contact_ms": s.last_contact_ms,
+        },
     });
     if let Ok(c) = db::connect(&sc.cfg.postgres).await {
-        let q = "SELECT (SELECT count(*) FROM repositories), (SELECT count(*) FROM manifests), (SELECT count(*) FROM tags),
+        let q =
+            "SELECT (SELECT count(*) FROM repositories), (SELECT count(*) FROM manifests), (SELECT count(*) FROM tags),
                         (SELECT count(*) FROM blobs), COALESCE((SELECT sum(size) FROM blobs), 0)::bigint,
                         COALESCE((SELECT sum(raw_bytes) FROM repository_sizes), 0)::bigint";
         if let Ok(r) = c.query_one(q, &[]).await {

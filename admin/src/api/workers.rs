@@ -29,6 +29,7 @@ pub(super) async fn get(State(sc): State<Arc<Sidecar>>) -> Response {
         "process": "sidecar", "name": "feed-sync", "state": s.state, "last_run_ms": s.last_run_ms,
         "last_error": s.last_error, "backlog": s.lag_changes, "backlog_unit": "changes",
         "lag_seconds": s.lag_seconds, "last_seq": s.last_seq, "head": s.head,
+        "node_reachable": s.node_reachable,
     }));
     workers.push(json!({
         "process": "sidecar", "name": "gc-schedule", "state": "idle",

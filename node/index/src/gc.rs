@@ -14,8 +14,8 @@ use berth_types::{Digest, RepoName, Tag};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::{
-    codec, key2, prefix, BlobMeta, Change, Durability, Index, ManifestRecord, Result, CF_ACCESS, CF_BLOBS, CF_BLOB_REPOS,
-    CF_MANIFESTS, CF_REFS, CF_REPO_BLOBS, CF_TAGS,
+    codec, key2, prefix, BlobMeta, Change, Durability, Index, ManifestRecord, Result, CF_ACCESS, CF_BLOBS,
+    CF_BLOB_REPOS, CF_MANIFESTS, CF_REFS, CF_REPO_BLOBS, CF_TAGS,
 };
 
 fn blob_ref_key(d: &Digest) -> Vec<u8> {
@@ -47,7 +47,13 @@ impl Index {
     }
 
     /// Add (`sign` 1) or remove (-1) the references of a manifest. Caller holds the write lock.
-    pub(crate) fn add_refs(&self, batch: &mut WriteBatch, repo: &RepoName, rec: &ManifestRecord, sign: i64) -> Result<()> {
+    pub(crate) fn add_refs(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &RepoName,
+        rec: &ManifestRecord,
+        sign: i64,
+    ) -> Result<()> {
         // Aggregate first: one put per key (a batch does not see its own earlier puts).
         let mut deltas: HashMap<Vec<u8>, i64> = HashMap::new();
         for b in &rec.blobs {

@@ -37,8 +37,8 @@ use std::sync::Mutex;
 use berth_types::{Digest, RepoName, Tag};
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
-pub use model::{BlobMeta, Change, ChangeRecord, Descriptor, ManifestRecord, TierState, UploadSession};
 pub use gc::{Export, ExportedManifest, Kept};
+pub use model::{BlobMeta, Change, ChangeRecord, Descriptor, ManifestRecord, TierState, UploadSession};
 pub use tier::{EvictionCandidate, TierTotals};
 
 const CF_BLOBS: &str = "blobs";
@@ -466,12 +466,12 @@ impl Index {
             // Checked again under the write lock: garbage collection deletes only blobs and
             // manifests nothing references, under the same lock, so either it ran first (and
             // this push fails cleanly) or the references below protect what it would delete.
-            for b in &record.blobs {
+            for b in record.blobs.iter().filter(|b| !record.absent.contains(b)) {
                 if !self.repo_has_blob(repo, b)? {
                     return Ok(PutManifestOutcome { created: false, missing: Some(b.clone()) });
                 }
             }
-            for m in &record.manifests {
+            for m in record.manifests.iter().filter(|m| !record.absent.contains(m)) {
                 if !self.has_manifest(repo, m)? {
                     return Ok(PutManifestOutcome { created: false, missing: Some(m.clone()) });
                 }

@@ -13,6 +13,7 @@ fn repo(s: &str) -> RepoName {
 
 fn record(blobs: Vec<Digest>, subject: Option<Digest>) -> ManifestRecord {
     ManifestRecord {
+        absent: Vec::new(),
         media_type: berth_types::MediaType::OciManifest.as_str().into(),
         artifact_type: None,
         subject,

@@ -64,29 +64,85 @@ fn internal_token(cfg: &Config) -> std::io::Result<String> {
     Ok(token)
 }
 
-/// Why the node could not start.
+/// Why the node could not start. Each names what failed (file, directory, bucket) and,
+/// where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// Filesystem.
-    #[error("data directory: {0}")]
-    Io(#[from] std::io::Error),
+    /// The data directory cannot be created or written.
+    #[error("data directory {path}: {source}{hint}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+        /// How to fix it.
+        hint: &'static str,
+    },
+    /// Another process holds the index.
+    #[error("data directory {0} is in use by another berth process (its index is locked); stop that process or choose another --data-dir")]
+    InUse(String),
     /// Index.
-    #[error("index: {0}")]
-    Index(#[from] berth_index::IndexError),
+    #[error("index in {path}: {source}")]
+    Index {
+        /// The index directory.
+        path: String,
+        /// Why.
+        source: berth_index::IndexError,
+    },
+    /// The htpasswd file.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthFileError),
+    /// The S3 tier could not be set up.
+    #[error("storage.s3 (bucket {bucket:?}): {reason}")]
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// Why.
+        reason: String,
+    },
     /// Rebuilding the index from the bucket failed.
     #[error(
-        "the index is empty and storage.s3.rebuild_on_empty_index is on, but the bucket could not be read ({0}); \
+        "the index is empty and storage.s3.rebuild_on_empty_index is on, but bucket {bucket:?} could not be read ({reason}); \
          fix S3 access, or set rebuild_on_empty_index = false to start with an empty index"
     )]
-    Rebuild(String),
+    Rebuild {
+        /// The bucket.
+        bucket: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl App {
     /// Open the data directory and build the shared state.
     pub fn open(cfg: Config) -> Result<App, StartError> {
-        std::fs::create_dir_all(&cfg.data_dir)?;
-        let blobs = Arc::new(BlobStore::open(&cfg.data_dir)?);
-        let index = Arc::new(Index::open(&cfg.data_dir.join("index"), cfg.storage.sync_index)?);
+        let dir = cfg.data_dir.display().to_string();
+        let data_dir_err = |source: std::io::Error| {
+            let hint = match source.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    "; the user running berth must be able to write it (chown it, or choose another --data-dir)"
+                }
+                std::io::ErrorKind::ReadOnlyFilesystem => "; choose a --data-dir on a writable filesystem",
+                _ => "",
+            };
+            StartError::DataDir { path: dir.clone(), source, hint }
+        };
+        // Auth first: a wrong htpasswd path must not leave a half-created data directory.
+        let auth = Auth::from_config(&cfg.auth)?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(data_dir_err)?;
+        let blobs = Arc::new(BlobStore::open(&cfg.data_dir).map_err(data_dir_err)?);
+        let index_dir = cfg.data_dir.join("index");
+        let index = Arc::new(Index::open(&index_dir, cfg.storage.sync_index).map_err(|source| {
+            let text = source.to_string();
+            if text.contains("LOCK") || text.contains("lock hold") || text.contains("Resource temporarily unavailable")
+            {
+                StartError::InUse(dir.clone())
+            } else if text.contains("Permission denied") {
+                data_dir_err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+            } else {
+                StartError::Index { path: index_dir.display().to_string(), source }
+            }
+        })?);
         let uploads = Uploads::new(
             index.clone(),
             blobs.clone(),
@@ -94,8 +150,7 @@ impl App {
             cfg.uploads.max_sessions_per_repo,
             cfg.limits.max_blob_bytes,
         );
-        let auth = Auth::from_config(&cfg.auth)?;
-        let internal_token = internal_token(&cfg)?;
+        let internal_token = internal_token(&cfg).map_err(data_dir_err)?;
         let (feed_notify, _) = tokio::sync::watch::channel(index.next_sequence() - 1);
         let mut metrics = Metrics::new();
         let gc = Arc::new(crate::gc::GcJobs::default());
@@ -104,9 +159,11 @@ impl App {
             None => None,
             Some(s3) => {
                 let local: Arc<dyn berth_tiering::LocalBlobs> = blobs.clone();
-                let tier = Tiering::new(s3.clone(), cfg.cache.clone(), index.clone(), local)?;
+                let tier = Tiering::new(s3.clone(), cfg.cache.clone(), index.clone(), local)
+                    .map_err(|e| StartError::S3 { bucket: s3.bucket.clone(), reason: e.to_string() })?;
                 if s3.rebuild_on_empty_index && index.next_sequence() == 1 {
-                    let report = crate::rebuild::from_bucket(&index, &tier).map_err(StartError::Rebuild)?;
+                    let report = crate::rebuild::from_bucket(&index, &tier)
+                        .map_err(|reason| StartError::Rebuild { bucket: s3.bucket.clone(), reason })?;
                     if !report.is_empty() {
                         tracing::warn!(%report, "index was empty: rebuilt it from the bucket");
                     }

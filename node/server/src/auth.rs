@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -19,7 +19,7 @@ const CACHE_MAX: usize = 10_000;
 
 /// Users and their bcrypt hashes.
 pub struct Auth {
-    users: HashMap<String, String>,
+    users: RwLock<HashMap<String, String>>,
     /// Realm for `WWW-Authenticate`.
     pub realm: String,
     /// Whether GET/HEAD need no credentials.
@@ -42,24 +42,29 @@ pub enum Verdict {
 
 impl Auth {
     /// Build from configuration; `None` when auth is off.
-    pub fn from_config(cfg: &AuthConfig) -> std::io::Result<Option<Auth>> {
-        let mut users = HashMap::new();
-        if let Some(path) = &cfg.htpasswd {
-            users.extend(parse_htpasswd(path)?);
-        }
-        for u in &cfg.users {
-            users.insert(u.name.clone(), u.bcrypt.clone());
-        }
+    pub fn from_config(cfg: &AuthConfig) -> Result<Option<Auth>, AuthFileError> {
+        let users = load_users(cfg)?;
         if users.is_empty() && cfg.htpasswd.is_none() {
             return Ok(None);
         }
         Ok(Some(Auth {
-            users,
+            users: RwLock::new(users),
             realm: cfg.realm.clone(),
             anonymous_pull: cfg.anonymous_pull,
             verified: Mutex::new(HashMap::new()),
             dummy: bcrypt::hash("berth-dummy-password", bcrypt::DEFAULT_COST).unwrap_or_default(),
         }))
+    }
+
+    /// Replace the user list (SIGHUP: the htpasswd file was edited). Cached verifications are
+    /// dropped, so a removed user or a changed password takes effect at once. Returns the
+    /// number of users now known.
+    pub fn reload(&self, cfg: &AuthConfig) -> Result<usize, AuthFileError> {
+        let users = load_users(cfg)?;
+        let n = users.len();
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = users;
+        self.verified.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(n)
     }
 
     /// Check an `Authorization` header value.
@@ -92,11 +97,11 @@ impl Auth {
         };
         // Always run one bcrypt verification, against a dummy hash for unknown users, so the
         // response time does not reveal which user names exist.
-        let (hash, known) = match self.users.get(user) {
-            Some(h) => (h.as_str(), true),
-            None => (self.dummy.as_str(), false),
+        let (hash, known) = match self.users.read().unwrap_or_else(|p| p.into_inner()).get(user) {
+            Some(h) => (h.clone(), true),
+            None => (self.dummy.clone(), false),
         };
-        let ok = bcrypt::verify(pass, hash).unwrap_or(false);
+        let ok = bcrypt::verify(pass, &hash).unwrap_or(false);
         let ok: bool = (u8::from(ok) & u8::from(known)).ct_eq(&1).into();
         if !ok {
             return Verdict::Invalid;
@@ -108,6 +113,28 @@ impl Auth {
         cache.insert(key, (user.to_owned(), Instant::now()));
         Verdict::User(user.to_owned())
     }
+}
+
+/// The htpasswd file could not be read: names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("auth.htpasswd {path}: {source}")]
+pub struct AuthFileError {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+fn load_users(cfg: &AuthConfig) -> Result<HashMap<String, String>, AuthFileError> {
+    let mut users = HashMap::new();
+    if let Some(path) = &cfg.htpasswd {
+        users
+            .extend(parse_htpasswd(path).map_err(|source| AuthFileError { path: path.display().to_string(), source })?);
+    }
+    for u in &cfg.users {
+        users.insert(u.name.clone(), u.bcrypt.clone());
+    }
+    Ok(users)
 }
 
 fn parse_htpasswd(path: &Path) -> std::io::Result<HashMap<String, String>> {

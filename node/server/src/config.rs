@@ -42,6 +42,9 @@ pub struct Config {
     pub workers: usize,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Log filter (`info`, `debug`, `info,berth::access=warn`…); `RUST_LOG` overrides it.
+    /// Reloaded on SIGHUP.
+    pub log_level: String,
     /// I/O driver selection.
     pub io_driver: IoDriver,
     /// Storage behaviour.
@@ -60,6 +63,52 @@ pub struct Config {
     pub gc: crate::gc::GcPolicy,
     /// Change-feed retention.
     pub feed: FeedConfig,
+    /// What a pushed manifest may leave out (sparse indexes, absent layers).
+    pub validation: ValidationConfig,
+}
+
+/// Which children of a pushed index must already be in the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexChildren {
+    /// Every child (the default, and what the distribution spec describes).
+    All,
+    /// None: a sparse index (a mirror of some platforms only) is accepted as it is.
+    None,
+    /// Those whose platform is listed in `index_platforms`; others may be absent.
+    Platforms,
+}
+
+/// What a pushed manifest may leave out. Absent references are recorded as absent: GC, fsck
+/// and the sidecar treat them as absent, not as errors, and a later push of one fills it in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// `all` (default), `none`, or `platforms`: which children of an index must exist.
+    pub index_children: IndexChildren,
+    /// With `index_children = "platforms"`: the platforms (`os/arch[/variant]`, e.g.
+    /// `linux/amd64`) that must be present.
+    pub index_platforms: Vec<String>,
+    /// Accept image manifests whose layers are not in the repository (the config blob must
+    /// still be there). Off by default.
+    pub allow_absent_layers: bool,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig { index_children: IndexChildren::All, index_platforms: Vec::new(), allow_absent_layers: false }
+    }
+}
+
+impl ValidationConfig {
+    /// Whether an absent index child with this platform is acceptable.
+    pub fn child_may_be_absent(&self, platform: Option<&str>) -> bool {
+        match self.index_children {
+            IndexChildren::All => false,
+            IndexChildren::None => true,
+            IndexChildren::Platforms => !platform.is_some_and(|p| self.index_platforms.iter().any(|want| want == p)),
+        }
+    }
 }
 
 /// Change-feed retention: records are trimmed once every live consumer (the S3 mirror, an
@@ -176,6 +225,7 @@ impl Default for Config {
             data_dir: "./berth-data".into(),
             workers: 0,
             log_format: LogFormat::Text,
+            log_level: "info".into(),
             io_driver: IoDriver::Auto,
             storage: StorageConfig::default(),
             uploads: UploadConfig::default(),
@@ -185,6 +235,7 @@ impl Default for Config {
             internal: InternalConfig::default(),
             gc: crate::gc::GcPolicy::default(),
             feed: FeedConfig::default(),
+            validation: ValidationConfig::default(),
         }
     }
 }
@@ -228,12 +279,36 @@ impl Default for AuthConfig {
 impl Config {
     /// Load defaults, then the file (if any), then `BERTH_*` variables.
     pub fn load(file: Option<&std::path::Path>) -> Result<Config, Box<figment::Error>> {
+        Self::load_reporting(file).map(|(c, _)| c)
+    }
+
+    /// `load`, also returning the `BERTH_*` variables that were ignored because they are not
+    /// settings of the node (`BERTH_PASSWORD`, `BERTH_INTERNAL_URL`… belong to other
+    /// subcommands): the caller warns about them. Unknown keys in the file, and unknown nested
+    /// keys of known sections (`BERTH_AUTH__BOGUS`), are still errors.
+    pub fn load_reporting(file: Option<&std::path::Path>) -> Result<(Config, Vec<String>), Box<figment::Error>> {
+        if let Some(f) = file {
+            if let Err(e) = std::fs::metadata(f) {
+                return Err(Box::new(figment::Error::from(format!("configuration file {}: {e}", f.display()))));
+            }
+        }
+        let sections: Vec<String> = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let top = |key: &str| key.split("__").next().unwrap_or("").to_ascii_lowercase();
+        let ignored: Vec<String> = std::env::vars()
+            .filter_map(|(k, _)| k.strip_prefix("BERTH_").map(str::to_owned))
+            .filter(|k| !sections.contains(&top(k)))
+            .map(|k| format!("BERTH_{k}"))
+            .collect();
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             fig = fig.merge(Toml::file_exact(f));
         }
-        fig = fig.merge(Env::prefixed("BERTH_").split("__"));
-        fig.extract().map_err(Box::new)
+        let env = Env::prefixed("BERTH_").split("__").filter(move |k| sections.contains(&top(k.as_str())));
+        fig = fig.merge(env);
+        fig.extract().map(|c| (c, ignored)).map_err(Box::new)
     }
 
     /// Number of serving cores.
@@ -257,6 +332,20 @@ mod tests {
         assert!(cfg.storage.s3.is_none(), "the example keeps S3 commented out");
         assert_eq!(cfg.internal.listen, "127.0.0.1:0");
         assert_eq!(cfg.gc.grace_secs, 3600);
+    }
+
+    /// Regression: `BERTH_PASSWORD` (documented for `hash-password`) made `berth serve` refuse
+    /// to start with "unknown field".
+    #[test]
+    fn other_commands_variables_are_ignored_not_fatal() {
+        std::env::set_var("BERTH_PASSWORD", "x");
+        std::env::set_var("BERTH_INTERNAL_URL", "http://127.0.0.1:1");
+        let (cfg, ignored) = Config::load_reporting(None).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:5000");
+        assert!(ignored.contains(&"BERTH_PASSWORD".to_string()), "{ignored:?}");
+        assert!(ignored.contains(&"BERTH_INTERNAL_URL".to_string()), "{ignored:?}");
+        std::env::remove_var("BERTH_PASSWORD");
+        std::env::remove_var("BERTH_INTERNAL_URL");
     }
 
     #[test]

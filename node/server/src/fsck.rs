@@ -113,12 +113,12 @@ pub fn run(data_dir: &Path, verify: bool, repair: bool) -> anyhow::Result<Report
     }
     for (repo, d, rec) in &manifests {
         let repo_blobs = linked.get(repo);
-        for b in &rec.blobs {
+        for b in rec.blobs.iter().filter(|b| !rec.absent.contains(b)) {
             if !repo_blobs.is_some_and(|s| s.contains(b)) || lost.contains(b) {
                 r.broken_manifests.push((repo.clone(), d.clone(), b.clone()));
             }
         }
-        for m in &rec.manifests {
+        for m in rec.manifests.iter().filter(|m| !rec.absent.contains(m)) {
             if !have.contains(&(repo.clone(), m.clone())) {
                 r.broken_manifests.push((repo.clone(), d.clone(), m.clone()));
             }

@@ -24,144 +24,13 @@ use std::sync::{Arc, Mutex};
 
 use berth_index::{Durability, Export, Index};
 use berth_types::{Digest, RepoName, Tag};
-use serde::{Deserialize, Serialize};
 
 use crate::store::BlobStore;
 
-/// What a GC run may delete. Also the `[gc]` configuration (defaults for every run).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct GcPolicy {
-    /// A blob nothing references is deleted only when unused for this long (seconds).
-    pub grace_secs: u64,
-    /// Unset: untagged manifests are kept (they may be pulled by digest). Set: untagged manifests
-    /// pushed longer ago than this (seconds) are deleted unless something reachable needs them.
-    pub untagged_max_age_secs: Option<u64>,
-    /// Keep referrers (signatures, SBOMs…) of every kept manifest.
-    pub keep_referrers: bool,
-    /// Tag retention rules.
-    pub retention: Vec<RetentionRule>,
-}
-
-impl Default for GcPolicy {
-    fn default() -> Self {
-        GcPolicy { grace_secs: 3600, untagged_max_age_secs: None, keep_referrers: true, retention: Vec::new() }
-    }
-}
-
-/// A tag retention rule. For the repositories it matches, a tag is kept when it is protected,
-/// or among the `keep_last` most recently pushed, or younger than `keep_younger_than_secs`;
-/// otherwise the rule deletes it. A rule with neither limit keeps everything. A tag's age is
-/// the push time of the manifest it points to.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetentionRule {
-    /// Repository glob (`*` matches across `/`), e.g. `team/*`.
-    pub repositories: String,
-    /// Keep this many most recently pushed tags per repository.
-    pub keep_last: Option<usize>,
-    /// Keep tags pushed within this many seconds.
-    pub keep_younger_than_secs: Option<u64>,
-    /// Tag globs that are never deleted, e.g. `v*`, `latest`.
-    pub protect: Vec<String>,
-}
-
-impl Default for RetentionRule {
-    fn default() -> Self {
-        RetentionRule { repositories: "*".into(), keep_last: None, keep_younger_than_secs: None, protect: Vec::new() }
-    }
-}
-
-/// A request to run GC.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct GcRequest {
-    /// Only report what would be deleted (default true).
-    #[serde(default = "yes")]
-    pub dry_run: bool,
-    /// Policy for this run; unset fields take the node's `[gc]` configuration.
-    #[serde(default)]
-    pub policy: Option<GcPolicy>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// A tag in a report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TagItem {
-    /// Repository.
-    pub repo: String,
-    /// Tag.
-    pub tag: String,
-    /// Manifest it pointed to.
-    pub digest: String,
-}
-
-/// A manifest in a report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ManifestItem {
-    /// Repository.
-    pub repo: String,
-    /// Digest.
-    pub digest: String,
-    /// Size in bytes.
-    pub size: u64,
-}
-
-/// A blob in a report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BlobItem {
-    /// Digest.
-    pub digest: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Repositories that linked it.
-    pub repos: Vec<String>,
-    /// Tier it was in (`local`, `local_and_remote`, `remote`).
-    pub tier: String,
-}
-
-/// Per-repository totals in a report (a blob linked from several repositories counts in each).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RepoTotals {
-    /// Blobs.
-    pub blobs: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Manifests.
-    pub manifests: u64,
-    /// Tags.
-    pub tags: u64,
-}
-
-/// What a run deleted, or would delete (dry run).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct GcReport {
-    /// Dry run: nothing was deleted.
-    pub dry_run: bool,
-    /// Tags deleted by retention rules.
-    pub tags: Vec<TagItem>,
-    /// Manifests deleted.
-    pub manifests: Vec<ManifestItem>,
-    /// Blobs deleted.
-    pub blobs: Vec<BlobItem>,
-    /// Bytes of those blobs.
-    pub blob_bytes: u64,
-    /// Blob files no index entry owns (crash leftovers), deleted.
-    pub orphan_files: Vec<String>,
-    /// Their bytes.
-    pub orphan_bytes: u64,
-    /// Candidates kept because they became used while GC ran.
-    pub kept_in_use: u64,
-    /// Per repository.
-    pub per_repo: BTreeMap<String, RepoTotals>,
-    /// Blobs and manifests examined.
-    pub examined_blobs: u64,
-    /// Manifests examined.
-    pub examined_manifests: u64,
-}
+pub use berth_internal_api::gc::{
+    human_bytes, BlobItem, GcPolicy, GcReport, GcRequest, JobState, JobView, ManifestItem, RepoTotals, RetentionRule,
+    TagItem,
+};
 
 /// Progress of a running job.
 #[derive(Debug, Default)]
@@ -297,7 +166,8 @@ fn make_plan(index: &Index, blobs: &BlobStore, policy: &GcPolicy) -> Result<Plan
     }
     while let Some(i) = queue.pop_front() {
         let m = &ex.manifests[i];
-        let mut next: Vec<usize> = m.record.manifests.iter().filter_map(|c| by_key.get(&(&m.repo, c)).copied()).collect();
+        let mut next: Vec<usize> =
+            m.record.manifests.iter().filter_map(|c| by_key.get(&(&m.repo, c)).copied()).collect();
         if policy.keep_referrers {
             next.extend(referrers.get(&(&m.repo, &m.digest)).into_iter().flatten().copied());
         }
@@ -376,7 +246,13 @@ fn orphan_files(blobs: &BlobStore, local: &HashSet<&Digest>, cutoff_ms: u64) -> 
 
 /// Run GC: plan, and unless `dry_run`, sweep. Blocking (index scans, file deletes): run it on
 /// its own thread, never on a serving core.
-pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, progress: &Progress) -> Result<GcReport, String> {
+pub fn run(
+    index: &Index,
+    blobs: &BlobStore,
+    policy: &GcPolicy,
+    dry_run: bool,
+    progress: &Progress,
+) -> Result<GcReport, String> {
     progress.phase(0, 0);
     let plan = make_plan(index, blobs, policy)?;
     let mut r = GcReport {
@@ -411,7 +287,10 @@ pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, p
             let mut progressed = false;
             let mut retry = Vec::new();
             for item @ (repo, d, size) in pending {
-                match index.delete_manifest_if_unused(repo, d, plan.start_ms, Durability::Deferred).map_err(|e| e.to_string())? {
+                match index
+                    .delete_manifest_if_unused(repo, d, plan.start_ms, Durability::Deferred)
+                    .map_err(|e| e.to_string())?
+                {
                     Ok(()) => {
                         progressed = true;
                         progress.tick();
@@ -445,7 +324,10 @@ pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, p
                 true
             } else {
                 let _g = blobs.lock(d);
-                match index.remove_blob_if_unused(d, plan.blob_cutoff_ms, Durability::Deferred).map_err(|e| e.to_string())? {
+                match index
+                    .remove_blob_if_unused(d, plan.blob_cutoff_ms, Durability::Deferred)
+                    .map_err(|e| e.to_string())?
+                {
                     Ok(meta) => {
                         if meta.tier.is_local() {
                             files.push(d.clone());
@@ -496,7 +378,9 @@ pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, p
     for (path, size) in &plan.orphans {
         let digest = path
             .file_name()
-            .and_then(|n| path.parent()?.parent()?.file_name().map(|a| format!("{}:{}", a.to_string_lossy(), n.to_string_lossy())))
+            .and_then(|n| {
+                path.parent()?.parent()?.file_name().map(|a| format!("{}:{}", a.to_string_lossy(), n.to_string_lossy()))
+            })
             .and_then(|s| s.parse::<Digest>().ok());
         let _g = digest.as_ref().map(|d| blobs.lock(d));
         let still_orphan =
@@ -519,45 +403,6 @@ pub fn run(index: &Index, blobs: &BlobStore, policy: &GcPolicy, dry_run: bool, p
     }
     progress.phase(5, 0);
     Ok(r)
-}
-
-/// State of a GC job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Running.
-    Running,
-    /// Finished; `report` is set.
-    Succeeded,
-    /// Failed; `error` is set.
-    Failed,
-}
-
-/// A GC job as the internal and admin APIs show it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobView {
-    /// Id.
-    pub id: String,
-    /// Kind (`gc`).
-    pub kind: String,
-    /// Dry run?
-    pub dry_run: bool,
-    /// State.
-    pub state: JobState,
-    /// Start (unix ms).
-    pub started_at_ms: u64,
-    /// End (unix ms).
-    pub finished_at_ms: Option<u64>,
-    /// Current phase.
-    pub phase: String,
-    /// Items done in the phase.
-    pub done: u64,
-    /// Items in the phase.
-    pub total: u64,
-    /// Result.
-    pub report: Option<GcReport>,
-    /// Failure.
-    pub error: Option<String>,
 }
 
 struct Job {
@@ -623,7 +468,11 @@ impl GcMetrics {
         r.register("gc_deleted_blobs", "Blobs deleted by garbage collection", self.deleted_blobs.clone());
         r.register("gc_deleted_manifests", "Manifests deleted by garbage collection", self.deleted_manifests.clone());
         r.register("gc_reclaimed_bytes", "Bytes reclaimed by garbage collection", self.reclaimed_bytes.clone());
-        r.register("gc_last_duration_seconds", "Duration of the last garbage-collection run", self.last_duration.clone());
+        r.register(
+            "gc_last_duration_seconds",
+            "Duration of the last garbage-collection run",
+            self.last_duration.clone(),
+        );
     }
 }
 
@@ -655,7 +504,14 @@ impl GcJobs {
         }
         let id = format!("gc-{}", uuid::Uuid::new_v4().simple());
         let progress = Arc::new(Progress::default());
-        jobs.push(Job { id: id.clone(), dry_run, started_at_ms: now_ms(), finished_at_ms: None, progress: progress.clone(), result: None });
+        jobs.push(Job {
+            id: id.clone(),
+            dry_run,
+            started_at_ms: now_ms(),
+            finished_at_ms: None,
+            progress: progress.clone(),
+            result: None,
+        });
         if jobs.len() > 50 {
             let drop_at = jobs.iter().position(|j| j.result.is_some()).unwrap_or(0);
             jobs.remove(drop_at);
@@ -712,21 +568,5 @@ impl GcJobs {
     /// Whether a job runs, and when the last one finished (unix ms, 0 never).
     pub fn status(&self) -> (bool, u64) {
         (self.lock().iter().any(|j| j.result.is_none()), self.last_run_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// Human-readable bytes (decimal units, as `docker` prints them).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }

@@ -1,70 +1,12 @@
 //! `berth gc`: run garbage collection on a running node through its internal API and print
 //! what it deleted (or would delete), with a progress bar on a terminal.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::gc::{human_bytes, GcPolicy, GcReport, JobView, RetentionRule};
 
-/// Where the node's internal API is and how to authenticate.
-#[derive(Clone)]
-pub struct Target {
-    /// Base URL, e.g. `http://127.0.0.1:5001`.
-    pub url: String,
-    /// Bearer token.
-    pub token: String,
-}
-
-impl Target {
-    /// From explicit values, else from the files the node writes into its data directory.
-    pub fn resolve(data_dir: &Path, url: Option<String>, token: Option<String>) -> anyhow::Result<Target> {
-        let read = |name: &str| -> anyhow::Result<String> {
-            let p: PathBuf = data_dir.join(name);
-            std::fs::read_to_string(&p).map(|s| s.trim().to_string()).map_err(|e| {
-                anyhow::anyhow!("{}: {e} (is the node running with --data-dir {}? or pass --node and --token)", p.display(), data_dir.display())
-            })
-        };
-        let url = match url {
-            Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("http://{}", read("internal.addr")?),
-        };
-        let token = match token {
-            Some(t) => t,
-            None => read("internal.token")?,
-        };
-        Ok(Target { url, token })
-    }
-
-    /// Call `method path` with an optional JSON body (blocking); returns the status and the
-    /// JSON answer (a non-JSON answer comes back as a JSON string). No size cap: an export of
-    /// a large index is tens of megabytes.
-    pub fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<serde_json::Value>,
-        timeout: Duration,
-    ) -> Result<(u16, serde_json::Value), String> {
-        let req = ureq::request(method, &format!("{}{path}", self.url))
-            .set("Authorization", &format!("Bearer {}", self.token))
-            .timeout(timeout);
-        let res = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = match res {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(format!("{}{path}: {e}", self.url)),
-        };
-        let status = resp.status();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes).map_err(|e| format!("{}{path}: {e}", self.url))?;
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Ok((status, v))
-    }
-}
+/// Where the node's internal API is and how to authenticate (the shared client).
+pub use berth_internal_api::InternalClient as Target;
 
 /// The policy flags of `berth gc`; all unset means "the node's `[gc]` configuration".
 #[derive(Default)]
@@ -118,7 +60,8 @@ impl PolicyFlags {
 /// Run a GC job and print its outcome. Returns the report.
 pub fn run(target: &Target, delete: bool, flags: &PolicyFlags, verbose: bool, json: bool) -> anyhow::Result<GcReport> {
     let body = serde_json::json!({ "dry_run": !delete, "policy": flags.policy() });
-    let (status, v) = target.call("POST", "/internal/v1/gc", Some(body), Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
+    let (status, v) =
+        target.call("POST", "/internal/v1/gc", Some(body), Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
     let id = match status {
         202 => v["id"].as_str().unwrap_or_default().to_string(),
         409 => anyhow::bail!("a garbage collection is already running ({})", v["errors"][0]["detail"]["running"]),
@@ -134,8 +77,9 @@ pub fn run(target: &Target, delete: bool, flags: &PolicyFlags, verbose: bool, js
         b
     });
     let job: JobView = loop {
-        let (status, v) =
-            target.call("GET", &format!("/internal/v1/jobs/{id}"), None, Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
+        let (status, v) = target
+            .call("GET", &format!("/internal/v1/jobs/{id}"), None, Duration::from_secs(30))
+            .map_err(anyhow::Error::msg)?;
         if status != 200 {
             anyhow::bail!("job {id}: {status} {v}");
         }
@@ -174,7 +118,12 @@ pub fn render(r: &GcReport, verbose: bool) -> String {
     let mut out = String::new();
     let blobs = plural(r.blobs.len(), "blob", "blobs");
     if r.dry_run {
-        out += &format!("Would delete {} unreferenced {} ({})\n", r.blobs.len(), if r.blobs.len() == 1 { "blob" } else { "blobs" }, human_bytes(r.blob_bytes));
+        out += &format!(
+            "Would delete {} unreferenced {} ({})\n",
+            r.blobs.len(),
+            if r.blobs.len() == 1 { "blob" } else { "blobs" },
+            human_bytes(r.blob_bytes)
+        );
     } else {
         out += &format!("Deleted {blobs}, reclaimed {}\n", human_bytes(r.blob_bytes + r.orphan_bytes));
     }
@@ -187,7 +136,11 @@ pub fn render(r: &GcReport, verbose: bool) -> String {
         extra.push(plural(r.tags.len(), "tag (retention)", "tags (retention)"));
     }
     if !r.orphan_files.is_empty() {
-        extra.push(format!("{} ({})", plural(r.orphan_files.len(), "orphan file", "orphan files"), human_bytes(r.orphan_bytes)));
+        extra.push(format!(
+            "{} ({})",
+            plural(r.orphan_files.len(), "orphan file", "orphan files"),
+            human_bytes(r.orphan_bytes)
+        ));
     }
     if !extra.is_empty() {
         out += &format!("{verb} {}\n", extra.join(", "));
@@ -213,7 +166,8 @@ pub fn render(r: &GcReport, verbose: bool) -> String {
             out += &format!("  manifest {}@{} ({})\n", m.repo, m.digest, human_bytes(m.size));
         }
         for b in &r.blobs {
-            out += &format!("  blob     {} ({}, {}) in {}\n", b.digest, human_bytes(b.size), b.tier, b.repos.join(", "));
+            out +=
+                &format!("  blob     {} ({}, {}) in {}\n", b.digest, human_bytes(b.size), b.tier, b.repos.join(", "));
         }
         for f in &r.orphan_files {
             out += &format!("  file     {f}\n");

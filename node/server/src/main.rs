@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 /// Berth: an OCI container registry. `berth serve` runs it on local disk with no other
 /// service needed.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "berth", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -112,7 +112,8 @@ enum Command {
     },
     /// Print a bcrypt hash of a password for the htpasswd file or `[[auth.users]]`.
     ///
-    /// The password is read from BERTH_PASSWORD or, if unset, from the first line of stdin.
+    /// The password is read from BERTH_PASSWORD; else, on a terminal, prompted for twice
+    /// without echo; else from the first line of stdin. Empty passwords are refused.
     HashPassword {
         /// Print an htpasswd line `USER:HASH` instead of the bare hash.
         #[arg(long)]
@@ -142,18 +143,32 @@ struct ServeArgs {
     log_format: Option<String>,
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => b.json().flatten_event(true).init(),
-        LogFormat::Text => b.init(),
-    }
+type LogHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The log filter: `RUST_LOG` when set, else the configured `log_level`.
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
-/// Block SIGTERM and SIGINT in every thread (inherited by the cores), to be taken by sigwait.
+/// Install the log subscriber; the returned handle changes the filter (SIGHUP). Colours only
+/// on a terminal.
+fn init_logs(format: LogFormat, level: &str) -> LogHandle {
+    use tracing_subscriber::prelude::*;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).init(),
+        LogFormat::Text => registry.with(fmt).init(),
+    }
+    handle
+}
+
+/// Block SIGTERM, SIGINT and SIGHUP in every thread (inherited by the cores), to be taken by
+/// sigwait.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: plain libc signal-set manipulation on a zeroed local set.
     unsafe {
@@ -161,6 +176,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -173,26 +189,71 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut cfg = Config::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-    if let Some(l) = args.listen {
-        cfg.listen = l;
+fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, Vec<String>)> {
+    let (mut cfg, ignored) =
+        Config::load_reporting(args.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    if let Some(l) = &args.listen {
+        cfg.listen = l.clone();
     }
-    if let Some(d) = args.data_dir {
-        cfg.data_dir = d;
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
     }
     if let Some(w) = args.workers {
         cfg.workers = w;
     }
-    if let Some(f) = args.log_format {
+    if let Some(f) = &args.log_format {
         cfg.log_format = if f == "json" { LogFormat::Json } else { LogFormat::Text };
     }
-    init_logs(cfg.log_format);
+    Ok((cfg, ignored))
+}
+
+/// SIGHUP: re-read the configuration and apply what can change while serving (the htpasswd
+/// file and inline users, the log level); everything else needs a restart, and says so.
+fn reload(args: &ServeArgs, app: &berth_node::app::App, logs: &LogHandle) {
+    let cfg = match load_config(args) {
+        Ok((c, _)) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: configuration not reloaded; keeping the one in force");
+            return;
+        }
+    };
+    if let Err(e) = logs.modify(|f| *f = log_filter(&cfg.log_level)) {
+        tracing::warn!(error = %e, "SIGHUP: log level not changed");
+    }
+    match (&app.auth, berth_node::auth::Auth::from_config(&cfg.auth)) {
+        (Some(auth), Ok(Some(_))) => match auth.reload(&cfg.auth) {
+            Ok(n) => tracing::info!(users = n, "SIGHUP: users reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: users not reloaded; keeping the ones in force"),
+        },
+        (_, Err(e)) => tracing::error!(error = %e, "SIGHUP: users not reloaded; keeping the ones in force"),
+        (None, Ok(Some(_))) | (Some(_), Ok(None)) => {
+            tracing::warn!("SIGHUP: turning authentication on or off needs a restart")
+        }
+        (None, Ok(None)) => {}
+    }
+    tracing::info!(log_level = %cfg.log_level, "SIGHUP: configuration reloaded (listen, data_dir, storage and limits need a restart)");
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (cfg, ignored) = load_config(&args)?;
+    let logs = init_logs(cfg.log_format, &cfg.log_level);
+    for var in ignored {
+        tracing::warn!(variable = %var, "ignoring an environment variable that is not a `berth serve` setting");
+    }
     let set = block_signals();
-    let app = berth_node::app::App::open(cfg).context("opening the data directory")?;
-    let node = berth_node::server::start(app).context("starting the server")?;
-    let sig = wait_signal(&set);
-    tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
+    // Listen first: a node that cannot bind its port writes nothing into the data directory.
+    let listeners = berth_node::server::Listeners::bind(&cfg)?;
+    let app = berth_node::app::App::open(cfg)?;
+    let node = berth_node::server::start_on(app, listeners).context("starting the server")?;
+    loop {
+        let sig = wait_signal(&set);
+        if sig == libc::SIGHUP {
+            reload(&args, &node.app, &logs);
+            continue;
+        }
+        tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
+        break;
+    }
     node.shutdown(Duration::from_secs(30));
     tracing::info!("stopped");
     Ok(())
@@ -203,7 +264,7 @@ fn rebuild_index(config: Option<PathBuf>, data_dir: Option<PathBuf>, merge: bool
     if let Some(d) = data_dir {
         cfg.data_dir = d;
     }
-    init_logs(cfg.log_format);
+    init_logs(cfg.log_format, &cfg.log_level);
     let s3 = cfg.storage.s3.clone().context("rebuild-index needs [storage.s3] in the configuration")?;
     std::fs::create_dir_all(&cfg.data_dir)?;
     let blobs = std::sync::Arc::new(berth_node::store::BlobStore::open(&cfg.data_dir)?);
@@ -218,11 +279,55 @@ fn rebuild_index(config: Option<PathBuf>, data_dir: Option<PathBuf>, merge: bool
     let report = berth_node::rebuild::from_bucket(&index, &tier).map_err(|e| anyhow::anyhow!(e))?;
     tier.shutdown(Duration::from_secs(5));
     index.flush()?;
-    println!("rebuilt from s3://{}/{}: {report}", cfg.storage.s3.as_ref().map(|s| s.bucket.as_str()).unwrap_or(""), tier.layout().prefix());
+    println!(
+        "rebuilt from s3://{}/{}: {report}",
+        cfg.storage.s3.as_ref().map(|s| s.bucket.as_str()).unwrap_or(""),
+        tier.layout().prefix()
+    );
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+/// Read the password: BERTH_PASSWORD, a no-echo prompt (twice) on a terminal, or stdin.
+fn read_password() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("BERTH_PASSWORD") {
+        return Ok(p);
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Repeat password: ")?;
+        anyhow::ensure!(first == again, "the passwords differ");
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn hash_password(user: Option<String>, cost: u32) -> anyhow::Result<()> {
+    if let Some(u) = &user {
+        anyhow::ensure!(!u.is_empty(), "the user name is empty");
+        anyhow::ensure!(!u.contains(':'), "user names cannot contain ':' (the htpasswd separator)");
+        anyhow::ensure!(!u.chars().any(char::is_control), "user names cannot contain control characters");
+    }
+    let password = read_password()?;
+    anyhow::ensure!(!password.is_empty(), "refusing an empty password (anyone could log in with it)");
+    let hash = bcrypt::hash(password, cost)?;
+    match user {
+        Some(u) => println!("{u}:{hash}"),
+        None => println!("{hash}"),
+    }
+    Ok(())
+}
+
+fn main() {
+    // One clear line per failure (no debug dump, no repeated cause chain).
+    if let Err(e) = run() {
+        eprintln!("berth: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => serve(a),
@@ -287,7 +392,8 @@ fn main() -> anyhow::Result<()> {
             node,
             token,
         } => {
-            let target = berth_node::gc_cli::Target::resolve(&data_dir, node, token)?;
+            let target = berth_node::gc_cli::Target::resolve(&data_dir, node, token)
+                .map_err(|e| anyhow::anyhow!("{e}; or pass --node and --token"))?;
             let flags = berth_node::gc_cli::PolicyFlags {
                 grace,
                 untagged_max_age,
@@ -300,21 +406,6 @@ fn main() -> anyhow::Result<()> {
             berth_node::gc_cli::run(&target, delete, &flags, verbose, json)?;
             Ok(())
         }
-        Command::HashPassword { user, cost } => {
-            let password = match std::env::var("BERTH_PASSWORD") {
-                Ok(p) => p,
-                Err(_) => {
-                    let mut line = String::new();
-                    std::io::stdin().read_line(&mut line)?;
-                    line.trim_end_matches(['\r', '\n']).to_owned()
-                }
-            };
-            let hash = bcrypt::hash(password, cost)?;
-            match user {
-                Some(u) => println!("{u}:{hash}"),
-                None => println!("{hash}"),
-            }
-            Ok(())
-        }
+        Command::HashPassword { user, cost } => hash_password(user, cost),
     }
 }

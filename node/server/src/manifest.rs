@@ -22,6 +22,25 @@ pub struct ParsedManifest {
     pub artifact_type: Option<String>,
     /// Annotations.
     pub annotations: Option<BTreeMap<String, String>>,
+    /// Every blob descriptor that must be checked against the store (config, distributable
+    /// layers), with its declared size, in manifest order.
+    pub blob_refs: Vec<Checked>,
+    /// Every child manifest of an index, with its declared size and platform.
+    pub manifest_refs: Vec<Checked>,
+}
+
+/// One descriptor whose target must exist (unless the configuration allows it to be absent)
+/// and whose declared size must match what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Where in the manifest: `config`, `layers[2]`, `manifests[0]`.
+    pub label: String,
+    /// Target digest.
+    pub digest: Digest,
+    /// Declared size.
+    pub size: u64,
+    /// `os/architecture[/variant]` of an index child, when it declares a platform.
+    pub platform: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +51,25 @@ struct RawDescriptor {
     size: i64,
     #[serde(default)]
     urls: Option<Vec<String>>,
+    #[serde(default)]
+    platform: Option<RawPlatform>,
+}
+
+#[derive(Deserialize)]
+struct RawPlatform {
+    architecture: String,
+    os: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+impl RawPlatform {
+    fn render(&self) -> String {
+        match &self.variant {
+            Some(v) if !v.is_empty() => format!("{}/{}/{}", self.os, self.architecture, v),
+            _ => format!("{}/{}", self.os, self.architecture),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -104,6 +142,14 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
     }
     let mut blobs = Vec::new();
     let mut manifests = Vec::new();
+    let mut blob_refs = Vec::new();
+    let mut manifest_refs = Vec::new();
+    let checked = |d: &RawDescriptor, digest: &Digest, label: String| Checked {
+        label,
+        digest: digest.clone(),
+        size: d.size as u64,
+        platform: d.platform.as_ref().map(RawPlatform::render),
+    };
     let mut artifact_type = raw.artifact_type.clone();
     match media_type.kind() {
         ManifestKind::Image => {
@@ -111,14 +157,18 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
                 return Err(invalid("an image manifest has no manifests list"));
             }
             let config = raw.config.as_ref().ok_or_else(|| invalid("image manifest without config"))?;
-            blobs.push(descriptor_digest(config, "config")?);
+            let d = descriptor_digest(config, "config")?;
+            blob_refs.push(checked(config, &d, "config".into()));
+            blobs.push(d);
             if artifact_type.is_none() {
                 artifact_type = config.media_type.clone();
             }
             let layers = raw.layers.as_ref().ok_or_else(|| invalid("image manifest without layers"))?;
             for (i, l) in layers.iter().enumerate() {
-                let d = descriptor_digest(l, &format!("layers[{i}]"))?;
+                let label = format!("layers[{i}]");
+                let d = descriptor_digest(l, &label)?;
                 if !non_distributable(l) {
+                    blob_refs.push(checked(l, &d, label));
                     blobs.push(d);
                 }
             }
@@ -129,7 +179,10 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
             }
             let list = raw.manifests.as_ref().ok_or_else(|| invalid("index without manifests"))?;
             for (i, m) in list.iter().enumerate() {
-                manifests.push(descriptor_digest(m, &format!("manifests[{i}]"))?);
+                let label = format!("manifests[{i}]");
+                let d = descriptor_digest(m, &label)?;
+                manifest_refs.push(checked(m, &d, label));
+                manifests.push(d);
             }
         }
     }
@@ -138,7 +191,16 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
         None => None,
     };
     blobs.dedup();
-    Ok(ParsedManifest { media_type, blobs, manifests, subject, artifact_type, annotations: raw.annotations })
+    Ok(ParsedManifest {
+        media_type,
+        blobs,
+        manifests,
+        subject,
+        artifact_type,
+        annotations: raw.annotations,
+        blob_refs,
+        manifest_refs,
+    })
 }
 
 #[cfg(test)]

@@ -103,7 +103,11 @@ impl Metrics {
         registry.register("store_blobs", "Committed blobs", m.blobs.clone());
         registry.register("store_blob_bytes", "Bytes of committed blobs on local disk", m.blob_bytes.clone());
         registry.register("http_connections", "Open client connections", m.connections.clone());
-        registry.register("blob_reads", "Blob GETs by source: local (cache hit), s3 (miss, read through), s3_range, redirect", m.blob_reads.clone());
+        registry.register(
+            "blob_reads",
+            "Blob GETs by source: local (cache hit), s3 (miss, read through), s3_range, redirect",
+            m.blob_reads.clone(),
+        );
         registry.register("blob_read_bytes", "Blob bytes served by source", m.blob_read_bytes.clone());
         registry.register("store_local_bytes", "Blob bytes with a local file", m.local_bytes.clone());
         registry.register("tier_pending_blobs", "Blobs committed locally and not yet in S3", m.tier_pending.clone());

@@ -77,9 +77,14 @@ pub fn from_bucket(index: &Index, tier: &Arc<Tiering>) -> Result<RebuildReport, 
                 continue;
             }
         };
-        let tags: Vec<_> =
-            contents.tags.iter().filter(|(r, _, d)| r == &m.repo && d == &m.digest).map(|(_, t, _)| t.clone()).collect();
+        let tags: Vec<_> = contents
+            .tags
+            .iter()
+            .filter(|(r, _, d)| r == &m.repo && d == &m.digest)
+            .map(|(_, t, _)| t.clone())
+            .collect();
         let record = ManifestRecord {
+            absent: Vec::new(),
             media_type: parsed.media_type.as_str().to_owned(),
             artifact_type: parsed.artifact_type,
             subject: parsed.subject,

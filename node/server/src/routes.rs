@@ -16,6 +16,9 @@ pub enum Endpoint {
     Tags(RepoName),
     /// `/v2/<name>/manifests/<reference>`
     Manifest(RepoName, Reference),
+    /// `/v2/<name>/manifests/<x>` where `<x>` is neither a tag nor a digest: nothing can
+    /// exist there (GET/HEAD/DELETE answer 404 `MANIFEST_UNKNOWN`, PUT 400 `TAG_INVALID`).
+    ManifestBadReference(RepoName, String),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepoName, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -39,7 +42,7 @@ impl Endpoint {
             Endpoint::Base => "base",
             Endpoint::Catalog => "catalog",
             Endpoint::Tags(..) => "tags",
-            Endpoint::Manifest(..) => "manifest",
+            Endpoint::Manifest(..) | Endpoint::ManifestBadReference(..) => "manifest",
             Endpoint::Blob(..) => "blob",
             Endpoint::UploadStart(..) => "upload_start",
             Endpoint::Upload(..) => "upload",
@@ -82,10 +85,11 @@ pub fn route(path: &str) -> Result<Endpoint, OciError> {
     let repo = parts.next().ok_or_else(not_found)?;
     match kind {
         "manifests" => {
-            let r = last
-                .parse()
-                .map_err(|e| OciError::new(ErrorKind::ManifestInvalid).msg(format!("invalid reference: {e}")))?;
-            Ok(Endpoint::Manifest(name(repo)?, r))
+            let repo = name(repo)?;
+            match last.parse() {
+                Ok(r) => Ok(Endpoint::Manifest(repo, r)),
+                Err(_) => Ok(Endpoint::ManifestBadReference(repo, last.to_owned())),
+            }
         }
         "blobs" if last == "uploads" => Ok(Endpoint::UploadStart(name(repo)?)),
         "blobs" => Ok(Endpoint::Blob(name(repo)?, digest(last)?)),
@@ -126,6 +130,10 @@ mod tests {
         assert_eq!(route("/v2/../blobs/uploads/").unwrap_err().kind, ErrorKind::NameInvalid);
         assert_eq!(route("/v2/x/blobs/sha256:zz").unwrap_err().kind, ErrorKind::DigestInvalid);
         assert_eq!(route("/v2/x/unknown/y").unwrap_err().kind, ErrorKind::NotFound);
+        assert!(matches!(
+            route("/v2/x/manifests/.INVALID_MANIFEST_NAME").unwrap(),
+            Endpoint::ManifestBadReference(r, s) if r.as_str() == "x" && s == ".INVALID_MANIFEST_NAME"
+        ));
         assert_eq!(route("/etc/passwd").unwrap_err().kind, ErrorKind::NotFound);
         assert_eq!(route("/v2/%2e%2e/tags/list").unwrap_err().kind, ErrorKind::NameInvalid);
     }

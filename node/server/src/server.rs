@@ -98,29 +98,114 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Start serving on every core. Returns once all cores listen.
+/// The node's two listening sockets, bound before anything is written to the data directory
+/// (a node that cannot listen leaves no trace).
+pub struct Listeners {
+    public: std::net::TcpListener,
+    internal: std::net::TcpListener,
+}
+
+/// Why a listener could not be bound: names the address and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The address does not parse or resolve.
+    #[error(
+        "{key} = {value:?} is not an address: {reason} (expected HOST:PORT, e.g. 127.0.0.1:5000 or localhost:5000)"
+    )]
+    Address {
+        /// The configuration key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// The port is taken.
+    #[error("{key} {addr}: address already in use (another process, or another berth node, listens there); choose another port with --listen or stop that process")]
+    InUse {
+        /// The configuration key.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// Any other bind failure.
+    #[error("{key} {addr}: cannot listen: {source}")]
+    Other {
+        /// The configuration key.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Resolve `HOST:PORT` (IP literals and host names such as `localhost`).
+fn resolve(key: &'static str, value: &str) -> Result<SocketAddr, BindError> {
+    use std::net::ToSocketAddrs;
+    let err = |reason: String| BindError::Address { key, value: value.to_owned(), reason };
+    if let Ok(a) = value.parse() {
+        return Ok(a);
+    }
+    let mut addrs = value.to_socket_addrs().map_err(|e| err(e.to_string()))?;
+    // Prefer IPv4 for `localhost` (what clients try first on most systems).
+    let all: Vec<SocketAddr> = addrs.by_ref().collect();
+    all.iter().find(|a| a.is_ipv4()).or(all.first()).copied().ok_or_else(|| err("resolves to no address".into()))
+}
+
+fn bind_named(key: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
+    bind(addr).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => BindError::InUse { key, addr },
+        _ => BindError::Other { key, addr, source },
+    })
+}
+
+impl Listeners {
+    /// Bind the public and the internal listener of `cfg`. With an internal port of 0 the
+    /// port the node used last time (`<data_dir>/internal.addr`) is tried first, so clients
+    /// that remember it (the sidecar) find the node again after a restart.
+    pub fn bind(cfg: &crate::config::Config) -> Result<Listeners, BindError> {
+        let public = bind_named("listen", resolve("listen", &cfg.listen)?)?;
+        let wanted = resolve("internal.listen", &cfg.internal.listen)?;
+        let previous = (wanted.port() == 0)
+            .then(|| std::fs::read_to_string(cfg.data_dir.join("internal.addr")).ok())
+            .flatten()
+            .and_then(|s| s.trim().parse::<SocketAddr>().ok())
+            .filter(|p| p.ip() == wanted.ip());
+        let internal = match previous.map(bind) {
+            Some(Ok(l)) => l,
+            _ => bind_named("internal.listen", wanted)?,
+        };
+        Ok(Listeners { public, internal })
+    }
+
+    /// The public address (the real port when 0 was asked for).
+    pub fn public_addr(&self) -> std::io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+}
+
+/// Bind the listeners and start serving on every core. Returns once all cores listen.
 pub fn start(app: App) -> std::io::Result<Node> {
+    let listeners =
+        Listeners::bind(&app.cfg).map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e.to_string()))?;
+    start_on(app, listeners)
+}
+
+/// Start serving on listeners bound earlier. Returns once all cores listen.
+pub fn start_on(app: App, listeners: Listeners) -> std::io::Result<Node> {
     let app = Arc::new(app);
     let uring = use_uring(app.cfg.io_driver)?;
     let driver = if uring { "io_uring" } else { "epoll" };
     let workers = app.cfg.worker_count();
-    let mut addr: SocketAddr = app
-        .cfg
-        .listen
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen address: {e}")))?;
     // Startup housekeeping: remove stale upload files and expired sessions.
     let removed = app.uploads.expire();
     if removed > 0 {
         tracing::info!(removed, "removed expired uploads at start");
     }
     // One listening socket, shared by every core (see docs/ARCHITECTURE.md, "Server").
-    let listener = bind(addr)?;
-    addr = listener.local_addr()?;
-    let internal_addr: SocketAddr = app.cfg.internal.listen.parse().map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("internal.listen address: {e}"))
-    })?;
-    let internal = bind(internal_addr)?;
+    let Listeners { public: listener, internal } = listeners;
+    let addr = listener.local_addr()?;
     let internal_addr = internal.local_addr()?;
     write_atomic(&app.cfg.data_dir.join("internal.addr"), internal_addr.to_string().as_bytes())?;
     let mut threads = Vec::with_capacity(workers);
@@ -163,7 +248,30 @@ pub fn start(app: App) -> std::io::Result<Node> {
     }
     drop(listener);
     drop(internal);
-    tracing::info!(%addr, %internal_addr, workers, driver, data_dir = %app.cfg.data_dir.display(), "berth node listening");
+    let auth = match &app.auth {
+        None => "off".to_owned(),
+        Some(a) if a.anonymous_pull => "basic (anonymous pull allowed)".to_owned(),
+        Some(_) => "basic".to_owned(),
+    };
+    let tiering = match &app.cfg.storage.s3 {
+        None => "off (local disk only)".to_owned(),
+        Some(s3) => format!(
+            "s3://{}/{}{}",
+            s3.bucket,
+            s3.prefix,
+            s3.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default()
+        ),
+    };
+    tracing::info!(
+        %addr,
+        internal_api = %internal_addr,
+        auth = %auth,
+        s3_tiering = %tiering,
+        workers,
+        driver,
+        data_dir = %app.cfg.data_dir.display(),
+        "berth node listening"
+    );
     Ok(Node { addr, app, driver, threads })
 }
 
@@ -268,7 +376,10 @@ async fn expiry_worker(app: Arc<App>) {
         last_expiry = Instant::now();
         let n = app.uploads.expire();
         app.expiry_last_run_ms.store(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
             Ordering::Relaxed,
         );
         if n > 0 {

@@ -187,8 +187,13 @@ fn bad_input_matrix() {
         case("catalog n negative", raw("GET", "/v2/_catalog?n=-5", &[], b""), 400, Some("BAD_REQUEST")),
         case("tags of unknown repo", raw("GET", "/v2/no/such/tags/list", &[], b""), 404, Some("NAME_UNKNOWN")),
         case("manifest unknown tag", raw("GET", "/v2/ok/repo/manifests/nope", &[], b""), 404, Some("MANIFEST_UNKNOWN")),
-        case("manifest bad tag", raw("GET", "/v2/ok/repo/manifests/-x", &[], b""), 400, Some("MANIFEST_INVALID")),
-        case("manifest tag too long", raw("GET", &format!("/v2/ok/repo/manifests/{}", "t".repeat(129)), &[], b""), 400, Some("MANIFEST_INVALID")),
+        // Nothing can exist under a reference that is neither tag nor digest: 404 on reads (as
+        // the conformance tests expect), TAG_INVALID on a push.
+        case("manifest bad tag", raw("GET", "/v2/ok/repo/manifests/-x", &[], b""), 404, Some("MANIFEST_UNKNOWN")),
+        case("manifest invalid name (conformance)", raw("GET", "/v2/ok/repo/manifests/.INVALID_MANIFEST_NAME", &[], b""), 404, Some("MANIFEST_UNKNOWN")),
+        case("manifest tag too long", raw("GET", &format!("/v2/ok/repo/manifests/{}", "t".repeat(129)), &[], b""), 404, Some("MANIFEST_UNKNOWN")),
+        case("manifest delete bad tag", raw("DELETE", "/v2/ok/repo/manifests/-x", &[], b""), 404, Some("MANIFEST_UNKNOWN")),
+        case("manifest put bad tag", raw("PUT", "/v2/ok/repo/manifests/.INVALID_MANIFEST_NAME", &[], br#"{"schemaVersion":2}"#), 400, Some("TAG_INVALID")),
         case("manifest invalid json", raw("PUT", "/v2/ok/repo/manifests/x", &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")], b"{"), 400, Some("MANIFEST_INVALID")),
         case("manifest json array", raw("PUT", "/v2/ok/repo/manifests/x", &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")], b"[1]"), 400, Some("MANIFEST_INVALID")),
         case("manifest not utf8", raw("PUT", "/v2/ok/repo/manifests/x", &[], &[0xff, 0xfe, 0x00]), 400, Some("MANIFEST_INVALID")),

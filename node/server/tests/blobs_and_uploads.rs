@@ -36,6 +36,10 @@ fn monolithic_post_then_get_head_range() {
     let r = n.req("GET", &format!("/v2/a/b/blobs/{d}"), &[("Range", "bytes=100000-")], None);
     assert_eq!(r.status, 416);
     assert_eq!(r.header("Content-Range"), Some("bytes */100000"));
+    // Regression: last < first used to get the whole blob (200).
+    let r = n.req("GET", &format!("/v2/a/b/blobs/{d}"), &[("Range", "bytes=500-0")], None);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("Content-Range"), Some("bytes */100000"));
     // Other repositories cannot read it without a link.
     assert_eq!(n.get(&format!("/v2/other/blobs/{d}")).status, 404);
     assert_eq!(n.get(&format!("/v2/other/blobs/{d}")).error_code(), "BLOB_UNKNOWN");

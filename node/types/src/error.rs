@@ -26,6 +26,8 @@ pub enum ErrorKind {
     ManifestUnknown,
     /// Invalid repository name (400).
     NameInvalid,
+    /// A manifest PUT to a reference that is neither a valid tag nor a digest (400).
+    TagInvalid,
     /// Repository not known (404).
     NameUnknown,
     /// Content length does not match (400).
@@ -63,7 +65,7 @@ impl ErrorKind {
         match self {
             BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown | NotFound => 404,
             BlobUploadInvalid | DigestInvalid | ManifestBlobUnknown | ManifestInvalid | NameInvalid | SizeInvalid
-            | BadRequest => 400,
+            | TagInvalid | BadRequest => 400,
             RangeInvalid | RangeNotSatisfiable => 416,
             TooLarge => 413,
             Unauthorized => 401,
@@ -90,6 +92,7 @@ impl ErrorKind {
             ManifestInvalid => "MANIFEST_INVALID",
             ManifestUnknown => "MANIFEST_UNKNOWN",
             NameInvalid => "NAME_INVALID",
+            TagInvalid => "TAG_INVALID",
             NameUnknown => "NAME_UNKNOWN",
             SizeInvalid | TooLarge => "SIZE_INVALID",
             Unauthorized => "UNAUTHORIZED",
@@ -118,6 +121,7 @@ impl ErrorKind {
             ManifestInvalid => "manifest invalid",
             ManifestUnknown => "manifest unknown",
             NameInvalid => "invalid repository name",
+            TagInvalid => "manifest tag did not match URI",
             NameUnknown => "repository name not known to registry",
             SizeInvalid => "provided length did not match content length",
             TooLarge => "request body too large",

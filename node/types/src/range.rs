@@ -47,7 +47,9 @@ impl FromStr for ByteRange {
             (false, false) => {
                 let (a, b) = (num(a)?, num(b)?);
                 if b < a {
-                    return Err(RangeError::Malformed);
+                    // `bytes=500-0` names no byte of any resource: answered 416 like every
+                    // other unsatisfiable range (clients and the conformance tests expect it).
+                    return Err(RangeError::Unsatisfiable);
                 }
                 Ok(ByteRange::FromTo(a, b))
             }
@@ -138,7 +140,8 @@ mod tests {
         assert_eq!("bytes=-10".parse::<ByteRange>().unwrap().resolve(100), Ok((90, 10)));
         assert_eq!("bytes=95-200".parse::<ByteRange>().unwrap().resolve(100), Ok((95, 5)));
         assert_eq!("bytes=100-".parse::<ByteRange>().unwrap().resolve(100), Err(RangeError::Unsatisfiable));
-        for bad in ["", "bytes=", "bytes=-", "bytes=5-1", "items=0-1", "bytes=0-1,3-4", "bytes=a-b", "bytes=-1-2"] {
+        assert_eq!("bytes=500-0".parse::<ByteRange>(), Err(RangeError::Unsatisfiable));
+        for bad in ["", "bytes=", "bytes=-", "items=0-1", "bytes=0-1,3-4", "bytes=a-b", "bytes=-1-2"] {
             assert!(bad.parse::<ByteRange>().is_err(), "{bad}");
         }
     }

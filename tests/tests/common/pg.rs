@@ -56,10 +56,21 @@ impl Postgres {
         if is_root() {
             super::run(Command::new("chown").arg("postgres").arg(&dir));
         }
-        super::run(as_pg(pg_bin("initdb")).arg("-D").arg(&dir).args(["-A", "trust", "-U", "postgres"]).stdout(Stdio::null()));
+        super::run(
+            as_pg(pg_bin("initdb")).arg("-D").arg(&dir).args(["-A", "trust", "-U", "postgres"]).stdout(Stdio::null()),
+        );
         let pg = Postgres { port: free_port(), dir };
         pg.start_server();
-        super::run(Command::new("psql").args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "-c", "CREATE DATABASE berth"]));
+        super::run(Command::new("psql").args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-c",
+            "CREATE DATABASE berth",
+        ]));
         Some(pg)
     }
 
@@ -77,7 +88,12 @@ impl Postgres {
     }
 
     pub fn stop_server(&self) {
-        let _ = as_pg(pg_bin("pg_ctl")).arg("-D").arg(&self.dir).args(["-m", "fast", "-w", "stop"]).stdout(Stdio::null()).status();
+        let _ = as_pg(pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status();
     }
 
     pub fn conn(&self) -> String {
@@ -87,7 +103,17 @@ impl Postgres {
     /// One value (or rows joined by newlines) from a query.
     pub fn query(&self, sql: &str) -> String {
         let out = super::run(Command::new("psql").args([
-            "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "berth", "-At", "-c", sql,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "berth",
+            "-At",
+            "-c",
+            sql,
         ]));
         out.trim().to_string()
     }
@@ -134,11 +160,21 @@ impl Admin {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         self.child = Some(
-            Command::new(admin_bin()).arg("serve").envs(self.env.clone()).stdout(Stdio::null()).stderr(log).spawn().unwrap(),
+            Command::new(admin_bin())
+                .arg("serve")
+                .envs(self.env.clone())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         while ureq::get(&self.url("/metrics")).call().is_err() {
-            assert!(Instant::now() < deadline, "berth-admin did not start: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "berth-admin did not start: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

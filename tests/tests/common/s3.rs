@@ -93,7 +93,8 @@ impl Moto {
 
     /// Open multipart uploads in the bucket.
     pub fn multipart_uploads(&self, bucket: &str) -> usize {
-        let body = ureq::get(&self.url(&format!("/{bucket}?uploads"))).call().expect("list uploads").into_string().unwrap();
+        let body =
+            ureq::get(&self.url(&format!("/{bucket}?uploads"))).call().expect("list uploads").into_string().unwrap();
         body.matches("<UploadId>").count()
     }
 }

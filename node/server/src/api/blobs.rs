@@ -93,7 +93,13 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
     serve_remote(app, tier, req, digest, meta.size).await
 }
 
-fn serve_local(app: &App, req: &Request, digest: &Digest, meta: &BlobMeta, file: std::fs::File) -> Result<Response, OciError> {
+fn serve_local(
+    app: &App,
+    req: &Request,
+    digest: &Digest,
+    meta: &BlobMeta,
+    file: std::fs::File,
+) -> Result<Response, OciError> {
     let size = meta.size;
     let mut resp = match wanted(req, size) {
         Err(r) => return Ok(r),
@@ -109,8 +115,14 @@ fn serve_local(app: &App, req: &Request, digest: &Digest, meta: &BlobMeta, file:
     Ok(resp)
 }
 
-fn s3_unavailable(e: TierError) -> OciError {
-    OciError::new(ErrorKind::Unavailable).msg(format!("blob is only in S3, which failed: {e}"))
+/// The blob is only in S3 and S3 failed: the detail (endpoint, SDK message) goes to the log,
+/// the client gets a short spec error (and `Retry-After`, added for every 503).
+fn s3_unavailable(digest: &Digest) -> impl FnOnce(TierError) -> OciError + '_ {
+    move |e| {
+        tracing::warn!(%digest, error = %e, "S3 read failed for a blob that is only in S3");
+        OciError::new(ErrorKind::Unavailable)
+            .msg("the blob is in the registry's S3 tier, which cannot be reached right now; retry later")
+    }
 }
 
 async fn serve_remote(
@@ -136,7 +148,7 @@ async fn serve_remote(
         });
     }
     if tier.config().presign_redirect {
-        let url = tier.presign(digest).await.map_err(s3_unavailable)?;
+        let url = tier.presign(digest).await.map_err(s3_unavailable(digest))?;
         app.metrics.blob_read("redirect", 0);
         let mut resp = Response::new(307).header("Location", url).header("Docker-Content-Digest", digest.to_string());
         resp.source = Some("redirect");
@@ -144,13 +156,13 @@ async fn serve_remote(
     }
     let mut resp = match want {
         Wanted::Whole => {
-            let fill = tier.read_through(digest, size).await.map_err(s3_unavailable)?;
+            let fill = tier.read_through(digest, size).await.map_err(s3_unavailable(digest))?;
             let mut r = headers(digest).with_body(ResponseBody::Fill { fill, offset: 0, len: size });
             r.source = Some("s3");
             r
         }
         Wanted::Part(offset, len) => {
-            let stream = tier.read_range(digest, offset, len).await.map_err(s3_unavailable)?;
+            let stream = tier.read_range(digest, offset, len).await.map_err(s3_unavailable(digest))?;
             let mut r = partial(headers(digest).with_body(ResponseBody::Stream(stream)), offset, len, size);
             r.source = Some("s3_range");
             r

@@ -24,6 +24,18 @@ pub(super) async fn handle(
     }
 }
 
+/// A reference that is neither a tag nor a digest: no manifest can exist under it.
+pub(super) fn bad_reference(req: &Request, repo: &RepoName, raw: &str) -> Result<Response, OciError> {
+    let detail = serde_json::json!({ "name": repo.as_str(), "reference": raw });
+    match req.method {
+        Method::Get | Method::Head | Method::Delete => Err(OciError::new(ErrorKind::ManifestUnknown).detail(detail)),
+        Method::Put => Err(OciError::new(ErrorKind::TagInvalid)
+            .msg(format!("{raw:?} is neither a valid tag nor a digest"))
+            .detail(detail)),
+        _ => super::method_not_allowed("GET, HEAD, PUT, DELETE"),
+    }
+}
+
 fn unknown(app: &App, repo: &RepoName, reference: &Reference) -> OciError {
     let kind = match app.index.repo_exists(repo) {
         Ok(false) => ErrorKind::NameUnknown,
@@ -74,20 +86,7 @@ async fn put(
         }
         Reference::Tag(_) => Digest::of(Algorithm::Sha256, &bytes),
     };
-    for b in &parsed.blobs {
-        if !app.index.repo_has_blob(repo, b).map_err(index_error)? {
-            return Err(OciError::new(ErrorKind::ManifestBlobUnknown)
-                .msg(format!("blob {b} is not in repository {repo}"))
-                .detail(serde_json::json!({ "digest": b.to_string() })));
-        }
-    }
-    for m in &parsed.manifests {
-        if !app.index.has_manifest(repo, m).map_err(index_error)? {
-            return Err(OciError::new(ErrorKind::ManifestBlobUnknown)
-                .msg(format!("manifest {m} is not in repository {repo}"))
-                .detail(serde_json::json!({ "digest": m.to_string() })));
-        }
-    }
+    let absent = check_references(app, repo, &parsed)?;
     let mut tags: Vec<Tag> = Vec::new();
     if let Reference::Tag(t) = reference {
         tags.push(t.clone());
@@ -106,6 +105,7 @@ async fn put(
         blobs: parsed.blobs.clone(),
         manifests: parsed.manifests.clone(),
         annotations: parsed.annotations.clone(),
+        absent,
         pushed_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -124,7 +124,61 @@ async fn put(
     if let Some(s) = &parsed.subject {
         resp = resp.header("OCI-Subject", s.to_string());
     }
+    for t in &tags {
+        resp = resp.header("OCI-Tag", t.to_string());
+    }
     Ok(resp)
+}
+
+fn blob_unknown(what: &str, label: &str, d: &Digest, repo: &RepoName) -> OciError {
+    OciError::new(ErrorKind::ManifestBlobUnknown)
+        .msg(format!("{label}: {what} {d} is not in repository {repo}"))
+        .detail(serde_json::json!({ "digest": d.to_string(), "descriptor": label }))
+}
+
+fn size_mismatch(label: &str, d: &Digest, declared: u64, stored: u64) -> OciError {
+    OciError::new(ErrorKind::ManifestInvalid)
+        .msg(format!("{label}: descriptor size {declared} does not match the stored size {stored} of {d}"))
+        .detail(serde_json::json!({ "descriptor": label, "digest": d.to_string(), "size": declared, "stored_size": stored }))
+}
+
+/// Every reference must exist in the repository with the declared size, except those the
+/// `[validation]` policy lets be absent. Returns the absent ones.
+fn check_references(app: &App, repo: &RepoName, parsed: &manifest::ParsedManifest) -> Result<Vec<Digest>, OciError> {
+    let policy = &app.cfg.validation;
+    let mut absent = Vec::new();
+    for r in &parsed.blob_refs {
+        let meta = if app.index.repo_has_blob(repo, &r.digest).map_err(index_error)? {
+            app.index.blob(&r.digest).map_err(index_error)?
+        } else {
+            None
+        };
+        match meta {
+            Some(m) if m.size != r.size => return Err(size_mismatch(&r.label, &r.digest, r.size, m.size)),
+            Some(_) => {}
+            None if policy.allow_absent_layers && r.label != "config" => absent.push(r.digest.clone()),
+            None => return Err(blob_unknown("blob", &r.label, &r.digest, repo)),
+        }
+    }
+    for r in &parsed.manifest_refs {
+        match app.index.manifest(repo, &r.digest).map_err(index_error)? {
+            Some((_, bytes)) if bytes.len() as u64 != r.size => {
+                return Err(size_mismatch(&r.label, &r.digest, r.size, bytes.len() as u64))
+            }
+            Some(_) => {}
+            None if policy.child_may_be_absent(r.platform.as_deref()) => absent.push(r.digest.clone()),
+            None => {
+                let what = match &r.platform {
+                    Some(p) => format!("manifest ({p})"),
+                    None => "manifest".to_owned(),
+                };
+                return Err(blob_unknown(&what, &r.label, &r.digest, repo));
+            }
+        }
+    }
+    absent.sort();
+    absent.dedup();
+    Ok(absent)
 }
 
 fn delete(app: &App, repo: &RepoName, reference: &Reference) -> Result<Response, OciError> {

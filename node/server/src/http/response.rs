@@ -92,6 +92,10 @@ impl From<OciError> for Response {
     fn from(e: OciError) -> Response {
         let mut r = Response::bytes(e.kind.status(), "application/json", e.body());
         r.error = Some(e.kind.code());
+        // A temporary condition: tell clients when to come back (RFC 9110 10.2.3).
+        if matches!(e.kind, berth_types::ErrorKind::Unavailable | berth_types::ErrorKind::TooManyRequests) {
+            r = r.header("Retry-After", "10");
+        }
         r
     }
 }

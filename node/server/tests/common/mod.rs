@@ -32,6 +32,9 @@ impl Resp {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
+    pub fn headers_all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
     pub fn error_code(&self) -> String {
         self.json()["errors"][0]["code"].as_str().unwrap_or("").to_owned()
     }
@@ -90,13 +93,12 @@ impl TestNode {
             Err(e) => panic!("{method} {path}: {e}"),
         };
         let status = resp.status();
-        let headers = resp
-            .headers_names()
+        // Every value of a repeated header (e.g. one `OCI-Tag` per tag).
+        let mut names = resp.headers_names();
+        names.dedup();
+        let headers = names
             .into_iter()
-            .map(|n| {
-                let v = resp.header(&n).unwrap_or("").to_owned();
-                (n, v)
-            })
+            .flat_map(|n| resp.all(&n).into_iter().map(|v| (n.clone(), v.to_owned())).collect::<Vec<_>>())
             .collect();
         let mut body = Vec::new();
         resp.into_reader().read_to_end(&mut body).unwrap();

@@ -25,7 +25,10 @@ pub(super) async fn get(app: &App, req: &Request) -> Result<Response, OciError> 
     let limit = num(req, "limit", 1000)?.clamp(1, 10_000) as usize;
     let wait = Duration::from_millis(num(req, "wait_ms", 0)?.min(60_000));
     if let Some(name) = req.query("consumer") {
-        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(super::bad("consumer must be 1-64 letters, digits, '-' or '_'"));
         }
         app.index.consumer_at(&format!("ext:{name}"), from - 1).map_err(index_error)?;

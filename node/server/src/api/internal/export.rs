@@ -32,5 +32,8 @@ pub(super) fn get(app: &App) -> Result<Response, OciError> {
         .collect();
     let tags: Vec<_> = ex.tags.iter().map(|(r, t, d)| json!({"repo": r, "tag": t, "digest": d})).collect();
     let links: Vec<_> = ex.links.iter().map(|(r, d)| json!({"repo": r, "digest": d})).collect();
-    Ok(Response::json(200, &json!({"seq": ex.seq, "blobs": blobs, "manifests": manifests, "tags": tags, "links": links})))
+    Ok(Response::json(
+        200,
+        &json!({"seq": ex.seq, "blobs": blobs, "manifests": manifests, "tags": tags, "links": links}),
+    ))
 }

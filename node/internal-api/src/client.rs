@@ -1,0 +1,157 @@
+//! A blocking client of a node's internal API (`berth gc`, the admin sidecar).
+//!
+//! The node writes its internal API address and token into its data directory
+//! (`internal.addr`, `internal.token`). A client resolved from the data directory can
+//! [`refresh`](InternalClient::refresh) itself: after a node restart the address may change,
+//! and a long-running client (the sidecar) must follow it instead of retrying the old one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why the internal API's address or token could not be found.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source} (is a node running with data directory {data_dir}?)")]
+pub struct ResolveError {
+    /// The file that could not be read.
+    pub path: String,
+    /// The data directory it was looked for in.
+    pub data_dir: String,
+    /// The read error.
+    pub source: std::io::Error,
+}
+
+/// Where the address and token came from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Both given explicitly: never re-read.
+    Explicit,
+    /// At least one read from the node's data directory: re-read on `refresh`.
+    DataDir { dir: PathBuf, url_given: bool, token_given: bool },
+}
+
+/// A node's internal API: base URL and bearer token.
+#[derive(Debug, Clone)]
+pub struct InternalClient {
+    url: String,
+    token: String,
+    source: Source,
+}
+
+fn read(dir: &Path, name: &str) -> Result<String, ResolveError> {
+    let p = dir.join(name);
+    std::fs::read_to_string(&p).map(|s| s.trim().to_string()).map_err(|source| ResolveError {
+        path: p.display().to_string(),
+        data_dir: dir.display().to_string(),
+        source,
+    })
+}
+
+impl InternalClient {
+    /// From explicit values, else from the files the node writes into its data directory.
+    pub fn resolve(data_dir: &Path, url: Option<String>, token: Option<String>) -> Result<Self, ResolveError> {
+        let source = if url.is_some() && token.is_some() {
+            Source::Explicit
+        } else {
+            Source::DataDir { dir: data_dir.to_path_buf(), url_given: url.is_some(), token_given: token.is_some() }
+        };
+        let url = match url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", read(data_dir, "internal.addr")?),
+        };
+        let token = match token {
+            Some(t) => t,
+            None => read(data_dir, "internal.token")?,
+        };
+        Ok(InternalClient { url, token, source })
+    }
+
+    /// A client for an explicit URL and token.
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        InternalClient {
+            url: url.into().trim_end_matches('/').to_string(),
+            token: token.into(),
+            source: Source::Explicit,
+        }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:5001`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Re-read what came from the data directory (a restarted node may listen elsewhere or
+    /// have a new token). Returns whether anything changed.
+    pub fn refresh(&mut self) -> bool {
+        let Source::DataDir { dir, url_given, token_given } = &self.source else { return false };
+        let mut changed = false;
+        if !url_given {
+            if let Ok(a) = read(dir, "internal.addr") {
+                let u = format!("http://{a}");
+                changed |= u != self.url;
+                self.url = u;
+            }
+        }
+        if !token_given {
+            if let Ok(t) = read(dir, "internal.token") {
+                changed |= t != self.token;
+                self.token = t;
+            }
+        }
+        changed
+    }
+
+    /// Call `method path` with an optional JSON body; returns the status and the JSON answer
+    /// (a non-JSON answer comes back as a JSON string). No size cap: an export of a large
+    /// index is tens of megabytes. `Err` means no answer (unreachable, broken connection).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(u16, serde_json::Value), String> {
+        let req = ureq::request(method, &format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .timeout(timeout);
+        let res = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(format!("{}{path}: {e}", self.url)),
+        };
+        let status = resp.status();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes)
+            .map_err(|e| format!("{}{path}: {e}", self.url))?;
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok((status, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_follows_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("internal.addr"), "127.0.0.1:1111\n").unwrap();
+        std::fs::write(dir.path().join("internal.token"), "t1").unwrap();
+        let mut c = InternalClient::resolve(dir.path(), None, None).unwrap();
+        assert_eq!(c.url(), "http://127.0.0.1:1111");
+        assert!(!c.refresh());
+        std::fs::write(dir.path().join("internal.addr"), "127.0.0.1:2222").unwrap();
+        assert!(c.refresh());
+        assert_eq!(c.url(), "http://127.0.0.1:2222");
+        let mut explicit = InternalClient::resolve(dir.path(), Some("http://x:1/".into()), Some("t".into())).unwrap();
+        assert!(!explicit.refresh());
+        assert_eq!(explicit.url(), "http://x:1");
+        let missing = InternalClient::resolve(&dir.path().join("nope"), None, None).unwrap_err().to_string();
+        assert!(missing.contains("internal.addr") && missing.contains("is a node running"), "{missing}");
+        assert!(!missing.contains("--node"), "no flags another program may not have: {missing}");
+    }
+}
