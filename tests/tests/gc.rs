@@ -144,6 +144,66 @@ fn dry_run_reports_exactly_what_delete_deletes() {
     assert!(out.starts_with("Would delete 0 unreferenced blobs (0 B)"), "{out}");
 }
 
+/// Regression: right after a delete, `berth gc --dry-run` said "Would delete 0 unreferenced
+/// blobs (0 B)" with no word of what the grace period held back.
+#[test]
+fn dry_run_reports_what_the_grace_period_holds_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Berth::start(&tmp.path().join("data"), &[]);
+    let (d, _) = push_image(&node, "g/app", Some("v1"), &[layer(50, 300_000)], None);
+    assert_eq!(http("DELETE", &node.url(&format!("/v2/g/app/manifests/{d}")), &[], None).status, 202);
+    let report = gc(&node, true, json!(null));
+    assert!(digests(&report, "blobs").is_empty());
+    assert_eq!(report["held_by_grace"]["blobs"], 2, "{report}");
+    assert!(report["held_by_grace"]["bytes"].as_u64().unwrap() > 300_000, "{report}");
+    let at = report["held_by_grace"]["next_collectable_ms"].as_u64().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(at > now + 3500_000 && at < now + 3700_000, "collectable about an hour from now: {at} vs {now}");
+    let out = run(Command::new(berth_bin()).args(["gc", "--dry-run", "--data-dir"]).arg(&node.dir));
+    assert!(out.contains("Held back by the grace period: 2 blobs (300."), "{out}");
+    assert!(out.contains("collectable from in 59m") || out.contains("collectable from in 1h"), "{out}");
+}
+
+/// Regression: `--keep-last 1` kept `dev1` and deleted the newer `dev2`/`dev3` because tags on
+/// one manifest tied on its push time. Tags are ordered by when they were set.
+#[test]
+fn keep_last_orders_tags_by_when_they_were_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Berth::start(&tmp.path().join("data"), &[]);
+    let (d, _) = push_image(&node, "k/app", Some("dev1"), &[layer(60, 1000)], None);
+    let bytes = http("GET", &node.url(&format!("/v2/k/app/manifests/{d}")), &[], None).body;
+    for t in ["dev2", "dev3"] {
+        std::thread::sleep(Duration::from_millis(20));
+        let r = http(
+            "PUT",
+            &node.url(&format!("/v2/k/app/manifests/{t}")),
+            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            Some(&bytes),
+        );
+        assert_eq!(r.status, 201);
+    }
+    let policy = json!({"grace_secs": 0, "retention": [{"repositories": "k/*", "keep_last": 1}]});
+    let dry = gc(&node, true, policy);
+    assert_eq!(digests(&dry, "tags"), BTreeSet::from(["k/app:dev1".to_string(), "k/app:dev2".to_string()]), "{dry}");
+}
+
+/// Per-repository lines say which bytes are shared with other repositories.
+#[test]
+fn per_repository_lines_name_shared_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Berth::start(&tmp.path().join("data"), &[]);
+    let shared = layer(70, 200_000);
+    let d = push_blob(&node, "s/one", &shared);
+    let r = http("POST", &node.url(&format!("/v2/s/two/blobs/uploads/?mount={d}&from=s/one")), &[], None);
+    assert_eq!(r.status, 201);
+    let out = run(Command::new(berth_bin()).args(["gc", "--dry-run", "--grace", "0s", "--data-dir"]).arg(&node.dir));
+    assert!(out.contains("Would delete 1 unreferenced blob (200.0 kB)"), "{out}");
+    assert!(
+        out.contains("s/one: 1 blob (200.0 kB), of which 1 blob (200.0 kB) shared with other repositories"),
+        "{out}"
+    );
+}
+
 #[test]
 fn cli_dry_run_then_delete_with_per_repository_breakdown() {
     let tmp = tempfile::tempdir().unwrap();

@@ -6,6 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+
+use super::extract::JsonBody;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -24,8 +26,8 @@ fn yes() -> bool {
     true
 }
 
-pub(super) async fn post(State(sc): State<Arc<Sidecar>>, body: Option<Json<GcBody>>) -> Response {
-    let Json(b) = body.unwrap_or(Json(GcBody { dry_run: true, policy: None }));
+pub(super) async fn post(State(sc): State<Arc<Sidecar>>, JsonBody(body): JsonBody<GcBody>) -> Response {
+    let b = body.unwrap_or(GcBody { dry_run: true, policy: None });
     match crate::jobs::start(&sc, b.dry_run, b.policy, "api").await {
         Ok(v) => (StatusCode::ACCEPTED, Json(v)).into_response(),
         Err((status, v)) => (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), Json(v)).into_response(),

@@ -1,6 +1,7 @@
 //! The admin HTTP API (JSON, `Authorization: Bearer <api_token>`), one resource per file.
 //! `/metrics` (Prometheus) is open, like the node's.
 
+mod extract;
 mod gc;
 mod jobs;
 mod metrics;
@@ -35,7 +36,10 @@ pub fn router(sc: Arc<Sidecar>) -> Router {
         .route("/api/v1/scans", get(scans::not_yet).post(scans::not_yet))
         .route("/api/v1/scans/{*rest}", get(scans::not_yet).post(scans::not_yet))
         .route_layer(middleware::from_fn_with_state(sc.clone(), auth));
-    api.route("/metrics", get(metrics::get)).fallback(not_found).with_state(sc)
+    api.route("/metrics", get(metrics::get))
+        .fallback(not_found)
+        .method_not_allowed_fallback(extract::method_not_allowed)
+        .with_state(sc)
 }
 
 async fn auth(State(sc): State<Arc<Sidecar>>, req: Request, next: Next) -> Response {

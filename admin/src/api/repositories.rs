@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header::LINK;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::extract::QueryParams;
 use crate::{db, Sidecar};
 
 #[derive(Deserialize)]
@@ -18,7 +19,7 @@ pub(super) struct Page {
     last: Option<String>,
 }
 
-pub(super) async fn list(State(sc): State<Arc<Sidecar>>, Query(p): Query<Page>) -> Response {
+pub(super) async fn list(State(sc): State<Arc<Sidecar>>, QueryParams(p): QueryParams<Page>) -> Response {
     let n = p.n.unwrap_or(100).clamp(1, 1000);
     let last = p.last.unwrap_or_default();
     let c = match db::connect(&sc.cfg.postgres).await {

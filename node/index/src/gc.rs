@@ -15,7 +15,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::{
     codec, key2, prefix, BlobMeta, Change, Durability, Index, ManifestRecord, Result, CF_ACCESS, CF_BLOBS,
-    CF_BLOB_REPOS, CF_MANIFESTS, CF_REFS, CF_REPO_BLOBS, CF_TAGS,
+    CF_BLOB_REPOS, CF_MANIFESTS, CF_REFS, CF_REPO_BLOBS, CF_TAGS, CF_TAG_TIMES,
 };
 
 fn blob_ref_key(d: &Digest) -> Vec<u8> {
@@ -211,6 +211,7 @@ impl Index {
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_TAGS), &tkey);
+        batch.delete_cf(self.cf(CF_TAG_TIMES), &tkey);
         self.feed(&mut batch, vec![Change::TagDeleted { repo: repo.clone(), tag: tag.clone() }]);
         self.write(batch)?;
         Ok(true)
@@ -250,6 +251,12 @@ impl Index {
                 ex.access.insert(d, t);
             }
         }
+        for item in snap.iterator_cf(self.cf(CF_TAG_TIMES), IteratorMode::Start) {
+            let (k, v) = item?;
+            if let (Ok(key), Some(t)) = (codec::split_key::<RepoName, Tag>(&k, CF_TAG_TIMES), codec::u64_from(&v)) {
+                ex.tag_times.insert(key, t);
+            }
+        }
         Ok(ex)
     }
 }
@@ -282,4 +289,6 @@ pub struct Export {
     pub links: Vec<(RepoName, Digest)>,
     /// Last access per blob (unix ms).
     pub access: HashMap<Digest, u64>,
+    /// When each tag was last set (unix ms); absent for tags set before this was recorded.
+    pub tag_times: HashMap<(RepoName, Tag), u64>,
 }

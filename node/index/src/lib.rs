@@ -54,7 +54,10 @@ const CF_STATS: &str = "stats";
 const CF_PENDING: &str = "tier_pending";
 const CF_REFS: &str = "refs";
 const CF_BLOB_REPOS: &str = "blob_repos";
-const ALL_CFS: [&str; 13] = [
+/// `repo \0 tag` → when the tag was last set to a new manifest (unix ms, big-endian u64).
+const CF_TAG_TIMES: &str = "tag_times";
+const ALL_CFS: [&str; 14] = [
+    CF_TAG_TIMES,
     CF_BLOBS,
     CF_REPO_BLOBS,
     CF_MANIFESTS,
@@ -506,6 +509,7 @@ impl Index {
             let prev = self.db.get_pinned_cf(self.cf(CF_TAGS), &tkey)?;
             if prev.as_deref() != Some(dkey.as_bytes()) {
                 batch.put_cf(self.cf(CF_TAGS), &tkey, dkey.as_bytes());
+                batch.put_cf(self.cf(CF_TAG_TIMES), &tkey, now_ms().to_be_bytes());
                 changes.push(Change::TagSet { repo: repo.clone(), tag: tag.clone(), digest: digest.clone() });
             }
         }
@@ -544,6 +548,7 @@ impl Index {
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_TAGS), &tkey);
+        batch.delete_cf(self.cf(CF_TAG_TIMES), &tkey);
         self.feed(&mut batch, vec![Change::TagDeleted { repo: repo.clone(), tag: tag.clone() }]);
         self.write(batch)?;
         Ok(true)
@@ -577,6 +582,7 @@ impl Index {
         for (tag, d) in self.scan_tags(repo)? {
             if d == dkey {
                 batch.delete_cf(self.cf(CF_TAGS), key2(repo.as_str(), &tag));
+                batch.delete_cf(self.cf(CF_TAG_TIMES), key2(repo.as_str(), &tag));
                 if let Ok(tag) = tag.parse() {
                     changes.push(Change::TagDeleted { repo: repo.clone(), tag });
                 }

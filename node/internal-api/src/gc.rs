@@ -29,7 +29,8 @@ impl Default for GcPolicy {
 /// A tag retention rule. For the repositories it matches, a tag is kept when it is protected,
 /// or among the `keep_last` most recently pushed, or younger than `keep_younger_than_secs`;
 /// otherwise the rule deletes it. A rule with neither limit keeps everything. A tag's age is
-/// the push time of the manifest it points to.
+/// the time it was last set (for tags set before Berth recorded that: the push time of the
+/// manifest it points to).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionRule {
@@ -100,13 +101,21 @@ pub struct BlobItem {
     pub tier: String,
 }
 
-/// Per-repository totals in a report (a blob linked from several repositories counts in each).
+/// Per-repository totals in a report. A blob linked from several repositories counts in
+/// each, and is counted again in `shared_blobs`/`shared_bytes`: summing `bytes` over
+/// repositories overstates what is reclaimed by the shared bytes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RepoTotals {
     /// Blobs.
     pub blobs: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Of those, blobs also linked from other repositories.
+    #[serde(default)]
+    pub shared_blobs: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub shared_bytes: u64,
     /// Manifests.
     pub manifests: u64,
     /// Tags.
@@ -138,6 +147,22 @@ pub struct GcReport {
     pub examined_blobs: u64,
     /// Manifests examined.
     pub examined_manifests: u64,
+    /// Unreferenced blobs kept only because they were used within the grace period.
+    #[serde(default)]
+    pub held_by_grace: GraceHeld,
+}
+
+/// Unreferenced blobs the grace period keeps for now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GraceHeld {
+    /// How many.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// When the first of them becomes collectable (unix ms), if any.
+    pub next_collectable_ms: Option<u64>,
+    /// When the last of them becomes collectable (unix ms), if any.
+    pub all_collectable_ms: Option<u64>,
 }
 
 /// State of a GC job.

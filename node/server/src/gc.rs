@@ -28,8 +28,8 @@ use berth_types::{Digest, RepoName, Tag};
 use crate::store::BlobStore;
 
 pub use berth_internal_api::gc::{
-    human_bytes, BlobItem, GcPolicy, GcReport, GcRequest, JobState, JobView, ManifestItem, RepoTotals, RetentionRule,
-    TagItem,
+    human_bytes, BlobItem, GcPolicy, GcReport, GcRequest, GraceHeld, JobState, JobView, ManifestItem, RepoTotals,
+    RetentionRule, TagItem,
 };
 
 /// Progress of a running job.
@@ -81,6 +81,7 @@ struct Plan {
     orphans: Vec<(PathBuf, u64)>,
     blob_cutoff_ms: u64,
     start_ms: u64,
+    held: GraceHeld,
     links: HashMap<Digest, Vec<String>>,
     examined_blobs: u64,
     examined_manifests: u64,
@@ -91,7 +92,10 @@ fn retention_deletes(ex: &Export, policy: &GcPolicy, now: u64) -> Vec<(RepoName,
         ex.manifests.iter().map(|m| ((&m.repo, &m.digest), m.record.pushed_at_ms)).collect();
     let mut by_repo: BTreeMap<&RepoName, Vec<(&Tag, &Digest, u64)>> = BTreeMap::new();
     for (repo, tag, d) in &ex.tags {
-        let at = pushed.get(&(repo, d)).copied().unwrap_or(0);
+        // When the tag was set (tags on one manifest do not tie on its push time); for tags
+        // set before that was recorded, the manifest's push time.
+        let at =
+            ex.tag_times.get(&(repo.clone(), tag.clone())).or_else(|| pushed.get(&(repo, d))).copied().unwrap_or(0);
         by_repo.entry(repo).or_default().push((tag, d, at));
     }
     let mut out = Vec::new();
@@ -189,6 +193,7 @@ fn make_plan(index: &Index, blobs: &BlobStore, policy: &GcPolicy) -> Result<Plan
     }
     let blob_cutoff_ms = start_ms.saturating_sub(policy.grace_secs * 1000);
     let mut plan_blobs = Vec::new();
+    let mut held = GraceHeld::default();
     for (d, meta) in &ex.blobs {
         if used_blobs.contains(d) {
             continue;
@@ -196,6 +201,12 @@ fn make_plan(index: &Index, blobs: &BlobStore, policy: &GcPolicy) -> Result<Plan
         let last_used = ex.access.get(d).copied().unwrap_or(0).max(meta.created_at_ms);
         if last_used < blob_cutoff_ms {
             plan_blobs.push((d.clone(), meta.size, meta.tier.as_str().to_string()));
+        } else {
+            let at = last_used + policy.grace_secs * 1000;
+            held.blobs += 1;
+            held.bytes += meta.size;
+            held.next_collectable_ms = Some(held.next_collectable_ms.map_or(at, |n| n.min(at)));
+            held.all_collectable_ms = Some(held.all_collectable_ms.map_or(at, |n| n.max(at)));
         }
     }
     let mut links: HashMap<Digest, Vec<String>> = HashMap::new();
@@ -211,6 +222,7 @@ fn make_plan(index: &Index, blobs: &BlobStore, policy: &GcPolicy) -> Result<Plan
         orphans,
         blob_cutoff_ms,
         start_ms,
+        held,
         links,
         examined_blobs: ex.blobs.len() as u64,
         examined_manifests: ex.manifests.len() as u64,
@@ -259,6 +271,7 @@ pub fn run(
         dry_run,
         examined_blobs: plan.examined_blobs,
         examined_manifests: plan.examined_manifests,
+        held_by_grace: plan.held.clone(),
         ..Default::default()
     };
     // Tags.
@@ -343,6 +356,10 @@ pub fn run(
                     let t = r.per_repo.entry(repo.clone()).or_default();
                     t.blobs += 1;
                     t.bytes += size;
+                    if repos.len() > 1 {
+                        t.shared_blobs += 1;
+                        t.shared_bytes += size;
+                    }
                 }
                 r.blobs.push(BlobItem { digest: d.to_string(), size: *size, repos, tier: tier.clone() });
             } else {

@@ -67,13 +67,15 @@ pub fn run(target: &Target, delete: bool, flags: &PolicyFlags, verbose: bool, js
         409 => anyhow::bail!("a garbage collection is already running ({})", v["errors"][0]["detail"]["running"]),
         s => anyhow::bail!("the node refused the GC request ({s}): {v}"),
     };
+    // A counted bar only for phases that know their size; a spinner while planning.
+    let counted = indicatif::ProgressStyle::with_template("{spinner} {msg:<22} [{bar:30}] {pos}/{len}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let spinner = indicatif::ProgressStyle::with_template("{spinner} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg:<22} [{bar:30}] {pos}/{len}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
+        b.set_style(spinner.clone());
         b
     });
     let job: JobView = loop {
@@ -85,9 +87,11 @@ pub fn run(target: &Target, delete: bool, flags: &PolicyFlags, verbose: bool, js
         }
         let state = v["state"].as_str().unwrap_or("");
         if let Some(b) = &bar {
+            let total = v["total"].as_u64().unwrap_or(0);
             b.set_message(v["phase"].as_str().unwrap_or("").to_string());
-            b.set_length(v["total"].as_u64().unwrap_or(0));
-            b.set_position(v["done"].as_u64().unwrap_or(0));
+            b.set_style(if total == 0 { spinner.clone() } else { counted.clone() });
+            b.set_length(total);
+            b.set_position(v["done"].as_u64().unwrap_or(0).min(total));
             b.tick();
         }
         if state != "running" {
@@ -107,6 +111,16 @@ pub fn run(target: &Target, delete: bool, flags: &PolicyFlags, verbose: bool, js
         print!("{}", render(&report, verbose));
     }
     Ok(report)
+}
+
+/// `in 59m (2026-11-29 21:43:00 UTC)`.
+fn describe_time(ms: u64) -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    let secs = ms.saturating_sub(now) / 1000;
+    let rel = humantime::format_duration(Duration::from_secs(if secs >= 60 { secs / 60 * 60 } else { secs }));
+    format!("in {rel} ({})", humantime::format_rfc3339_seconds(at))
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -145,8 +159,30 @@ pub fn render(r: &GcReport, verbose: bool) -> String {
     if !extra.is_empty() {
         out += &format!("{verb} {}\n", extra.join(", "));
     }
+    let g = &r.held_by_grace;
+    if g.blobs > 0 {
+        let when = |ms: Option<u64>| ms.map(describe_time).unwrap_or_default();
+        out += &format!(
+            "Held back by the grace period: {} ({}), unreferenced but used recently; collectable from {}{}\n",
+            plural(g.blobs as usize, "blob", "blobs"),
+            human_bytes(g.bytes),
+            when(g.next_collectable_ms),
+            if g.all_collectable_ms != g.next_collectable_ms {
+                format!(" (all by {})", when(g.all_collectable_ms))
+            } else {
+                String::new()
+            }
+        );
+    }
     for (repo, t) in &r.per_repo {
         let mut parts = vec![format!("{} ({})", plural(t.blobs as usize, "blob", "blobs"), human_bytes(t.bytes))];
+        if t.shared_blobs > 0 {
+            parts[0] += &format!(
+                ", of which {} ({}) shared with other repositories",
+                plural(t.shared_blobs as usize, "blob", "blobs"),
+                human_bytes(t.shared_bytes)
+            );
+        }
         if t.manifests > 0 {
             parts.push(plural(t.manifests as usize, "manifest", "manifests"));
         }
