@@ -379,6 +379,23 @@ pub struct Differences {
 }
 
 impl Differences {
+    /// `blobs 12, manifests 3, tags 2, …` (rows on each side, which agree when this is called).
+    pub fn summary(&self) -> String {
+        self.counts
+            .iter()
+            .map(
+                |(t, (node, pg))| {
+                    if node == pg {
+                        format!("{t} {node}")
+                    } else {
+                        format!("{t} {node} (postgres {pg})")
+                    }
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whether both sides agree.
     pub fn is_empty(&self) -> bool {
         self.missing.values().all(Vec::is_empty) && self.extra.values().all(Vec::is_empty)

@@ -64,6 +64,9 @@ async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
         anyhow::bail!("api_token must be set (BERTH_ADMIN_API_TOKEN or api_token in the config file)");
     }
     let schedule = cfg.gc_schedule.as_deref().map(scheduler::parse).transpose().map_err(|e| anyhow::anyhow!(e))?;
+    // Find the node before touching Postgres: a wrong data directory must fail before any
+    // migration runs.
+    let sc = Arc::new(Sidecar::new(cfg.clone())?);
     // Postgres may come up after us: wait for it (the follower also survives it going away).
     let mut delay = Duration::from_millis(250);
     loop {
@@ -77,7 +80,6 @@ async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
         }
     }
     let listen = cfg.listen.clone();
-    let sc = Arc::new(Sidecar::new(cfg)?);
     tokio::spawn(berth_admin::sync::follow(sc.clone()));
     tokio::spawn(berth_admin::jobs::watch(sc.clone()));
     if let Some(s) = schedule {
@@ -98,7 +100,15 @@ async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // One clear line per failure.
+    if let Err(e) = run() {
+        eprintln!("berth-admin: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = AdminConfig::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     init_logs(&cfg.log_format);
@@ -113,8 +123,8 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Resync => {
+                let sc = Sidecar::new(cfg.clone())?;
                 let mut c = connect_migrated(&cfg).await?;
-                let sc = Sidecar::new(cfg)?;
                 let ex = sc.node.ok("GET", "/internal/v1/export", None, Duration::from_secs(600)).await?;
                 let seq = db::resync(&mut c, &ex).await?;
                 println!(
@@ -127,8 +137,8 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Check { json } => {
+                let sc = Sidecar::new(cfg.clone())?;
                 let c = connect_migrated(&cfg).await?;
-                let sc = Sidecar::new(cfg)?;
                 // Compare at one position: wait (up to 30 s) for Postgres to reach the export's.
                 let mut tries = 0;
                 let diff = loop {
@@ -151,7 +161,7 @@ fn main() -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&diff)?);
                 } else if diff.is_empty() {
-                    println!("postgres matches the node: {:?}", diff.counts);
+                    println!("postgres matches the node: {}", diff.summary());
                 } else {
                     for (t, rows) in &diff.missing {
                         for r in rows {

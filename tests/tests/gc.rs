@@ -422,3 +422,16 @@ fn kill9_mid_gc_then_rerun_finishes() {
         .sum::<usize>();
     assert_eq!(left, 0, "no blob files left");
 }
+
+/// Regression: `_catalog` kept repositories emptied by delete + GC.
+#[test]
+fn catalog_drops_repositories_emptied_by_delete_and_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Berth::start(&tmp.path().join("data"), &[]);
+    let (d, _) = push_image(&node, "gone/app", Some("v1"), &[layer(80, 5000)], None);
+    push_image(&node, "kept/app", Some("v1"), &[layer(81, 5000)], None);
+    assert_eq!(http("DELETE", &node.url(&format!("/v2/gone/app/manifests/{d}")), &[], None).status, 202);
+    gc(&node, false, json!({"grace_secs": 0, "untagged_max_age_secs": 0}));
+    let cat: Value = serde_json::from_slice(&http("GET", &node.url("/v2/_catalog"), &[], None).body).unwrap();
+    assert_eq!(cat["repositories"], json!(["kept/app"]), "{cat}");
+}

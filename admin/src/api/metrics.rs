@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 
 use crate::Sidecar;
 
-pub(super) async fn get(State(sc): State<Arc<Sidecar>>) -> Response {
+pub(super) async fn get(State(sc): State<Arc<Sidecar>>, headers: axum::http::HeaderMap) -> Response {
     let s = sc.sync_view();
     let mut r = Registry::with_prefix("berth_admin");
     let lag = Gauge::<i64>::default();
@@ -32,5 +32,7 @@ pub(super) async fn get(State(sc): State<Arc<Sidecar>>) -> Response {
     r.register("feed_applied_changes", "Changes applied since start", applied);
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &r);
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = berth_types::exposition::negotiate(accept, out);
+    ([(CONTENT_TYPE, content_type)], body).into_response()
 }

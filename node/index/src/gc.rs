@@ -167,6 +167,48 @@ impl Index {
         Ok(Ok(meta))
     }
 
+    /// Garbage collection's link deletion: remove `repo`'s link to `digest` only if no manifest
+    /// of `repo` references it and the blob was last used before `cutoff_ms`, checked under the
+    /// writer lock (a manifest push re-checks its links under the same lock). A repository left
+    /// with no manifests and no links leaves the catalog.
+    pub fn unlink_blob_if_unused(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        cutoff_ms: u64,
+        durability: Durability,
+    ) -> Result<std::result::Result<(), Kept>> {
+        let _g = self.lock();
+        let dkey = digest.to_string();
+        let lkey = key2(repo.as_str(), &dkey);
+        if self.db.get_pinned_cf(self.cf(CF_REPO_BLOBS), &lkey)?.is_none() {
+            return Ok(Err(Kept::Gone));
+        }
+        if let Some(meta) = self.blob(digest)? {
+            if self.blob_last_used(digest, &meta)? >= cutoff_ms {
+                return Ok(Err(Kept::Recent));
+            }
+        }
+        let p = crate::prefix(repo.as_str());
+        for item in self.db.iterator_cf(self.cf(CF_MANIFESTS), IteratorMode::From(&p, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(&p) {
+                break;
+            }
+            let (record, _) = codec::decode_manifest(&v)?;
+            if record.blobs.contains(digest) {
+                return Ok(Err(Kept::Referenced));
+            }
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_REPO_BLOBS), &lkey);
+        batch.delete_cf(self.cf(CF_BLOB_REPOS), key2(&dkey, repo.as_str()));
+        self.bump_repo(&mut batch, repo, -1)?;
+        self.feed(&mut batch, vec![Change::BlobUnlinked { repo: repo.clone(), digest: digest.clone() }]);
+        self.write_durable(batch, durability)?;
+        Ok(Ok(()))
+    }
+
     /// Garbage collection's manifest deletion: delete only if no tag points at it, no index in
     /// the repository references it, its subject (if any) is gone, and it was pushed before
     /// `cutoff_ms`, all checked under the writer lock.

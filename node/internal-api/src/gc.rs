@@ -77,6 +77,15 @@ pub struct TagItem {
     pub digest: String,
 }
 
+/// A repository link in a report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkItem {
+    /// Repository.
+    pub repo: String,
+    /// Blob digest.
+    pub digest: String,
+}
+
 /// A manifest in a report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ManifestItem {
@@ -147,6 +156,11 @@ pub struct GcReport {
     pub examined_blobs: u64,
     /// Manifests examined.
     pub examined_manifests: u64,
+    /// Repository links removed: blobs that stay in the store (another repository's manifest
+    /// uses them) but that nothing in this repository references any more. A repository
+    /// left with no manifests and no links leaves the catalog.
+    #[serde(default)]
+    pub links: Vec<LinkItem>,
     /// Unreferenced blobs kept only because they were used within the grace period.
     #[serde(default)]
     pub held_by_grace: GraceHeld,

@@ -169,6 +169,7 @@ impl App {
                     }
                 }
                 tier.metrics.register(metrics.registry_mut());
+                metrics.register_tier_gauges();
                 tier.start_workers();
                 Some(tier)
             }

@@ -28,14 +28,14 @@ use berth_types::{Digest, RepoName, Tag};
 use crate::store::BlobStore;
 
 pub use berth_internal_api::gc::{
-    human_bytes, BlobItem, GcPolicy, GcReport, GcRequest, GraceHeld, JobState, JobView, ManifestItem, RepoTotals,
-    RetentionRule, TagItem,
+    human_bytes, BlobItem, GcPolicy, GcReport, GcRequest, GraceHeld, JobState, JobView, LinkItem, ManifestItem,
+    RepoTotals, RetentionRule, TagItem,
 };
 
 /// Progress of a running job.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// 0 planning, 1 tags, 2 manifests, 3 blobs, 4 files, 5 done.
+    /// 0 planning, 1 tags, 2 manifests, 3 blobs, 4 files, 5 stale links, 6 done.
     pub phase: AtomicU64,
     /// Items done in this phase.
     pub done: AtomicU64,
@@ -60,6 +60,7 @@ impl Progress {
             2 => "deleting manifests",
             3 => "deleting blobs",
             4 => "deleting orphan files",
+            5 => "removing stale links",
             _ => "done",
         }
     }
@@ -82,6 +83,7 @@ struct Plan {
     blob_cutoff_ms: u64,
     start_ms: u64,
     held: GraceHeld,
+    stale_links: Vec<(RepoName, Digest)>,
     links: HashMap<Digest, Vec<String>>,
     examined_blobs: u64,
     examined_manifests: u64,
@@ -183,10 +185,12 @@ fn make_plan(index: &Index, blobs: &BlobStore, policy: &GcPolicy) -> Result<Plan
         }
     }
     let mut used_blobs: HashSet<&Digest> = HashSet::new();
+    let mut used_links: HashSet<(&RepoName, &Digest)> = HashSet::new();
     let mut manifests = Vec::new();
     for (i, m) in ex.manifests.iter().enumerate() {
         if marked[i] {
             used_blobs.extend(m.record.blobs.iter());
+            used_links.extend(m.record.blobs.iter().map(|b| (&m.repo, b)));
         } else {
             manifests.push((m.repo.clone(), m.digest.clone(), m.size));
         }
@@ -213,6 +217,20 @@ fn make_plan(index: &Index, blobs: &BlobStore, policy: &GcPolicy) -> Result<Plan
     for (repo, d) in &ex.links {
         links.entry(d.clone()).or_default().push(repo.to_string());
     }
+    // Links of blobs that stay (another repository uses them) but that no kept manifest of
+    // this repository references, unused for the grace period.
+    let going: HashSet<&Digest> = plan_blobs.iter().map(|(d, _, _)| d).collect();
+    let metas: HashMap<&Digest, &berth_index::BlobMeta> = ex.blobs.iter().map(|(d, m)| (d, m)).collect();
+    let stale_links: Vec<(RepoName, Digest)> = ex
+        .links
+        .iter()
+        .filter(|(repo, d)| !going.contains(d) && !used_links.contains(&(repo, d)))
+        .filter(|(_, d)| {
+            let created = metas.get(d).map_or(0, |m| m.created_at_ms);
+            ex.access.get(d).copied().unwrap_or(0).max(created) < blob_cutoff_ms
+        })
+        .cloned()
+        .collect();
     let local: HashSet<&Digest> = ex.blobs.iter().filter(|(_, m)| m.tier.is_local()).map(|(d, _)| d).collect();
     let orphans = orphan_files(blobs, &local, blob_cutoff_ms);
     Ok(Plan {
@@ -223,6 +241,7 @@ fn make_plan(index: &Index, blobs: &BlobStore, policy: &GcPolicy) -> Result<Plan
         blob_cutoff_ms,
         start_ms,
         held,
+        stale_links,
         links,
         examined_blobs: ex.blobs.len() as u64,
         examined_manifests: ex.manifests.len() as u64,
@@ -418,7 +437,26 @@ pub fn run(
         r.orphan_bytes += size;
         progress.tick();
     }
-    progress.phase(5, 0);
+
+    // Stale links, each re-checked under the writer lock.
+    progress.phase(5, plan.stale_links.len() as u64);
+    for (repo, d) in &plan.stale_links {
+        let removed = dry_run
+            || index
+                .unlink_blob_if_unused(repo, d, plan.blob_cutoff_ms, Durability::Deferred)
+                .map_err(|e| e.to_string())?
+                .is_ok();
+        if removed {
+            r.links.push(LinkItem { repo: repo.to_string(), digest: d.to_string() });
+        } else {
+            r.kept_in_use += 1;
+        }
+        progress.tick();
+    }
+    if !dry_run {
+        index.sync_wal().map_err(|e| e.to_string())?;
+    }
+    progress.phase(6, 0);
     Ok(r)
 }
 

@@ -149,6 +149,9 @@ pub fn render(r: &GcReport, verbose: bool) -> String {
     if !r.tags.is_empty() {
         extra.push(plural(r.tags.len(), "tag (retention)", "tags (retention)"));
     }
+    if !r.links.is_empty() {
+        extra.push(plural(r.links.len(), "stale repository link", "stale repository links"));
+    }
     if !r.orphan_files.is_empty() {
         extra.push(format!(
             "{} ({})",

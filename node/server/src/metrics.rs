@@ -110,9 +110,15 @@ impl Metrics {
         );
         registry.register("blob_read_bytes", "Blob bytes served by source", m.blob_read_bytes.clone());
         registry.register("store_local_bytes", "Blob bytes with a local file", m.local_bytes.clone());
-        registry.register("tier_pending_blobs", "Blobs committed locally and not yet in S3", m.tier_pending.clone());
-        registry.register("tier_pending_bytes", "Bytes of blobs not yet in S3", m.tier_pending_bytes.clone());
         Metrics { registry, ..m }
+    }
+
+    /// Register the tier backlog gauges: only when S3 tiering is on (with it off every blob
+    /// would count as pending, and a backlog alert would always fire).
+    pub fn register_tier_gauges(&mut self) {
+        let (pending, bytes) = (self.tier_pending.clone(), self.tier_pending_bytes.clone());
+        self.registry.register("tier_pending_blobs", "Blobs committed locally and not yet in S3", pending);
+        self.registry.register("tier_pending_bytes", "Bytes of blobs not yet in S3", bytes);
     }
 
     /// The registry, for other components' metrics (before the node starts).

@@ -389,6 +389,21 @@ async fn expiry_worker(app: Arc<App>) {
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+static TLS_PROBE_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A TLS ClientHello on the plain port: `docker login` probes TLS first and falls back to
+/// HTTP for insecure registries. Said once at info level, then at debug.
+fn tls_probe(peer: SocketAddr) {
+    if !TLS_PROBE_LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::info!(
+            %peer,
+            "a client tried TLS on this plain-HTTP port (docker does this before falling back to HTTP); \
+             closed it. Logged once; further ones at debug level"
+        );
+    } else {
+        tracing::debug!(%peer, "TLS handshake on the plain-HTTP port; closed");
+    }
+}
 
 async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limits, core: usize, internal: bool) {
     app.metrics.connections.inc();
@@ -399,6 +414,10 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(crate::http::HeadFailure::Io(_)) => break,
+            Err(crate::http::HeadFailure::TlsHandshake) => {
+                tls_probe(peer);
+                break;
+            }
             Err(f) => {
                 let e = match f {
                     crate::http::HeadFailure::TooLarge => OciError::new(ErrorKind::HeadersTooLarge),
@@ -406,7 +425,9 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
                         OciError::new(ErrorKind::BadRequest).msg("unsupported Transfer-Encoding")
                     }
                     crate::http::HeadFailure::Malformed(m) => OciError::new(ErrorKind::BadRequest).msg(m),
-                    crate::http::HeadFailure::Io(_) => unreachable!("handled above"),
+                    crate::http::HeadFailure::Io(_) | crate::http::HeadFailure::TlsHandshake => {
+                        unreachable!("handled above")
+                    }
                 };
                 tracing::info!(%peer, error = %e, "rejected request head");
                 let _ = conn.write_response(Response::from(e), false, false).await;
@@ -453,8 +474,11 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
         app.metrics.latency.get_or_create(&EndpointLabels { endpoint }).observe(elapsed.as_secs_f64());
         app.metrics.bytes_in.inc_by(received);
         app.metrics.bytes_out.inc_by(sent_bytes);
-        tracing::info!(
-            target: "berth::access",
+        macro_rules! access_log {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "berth::access",
+                    $level,
             id = %id,
             %peer,
             method = req.method.as_str(),
@@ -472,7 +496,16 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
             bytes_out = sent_bytes,
             latency_us = elapsed.as_micros() as u64,
             "request"
-        );
+                )
+            };
+        }
+        // The internal API is mostly the sidecar's long polls: keep them out of the access log
+        // at the default level.
+        if internal {
+            access_log!(tracing::Level::DEBUG);
+        } else {
+            access_log!(tracing::Level::INFO);
+        }
         app.in_flight.fetch_sub(1, Ordering::SeqCst);
         if let Err(e) = sent {
             tracing::debug!(%peer, error = %e, "response write failed");

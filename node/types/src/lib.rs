@@ -10,6 +10,7 @@
 
 mod digest;
 mod error;
+pub mod exposition;
 mod media;
 mod name;
 mod range;

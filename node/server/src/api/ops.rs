@@ -27,12 +27,13 @@ pub(super) fn handle(app: &App, req: &Request, ep: &Endpoint) -> Result<Response
                 app.metrics.blobs.set(count as i64);
                 app.metrics.blob_bytes.set(bytes as i64);
             }
-            if let Ok(t) = app.index.tier_totals() {
+            if let (Some(_), Ok(t)) = (&app.tier, app.index.tier_totals()) {
                 app.metrics.local_bytes.set(t.local_bytes as i64);
                 app.metrics.tier_pending.set(t.pending_count as i64);
                 app.metrics.tier_pending_bytes.set(t.pending_bytes as i64);
             }
-            Ok(Response::bytes(200, "text/plain; version=0.0.4; charset=utf-8", app.metrics.encode().into_bytes()))
+            let (content_type, body) = berth_types::exposition::negotiate(req.header("accept"), app.metrics.encode());
+            Ok(Response::bytes(200, content_type, body.into_bytes()))
         }
     }
 }

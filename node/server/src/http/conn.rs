@@ -53,6 +53,9 @@ pub enum HeadFailure {
     UnsupportedEncoding,
     /// The socket failed or the client was too slow: close without answering.
     Io(io::Error),
+    /// The client opened with a TLS ClientHello on this plain-HTTP port (docker probes TLS
+    /// first): close without answering, it cannot read HTTP.
+    TlsHandshake,
 }
 
 /// Longest a lingering close keeps reading.
@@ -140,6 +143,10 @@ impl Conn {
             let skip = self.buffered().iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
             if skip > 0 {
                 self.consume(skip);
+            }
+            // A TLS record header (handshake, version 3.x) where a request line should be.
+            if self.buffered().len() >= 2 && self.buffered()[0] == 0x16 && self.buffered()[1] == 0x03 {
+                return Err(HeadFailure::TlsHandshake);
             }
             if !self.buffered().is_empty() {
                 let mut headers = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
