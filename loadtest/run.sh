@@ -6,9 +6,11 @@
 #   loadtest/run.sh --scenario mixed        # pushes and pulls
 #   loadtest/run.sh --target distribution   # the same against Debian's docker-registry
 #   loadtest/run.sh --smoke                 # CI: debug build, 10 VUs, 5 s
+#   loadtest/run.sh --bin /usr/local/bin/berth   # a given binary, no cargo build
+#   BERTH_BIN=/path/to/berth loadtest/run.sh     # the same
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=pull target=berth vus=100 duration=30s profile=release p99=1000
+scenario=pull target=berth vus=100 duration=30s profile=release p99=1000 bin="${BERTH_BIN:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --scenario) scenario=$2; shift 2 ;;
@@ -16,6 +18,7 @@ while [ $# -gt 0 ]; do
     --vus) vus=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --smoke) vus=10 duration=5s profile=debug p99=5000; shift ;;
+    --bin) bin=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -26,8 +29,11 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 if [ "$target" = berth ]; then
-  if [ "$profile" = release ]; then cargo build --release --bin berth -q; else cargo build --bin berth -q; fi
-  bin="${CARGO_TARGET_DIR:-target}/$profile/berth"
+  if [ -z "$bin" ]; then
+    if [ "$profile" = release ]; then cargo build --release --bin berth -q; else cargo build --bin berth -q; fi
+    bin="${CARGO_TARGET_DIR:-target}/$profile/berth"
+  fi
+  [ -x "$bin" ] || { echo "no berth binary at $bin" >&2; exit 2; }
   RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$port" --data-dir "$tmp/data" 2>"$tmp/berth.log" &
   pid=$!
 else

@@ -296,7 +296,8 @@ impl Config {
             Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
             _ => Vec::new(),
         };
-        let top = |key: &str| key.split("__").next().unwrap_or("").to_ascii_lowercase();
+        // The first segment of `AUTH__REALM` (raw) or `auth.realm` (as figment maps it).
+        let top = |key: &str| key.split("__").next().unwrap_or("").split('.').next().unwrap_or("").to_ascii_lowercase();
         let ignored: Vec<String> = std::env::vars()
             .filter_map(|(k, _)| k.strip_prefix("BERTH_").map(str::to_owned))
             .filter(|k| !sections.contains(&top(k)))
@@ -340,8 +341,11 @@ mod tests {
     fn other_commands_variables_are_ignored_not_fatal() {
         std::env::set_var("BERTH_PASSWORD", "x");
         std::env::set_var("BERTH_INTERNAL_URL", "http://127.0.0.1:1");
+        std::env::set_var("BERTH_AUTH__REALM", "from-env");
         let (cfg, ignored) = Config::load_reporting(None).unwrap();
+        std::env::remove_var("BERTH_AUTH__REALM");
         assert_eq!(cfg.listen, "127.0.0.1:5000");
+        assert_eq!(cfg.auth.realm, "from-env", "nested settings still come from the environment");
         assert!(ignored.contains(&"BERTH_PASSWORD".to_string()), "{ignored:?}");
         assert!(ignored.contains(&"BERTH_INTERNAL_URL".to_string()), "{ignored:?}");
         std::env::remove_var("BERTH_PASSWORD");

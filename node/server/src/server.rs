@@ -154,10 +154,19 @@ fn resolve(key: &'static str, value: &str) -> Result<SocketAddr, BindError> {
 }
 
 fn bind_named(key: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
-    bind(addr).map_err(|source| match source.kind() {
-        std::io::ErrorKind::AddrInUse => BindError::InUse { key, addr },
-        _ => BindError::Other { key, addr, source },
-    })
+    // A node restarted right after a kill -9 can find its port still held for a moment: the
+    // dead process's io_uring instance releases its sockets asynchronously. Retry briefly.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    loop {
+        match bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(BindError::InUse { key, addr }),
+            Err(source) => return Err(BindError::Other { key, addr, source }),
+        }
+    }
 }
 
 impl Listeners {
@@ -172,7 +181,7 @@ impl Listeners {
             .flatten()
             .and_then(|s| s.trim().parse::<SocketAddr>().ok())
             .filter(|p| p.ip() == wanted.ip());
-        let internal = match previous.map(bind) {
+        let internal = match previous.map(|p| bind_named("internal.listen", p)) {
             Some(Ok(l)) => l,
             _ => bind_named("internal.listen", wanted)?,
         };
