@@ -314,3 +314,96 @@ fn sidecar_away_past_feed_retention_resyncs_by_itself() {
     drop(admin);
     drop(node);
 }
+
+/// Regression: after the node restarted on another internal API port, the sidecar retried the
+/// old address forever while its lag metrics said 0.
+#[test]
+fn sidecar_follows_a_restarted_node_and_reports_lag_honestly() {
+    let Some(mut e) = setup(&[]) else { return };
+    push_image(&e.node, "restart/app", "v1", 100);
+    wait_for("sync", 30, || caught_up(&e.pg, &e.node));
+    e.node.kill9();
+    // While the node is away: not reachable, and the lag grows instead of staying 0.
+    wait_for("node reported down", 30, || {
+        let m = ureq::get(&e.admin.url("/metrics")).call().unwrap().into_string().unwrap();
+        let lag = m
+            .lines()
+            .find_map(|l| l.strip_prefix("berth_admin_feed_lag_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        m.contains("berth_admin_node_up 0") && lag >= 1.0
+    });
+    let (_, st) = e.admin.get("/api/v1/stats");
+    assert_eq!(st["feed"]["node_reachable"], false, "{st}");
+    // The node comes back elsewhere (a different internal port, as with a port-0 clash).
+    e.node.set_env("BERTH_INTERNAL__LISTEN", &format!("127.0.0.1:{}", free_port()));
+    e.node.restart();
+    push_image(&e.node, "restart/app", "v2", 101);
+    wait_for("sync after the node moved", 60, || caught_up(&e.pg, &e.node));
+    let m = ureq::get(&e.admin.url("/metrics")).call().unwrap().into_string().unwrap();
+    assert!(m.contains("berth_admin_node_up 1"), "{m}");
+    let log = std::fs::read_to_string(&e.admin.log).unwrap();
+    assert!(log.contains("internal API moved"), "{log}");
+    check_ok(&e.admin);
+}
+
+/// Regression: the README's `curl -d '{"dry_run": false}'` got 415 (curl sends a form content
+/// type), and errors were not the JSON the API documents.
+#[test]
+fn admin_api_takes_json_without_content_type_and_answers_json_errors() {
+    let Some(e) = setup(&[]) else { return };
+    let auth = ("Authorization", "Bearer admin-secret");
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let r = http("POST", &e.admin.url("/api/v1/gc"), &[auth, form], Some(br#"{"dry_run": true}"#));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let json_error = |r: &Resp, status: u16| {
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&r.body)));
+        assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    };
+    // Wait for the dry run so the next request is judged on its body, not a 409.
+    std::thread::sleep(Duration::from_millis(500));
+    json_error(&http("POST", &e.admin.url("/api/v1/gc"), &[auth, form], Some(b"{not json")), 422);
+    json_error(&http("POST", &e.admin.url("/api/v1/gc"), &[auth], Some(br#"{"dry_run": "maybe"}"#)), 422);
+    json_error(&http("GET", &e.admin.url("/api/v1/repositories?n=many"), &[auth], None), 400);
+    json_error(&http("DELETE", &e.admin.url("/api/v1/stats"), &[auth], None), 405);
+    json_error(&http("GET", &e.admin.url("/api/v1/nothing"), &[auth], None), 404);
+    // Logs written to a file carry no colour codes, and no NOTICE at every start.
+    let mut admin = e.admin;
+    admin.restart();
+    let log = std::fs::read_to_string(&admin.log).unwrap();
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file: {log}");
+    assert!(!log.contains("schema_migrations"), "{log}");
+}
+
+/// Regression: a wrong node data directory failed only after the migrations had run, and the
+/// message suggested `--node`/`--token` flags berth-admin does not have.
+#[test]
+fn wrong_node_data_dir_fails_before_any_migration() {
+    let Some(e) = setup(&[]) else { return };
+    e.pg.query("CREATE DATABASE fresh");
+    let conn = e.pg.conn().replace("dbname=berth", "dbname=fresh");
+    let out = std::process::Command::new(common::pg::admin_bin())
+        .arg("serve")
+        .env("BERTH_ADMIN_POSTGRES", &conn)
+        .env("BERTH_ADMIN_API_TOKEN", "x")
+        .env("BERTH_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("BERTH_ADMIN_NODE_DATA_DIR", "/nonexistent/berth-data")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/berth-data") && err.contains("BERTH_ADMIN_NODE_DATA_DIR"), "{err}");
+    assert!(!err.contains("--node"), "{err}");
+    let tables = std::process::Command::new("psql")
+        .args(["-At", "-c", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"])
+        .arg(&conn)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "0", "migrations ran before the node was found");
+    // `check` prints plain text, no Rust debug tuples.
+    let out = e.admin.command(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("postgres matches the node: blobs"), "{text}");
+    assert!(!text.contains("(0, 0)") && !text.contains('{'), "{text}");
+}

@@ -461,7 +461,6 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
             unread_body = !drained && !body.awaiting_continue();
         }
         let received = body.received();
-        drop(body);
         resp.headers.push(("X-Request-Id", id.clone()));
         let status = resp.status;
         let error = resp.error;

@@ -136,6 +136,12 @@ impl Berth {
         }
     }
 
+    /// Set (or replace) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra.retain(|(k, _)| k != key);
+        self.extra.push((key.to_string(), value.to_string()));
+    }
+
     /// Start again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill9();

@@ -173,9 +173,8 @@ impl<'c> Body<'c> {
                 return Err(BodyError::Malformed("chunk line too long"));
             }
             let timeout = self.conn.limits.body_timeout;
-            match self.conn.fill(timeout).await? {
-                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-                _ => {}
+            if self.conn.fill(timeout).await? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
             }
         }
     }

@@ -50,8 +50,9 @@ impl fmt::Display for UploadId {
 enum Slot {
     /// A request is reading into this upload right now.
     Busy,
-    /// Running hash of the first `offset` bytes.
-    Idle { offset: u64, hasher: Hasher },
+    /// Running hash of the first `offset` bytes (boxed: a SHA-512 state is large, and the
+    /// map holds one slot per open upload).
+    Idle { offset: u64, hasher: Box<Hasher> },
 }
 
 /// Upload sessions of all cores.
@@ -83,7 +84,7 @@ impl Drop for Lease<'_> {
         let mut slots = self.uploads.slots.lock().unwrap_or_else(|p| p.into_inner());
         match self.state.take() {
             Some((offset, hasher)) => {
-                slots.insert(self.id, Slot::Idle { offset, hasher });
+                slots.insert(self.id, Slot::Idle { offset, hasher: Box::new(hasher) });
             }
             None => {
                 slots.remove(&self.id);
@@ -161,7 +162,7 @@ impl Uploads {
                 return Err(OciError::new(ErrorKind::BlobUploadInvalid)
                     .msg("another request is writing to this upload; retry after it completes"));
             }
-            Some(Slot::Idle { offset, hasher }) => Some((offset, hasher)),
+            Some(Slot::Idle { offset, hasher }) => Some((offset, *hasher)),
             None => None,
         };
         Ok(Lease { uploads: self, id, state })
