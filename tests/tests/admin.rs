@@ -358,7 +358,8 @@ fn admin_api_takes_json_without_content_type_and_answers_json_errors() {
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let json_error = |r: &Resp, status: u16| {
         assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
-        let v: Value = serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&r.body)));
+        let v: Value = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&r.body)));
         assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     };
     // Wait for the dry run so the next request is judged on its body, not a 409.

@@ -110,7 +110,7 @@ fn dry_run_reports_exactly_what_delete_deletes() {
     let shared = layer(1, 50_000);
     let (_a, _) = push_image(&node, "app/a", Some("v1"), &[layer(2, 40_000)], None);
     let (b, _) = push_image(&node, "app/b", Some("v1"), &[shared.clone(), layer(3, 30_000)], None);
-    let (_c, _) = push_image(&node, "app/c", Some("v1"), &[shared.clone()], None);
+    let (_c, _) = push_image(&node, "app/c", Some("v1"), std::slice::from_ref(&shared), None);
     let stray = push_blob(&node, "app/d", &layer(4, 1000));
     assert_eq!(http("DELETE", &node.url(&format!("/v2/app/b/manifests/{b}")), &[], None).status, 202);
 
@@ -158,7 +158,7 @@ fn dry_run_reports_what_the_grace_period_holds_back() {
     assert!(report["held_by_grace"]["bytes"].as_u64().unwrap() > 300_000, "{report}");
     let at = report["held_by_grace"]["next_collectable_ms"].as_u64().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    assert!(at > now + 3500_000 && at < now + 3700_000, "collectable about an hour from now: {at} vs {now}");
+    assert!(at > now + 3_500_000 && at < now + 3_700_000, "collectable about an hour from now: {at} vs {now}");
     let out = run(Command::new(berth_bin()).args(["gc", "--dry-run", "--data-dir"]).arg(&node.dir));
     assert!(out.contains("Held back by the grace period: 2 blobs (300."), "{out}");
     assert!(out.contains("collectable from in 59m") || out.contains("collectable from in 1h"), "{out}");

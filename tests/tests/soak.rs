@@ -40,7 +40,7 @@ fn soak_mixed_load_stays_flat() {
                 let mut pushed: Vec<String> = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    let ok = if i % 3 == 0 || pushed.is_empty() {
+                    let ok = if i.is_multiple_of(3) || pushed.is_empty() {
                         // Push: a new blob (bounded set per worker so disk use stays bounded).
                         let data: Vec<u8> =
                             (0..(64 * 1024 + (i % 7) * 4096)).map(|j| (j ^ (w << 5) ^ (i % 50)) as u8).collect();

@@ -49,6 +49,9 @@ fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build()
 }
 
+/// Status, headers and body of one raw exchange.
+type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// One request; Err(()) on a transport failure (the node died).
 fn call(
     a: &ureq::Agent,
@@ -56,7 +59,7 @@ fn call(
     url: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>), ()> {
+) -> Result<RawResponse, ()> {
     try_http(a, method, url, headers, body).map(|r| (r.status, r.headers, r.body)).map_err(|_| ())
 }
 

@@ -12,7 +12,7 @@ const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+
 fn manifest_put_get_head_exact_bytes() {
     let n = TestNode::start();
     let (d, bytes) = n.push_image("my/app", "v1", &[b"layer one", b"layer two"]);
-    for r in [format!("/v2/my/app/manifests/v1"), format!("/v2/my/app/manifests/{d}")] {
+    for r in ["/v2/my/app/manifests/v1".to_string(), format!("/v2/my/app/manifests/{d}")] {
         let g = n.req("GET", &r, &[("Accept", OCI_MANIFEST)], None);
         assert_eq!(g.status, 200);
         assert_eq!(g.body, bytes);
@@ -201,7 +201,7 @@ fn catalog_pagination_and_emptying() {
     // Remove everything from "a": it leaves the catalog.
     let d = n.get("/v2/a/manifests/latest").header("Docker-Content-Digest").unwrap().to_owned();
     n.req("DELETE", &format!("/v2/a/manifests/{d}"), &[], None);
-    let m: serde_json::Value = n.get(&format!("/v2/b/manifests/latest")).json();
+    let m: serde_json::Value = n.get("/v2/b/manifests/latest").json();
     n.req("DELETE", &format!("/v2/a/blobs/{}", m["config"]["digest"].as_str().unwrap()), &[], None);
     n.req("DELETE", &format!("/v2/a/blobs/{}", m["layers"][0]["digest"].as_str().unwrap()), &[], None);
     assert_eq!(n.get("/v2/_catalog").json()["repositories"], serde_json::json!(["b", "c", "c/d"]));

@@ -55,10 +55,12 @@ impl TestNode {
     }
 
     pub fn start_in(dir: tempfile::TempDir, f: impl FnOnce(&mut Config)) -> TestNode {
-        let mut cfg = Config::default();
-        cfg.listen = "127.0.0.1:0".into();
-        cfg.data_dir = dir.path().to_path_buf();
-        cfg.workers = 2;
+        let mut cfg = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            workers: 2,
+            ..Default::default()
+        };
         cfg.storage.sync_index = false;
         f(&mut cfg);
         let app = berth_node::app::App::open(cfg).unwrap();
@@ -73,8 +75,8 @@ impl TestNode {
         if let Some(n) = self.node.take() {
             n.shutdown(Duration::from_secs(5));
         }
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        dir
+
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
