@@ -35,6 +35,77 @@ pub struct AdminConfig {
     pub gc: GcPolicy,
     /// `text` or `json` logs.
     pub log_format: String,
+    /// Vulnerability scanning through a Trivy server; unset: off.
+    pub scan: Option<ScanSettings>,
+}
+
+/// `[scan]`: scanning through a Trivy server with the official Trivy client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanSettings {
+    /// Trivy server URL (`trivy server --listen …`), e.g. `http://127.0.0.1:4954`.
+    pub server: String,
+    /// Trivy server token (`trivy server --token`).
+    pub token: Option<String>,
+    /// The Trivy client binary.
+    pub trivy: PathBuf,
+    /// Scans running at once.
+    pub concurrency: usize,
+    /// Attempts before a scan is marked failed (Trivy being down does not count).
+    pub max_attempts: i32,
+    /// Longest one Trivy run may take (seconds).
+    pub timeout_secs: u64,
+    /// A running job's lease (seconds), renewed while it runs: a job whose worker died is
+    /// picked up again once its lease lapses.
+    pub lease_secs: u64,
+    /// How often the Trivy server's vulnerability-DB version is checked (seconds); a new
+    /// version rescans every image from its stored SBOM.
+    pub db_check_interval_secs: u64,
+    /// Working directory for Trivy's client cache and temporary files.
+    pub work_dir: PathBuf,
+    /// Push each report and SBOM into the registry as referrers of the image.
+    pub push_referrers: bool,
+    /// Webhooks for new findings and failed scans.
+    pub webhooks: Vec<WebhookSettings>,
+}
+
+impl Default for ScanSettings {
+    fn default() -> Self {
+        ScanSettings {
+            server: "http://127.0.0.1:4954".into(),
+            token: None,
+            trivy: "trivy".into(),
+            concurrency: 2,
+            max_attempts: 5,
+            timeout_secs: 600,
+            lease_secs: 30,
+            db_check_interval_secs: 60,
+            work_dir: "./berth-admin-scan".into(),
+            push_referrers: true,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// `[[scan.webhooks]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Where to POST the JSON event.
+    pub url: String,
+    /// HMAC-SHA256 key: the body's signature goes in `X-Berth-Signature-256: sha256=<hex>`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Events to send (`vulnerabilities.found`, `scan.failed`); empty: all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Delivery attempts before giving up.
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: i32,
+}
+
+fn default_webhook_attempts() -> i32 {
+    8
 }
 
 impl Default for AdminConfig {
@@ -51,6 +122,7 @@ impl Default for AdminConfig {
             gc_schedule_dry_run: false,
             gc: GcPolicy::default(),
             log_format: "text".into(),
+            scan: None,
         }
     }
 }

@@ -10,7 +10,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
 /// Migrations, in order; each runs once, in its own transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("../migrations/0001_init.sql")), (2, include_str!("../migrations/0002_scans.sql"))];
 
 /// Connect (the connection task runs on the current tokio runtime).
 pub async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
@@ -80,7 +81,12 @@ macro_rules! stmt {
 const UPSERT_REPO: &str = "INSERT INTO repositories (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
 
 /// The statements that apply one change, in order.
-fn statements(rec: &ChangeRecord, out: &mut Vec<Stmt>, touched: &mut BTreeSet<String>) {
+/// Queue a scan of `digest` (pulled from `repo`) unless one is open already.
+const ENQUEUE_SCAN: &str = "INSERT INTO scan_jobs (digest, repo, reason, force) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (digest) WHERE state IN ('queued', 'running')
+     DO UPDATE SET force = scan_jobs.force OR EXCLUDED.force";
+
+fn statements(rec: &ChangeRecord, out: &mut Vec<Stmt>, touched: &mut BTreeSet<String>, scan: bool) {
     let at = ts(rec.at_ms);
     match &rec.change {
         Change::BlobCommitted { digest, size } => out.push(stmt!(
@@ -165,6 +171,15 @@ fn statements(rec: &ChangeRecord, out: &mut Vec<Stmt>, touched: &mut BTreeSet<St
             out.push(stmt!("DELETE FROM tags WHERE repo = $1 AND tag = $2", repo.to_string(), tag.to_string()));
             touched.insert(repo.to_string());
         }
+        Change::ScanRequested { repo, digest } => {
+            if scan {
+                out.push(stmt!(ENQUEUE_SCAN, digest.to_string(), repo.to_string(), "manual".to_string(), true));
+            }
+        }
+    }
+    // Scan on push: queued in the same transaction as the manifest row it scans.
+    if let (true, Change::ManifestPut { repo, digest, .. }) = (scan, &rec.change) {
+        out.push(stmt!(ENQUEUE_SCAN, digest.to_string(), repo.to_string(), "push".to_string(), false));
     }
 }
 
@@ -243,7 +258,12 @@ pub enum Applied {
 
 /// Apply changes in one transaction, skipping those already applied, and record the new
 /// position in the same transaction: a crash or a replay can neither lose nor double a change.
-pub async fn apply_batch(client: &mut Client, batch: &[ChangeRecord]) -> Result<Applied, tokio_postgres::Error> {
+/// With `scan`, every manifest push and scan request also queues a scan job.
+pub async fn apply_batch(
+    client: &mut Client,
+    batch: &[ChangeRecord],
+    scan: bool,
+) -> Result<Applied, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let row = tx.query_one("SELECT last_seq FROM sync_state WHERE id = 1 FOR UPDATE", &[]).await?;
     let from = row.get::<_, i64>(0) as u64;
@@ -259,7 +279,7 @@ pub async fn apply_batch(client: &mut Client, batch: &[ChangeRecord]) -> Result<
     let mut touched = BTreeSet::new();
     let mut stmts = Vec::new();
     for rec in &fresh {
-        statements(rec, &mut stmts, &mut touched);
+        statements(rec, &mut stmts, &mut touched, scan);
     }
     run_pipelined(&tx, &stmts).await?;
     // Repositories left with nothing disappear, as from the node's catalog.

@@ -4,6 +4,8 @@
 //! - `db`: schema migrations, change application, full resync and the node ↔ Postgres check;
 //! - `jobs` / `scheduler`: GC runs on the node, manual (admin API) or by cron schedule, with
 //!   their reports kept in Postgres;
+//! - `scan`: vulnerability scanning through a Trivy server (queue, workers, results, referrers,
+//!   webhooks);
 //! - `api`: the admin HTTP API (JSON, bearer token), documented in `docs/ADMIN_API.md`.
 //!
 //! A separate binary, not a `berth` subcommand: the sidecar's dependencies (Postgres client,
@@ -19,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod jobs;
 pub mod node;
+pub mod scan;
 pub mod scheduler;
 pub mod sync;
 
@@ -37,6 +40,11 @@ pub struct Sidecar {
     pub node: NodeClient,
     sync: Mutex<SyncView>,
     next_gc_ms: AtomicU64,
+    scan: Mutex<scan::ScanView>,
+    /// Poked when scan jobs may have been queued (feed batches, API calls).
+    pub scan_wake: tokio::sync::Notify,
+    /// Poked when webhook deliveries were queued.
+    pub webhook_wake: tokio::sync::Notify,
 }
 
 impl Sidecar {
@@ -55,6 +63,9 @@ impl Sidecar {
             cfg,
             sync: Mutex::new(SyncView { state: "idle", ..Default::default() }),
             next_gc_ms: AtomicU64::new(0),
+            scan: Mutex::new(scan::ScanView::default()),
+            scan_wake: tokio::sync::Notify::new(),
+            webhook_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -66,6 +77,16 @@ impl Sidecar {
     /// The follower's view.
     pub fn sync_view(&self) -> SyncView {
         self.sync.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Update the scan workers' view.
+    pub fn update_scan(&self, f: impl FnOnce(&mut scan::ScanView)) {
+        f(&mut self.scan.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The scan workers' view.
+    pub fn scan_view(&self) -> scan::ScanView {
+        self.scan.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn set_next_gc(&self, ms: u64) {

@@ -82,6 +82,7 @@ async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
     let listen = cfg.listen.clone();
     tokio::spawn(berth_admin::sync::follow(sc.clone()));
     tokio::spawn(berth_admin::jobs::watch(sc.clone()));
+    berth_admin::scan::start(&sc);
     if let Some(s) = schedule {
         tokio::spawn(scheduler::run(sc.clone(), s));
     }

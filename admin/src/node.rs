@@ -43,6 +43,34 @@ impl NodeClient {
         NodeClient::from(InternalClient::new(url, token))
     }
 
+    /// A snapshot of the client (URL and token in use now).
+    pub fn snapshot(&self) -> InternalClient {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Send raw bytes to the node's internal listener (the registry API there).
+    pub async fn raw(
+        &self,
+        method: &'static str,
+        path: String,
+        body: Option<(Vec<u8>, &'static str)>,
+        want_headers: &'static [&'static str],
+    ) -> Result<(u16, Vec<Option<String>>, Vec<u8>), NodeError> {
+        let client = self.snapshot();
+        tokio::task::spawn_blocking(move || {
+            client.raw(
+                method,
+                &path,
+                body.as_ref().map(|(b, ct)| (b.as_slice(), *ct)),
+                want_headers,
+                Duration::from_secs(60),
+            )
+        })
+        .await
+        .map_err(|e| NodeError::Unreachable(e.to_string()))?
+        .map_err(NodeError::Unreachable)
+    }
+
     /// The URL in use.
     pub fn url(&self) -> String {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).url().to_owned()

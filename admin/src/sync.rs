@@ -135,7 +135,7 @@ pub async fn follow(sc: Arc<Sidecar>) {
             failures = 0;
             continue;
         }
-        match db::apply_batch(c, &batch).await {
+        match db::apply_batch(c, &batch, sc.cfg.scan.is_some()).await {
             Ok(Applied::Through(seq)) => {
                 failures = 0;
                 let n = seq - from;
@@ -149,6 +149,9 @@ pub async fn follow(sc: Arc<Sidecar>) {
                     v.last_error = None;
                 });
                 tracing::debug!(through = seq, changes = n, "applied feed batch");
+                if sc.cfg.scan.is_some() {
+                    sc.scan_wake.notify_waiters();
+                }
             }
             Ok(Applied::Nothing) => {}
             Ok(Applied::Conflict) => {

@@ -98,7 +98,7 @@ async fn apply(t: &Arc<Tiering>, rec: &ChangeRecord) -> Result<(), TierError> {
                 Ok(())
             }
         }
-        Change::BlobCommitted { .. } | Change::BlobTier { .. } => Ok(()),
+        Change::BlobCommitted { .. } | Change::BlobTier { .. } | Change::ScanRequested { .. } => Ok(()),
     };
     if res.is_err() {
         t.metrics.s3_error("mirror");

@@ -30,6 +30,28 @@ pub(super) async fn get(State(sc): State<Arc<Sidecar>>, headers: axum::http::Hea
     let applied = Counter::<u64>::default();
     applied.inc_by(s.applied_total);
     r.register("feed_applied_changes", "Changes applied since start", applied);
+    if sc.cfg.scan.is_some() {
+        let v = sc.scan_view();
+        let g = |val: i64| {
+            let g = Gauge::<i64>::default();
+            g.set(val);
+            g
+        };
+        let c = |val: u64| {
+            let c = Counter::<u64>::default();
+            c.inc_by(val);
+            c
+        };
+        r.register("scan_queue_jobs", "Scan jobs waiting in the queue", g(v.queued as i64));
+        r.register("scan_trivy_up", "Whether the Trivy server answered the last check", g(i64::from(v.trivy_up)));
+        r.register("scans_completed", "Scans completed since start", c(v.completed_total));
+        r.register("scans_failed", "Scans failed (attempts used up) since start", c(v.failed_total));
+        r.register(
+            "scan_sbom_rescans",
+            "Rescans done from stored SBOMs (no layer read) since start",
+            c(v.sbom_rescans_total),
+        );
+    }
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &r);
     let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());

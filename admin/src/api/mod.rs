@@ -32,9 +32,11 @@ pub fn router(sc: Arc<Sidecar>) -> Router {
         .route("/api/v1/workers", get(workers::get))
         .route("/api/v1/repositories", get(repositories::list))
         .route("/api/v1/stats", get(stats::get))
-        // Reserved for the scanning issue: routed and authenticated, not implemented yet.
-        .route("/api/v1/scans", get(scans::not_yet).post(scans::not_yet))
-        .route("/api/v1/scans/{*rest}", get(scans::not_yet).post(scans::not_yet))
+        .route("/api/v1/scans", get(scans::list).post(scans::post))
+        .route("/api/v1/scans/rescan", post(scans::rescan))
+        .route("/api/v1/scans/{digest}", get(scans::get))
+        .route("/api/v1/vulnerabilities/{id}", get(scans::vulnerability))
+        .route("/api/v1/webhooks/deliveries", get(scans::deliveries))
         .route_layer(middleware::from_fn_with_state(sc.clone(), auth));
     api.route("/metrics", get(metrics::get))
         .fallback(not_found)

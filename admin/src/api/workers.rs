@@ -35,5 +35,14 @@ pub(super) async fn get(State(sc): State<Arc<Sidecar>>) -> Response {
         "process": "sidecar", "name": "gc-schedule", "state": "idle",
         "schedule": sc.cfg.gc_schedule, "next_run_ms": sc.next_gc_ms(), "backlog": 0, "backlog_unit": "",
     }));
+    if let Some(settings) = &sc.cfg.scan {
+        let v = sc.scan_view();
+        workers.push(json!({
+            "process": "sidecar", "name": "scan", "state": if v.trivy_up { "idle" } else { "backoff" },
+            "concurrency": settings.concurrency, "last_run_ms": v.last_run_ms, "last_error": v.last_error,
+            "backlog": v.queued, "backlog_unit": "jobs", "trivy_up": v.trivy_up, "scanner": v.scanner,
+            "db_version": v.db_version, "completed_total": v.completed_total, "failed_total": v.failed_total,
+        }));
+    }
     Json(json!({ "node_reachable": node_ok, "workers": workers })).into_response()
 }

@@ -28,6 +28,7 @@ mod codec;
 mod gc;
 mod model;
 mod retention;
+mod scans;
 mod tier;
 
 use std::path::Path;
@@ -56,8 +57,11 @@ const CF_REFS: &str = "refs";
 const CF_BLOB_REPOS: &str = "blob_repos";
 /// `repo \0 tag` → when the tag was last set to a new manifest (unix ms, big-endian u64).
 const CF_TAG_TIMES: &str = "tag_times";
-const ALL_CFS: [&str; 14] = [
+/// manifest digest → JSON scan record (see `scans.rs`).
+const CF_SCANS: &str = "scans";
+const ALL_CFS: [&str; 15] = [
     CF_TAG_TIMES,
+    CF_SCANS,
     CF_BLOBS,
     CF_REPO_BLOBS,
     CF_MANIFESTS,

@@ -79,6 +79,42 @@ impl InternalClient {
         &self.url
     }
 
+    /// The bearer token (the sidecar hands it to its scanner as a registry token for the
+    /// internal listener's registry API).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Send raw bytes (`method path`, with a content type); returns the status, the headers
+    /// asked for, and the body. For the registry API on the internal listener.
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&[u8], &str)>,
+        want_headers: &[&str],
+        timeout: Duration,
+    ) -> Result<(u16, Vec<Option<String>>, Vec<u8>), String> {
+        let req = ureq::request(method, &format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .timeout(timeout);
+        let res = match body {
+            Some((b, ct)) => req.set("Content-Type", ct).send_bytes(b),
+            None => req.call(),
+        };
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(format!("{}{path}: {e}", self.url)),
+        };
+        let status = resp.status();
+        let headers = want_headers.iter().map(|h| resp.header(h).map(str::to_owned)).collect();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes)
+            .map_err(|e| format!("{}{path}: {e}", self.url))?;
+        Ok((status, headers, bytes))
+    }
+
     /// Re-read what came from the data directory (a restarted node may listen elsewhere or
     /// have a new token). Returns whether anything changed.
     pub fn refresh(&mut self) -> bool {

@@ -116,6 +116,14 @@ pub enum Change {
         /// Tag.
         tag: Tag,
     },
+    /// A client asked for a (re)scan of a manifest (`POST /v2/<name>/manifests/<ref>/scan`);
+    /// the sidecar queues it. No metadata changed.
+    ScanRequested {
+        /// Repository.
+        repo: RepoName,
+        /// Manifest digest.
+        digest: Digest,
+    },
 }
 
 /// A change with its sequence number and time.

@@ -1,5 +1,5 @@
 //! The node's internal API, as its clients see it: the change feed's records, GC requests,
-//! policies and reports, and a blocking client. Shared by the node (which serves it), the
+//! policies and reports, vulnerability scan records, and a blocking client. Shared by the node (which serves it), the
 //! `berth` CLI (`berth gc`) and the admin sidecar, so the sidecar links neither the server
 //! nor the index (no RocksDB, no io_uring runtime in `berth-admin`).
 //!
@@ -8,5 +8,6 @@
 pub mod client;
 pub mod feed;
 pub mod gc;
+pub mod scan;
 
 pub use client::{InternalClient, ResolveError};

@@ -39,6 +39,8 @@ pub struct App {
     pub feed_notify: tokio::sync::watch::Sender<u64>,
     /// When upload expiry last ran (unix ms).
     pub expiry_last_run_ms: std::sync::atomic::AtomicU64,
+    /// Scan records and the pull policy, when `[scan] enabled`.
+    pub scans: Option<crate::scan::ScanBook>,
 }
 
 /// The internal API token: configured, or generated once and kept in the data directory.
@@ -92,6 +94,9 @@ pub enum StartError {
     /// The htpasswd file.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthFileError),
+    /// `[scan.policy]` does not compile.
+    #[error("{0}")]
+    ScanPolicy(String),
     /// The S3 tier could not be set up.
     #[error("storage.s3 (bucket {bucket:?}): {reason}")]
     S3 {
@@ -174,7 +179,13 @@ impl App {
                 Some(tier)
             }
         };
+        let scans = if cfg.scan.enabled {
+            Some(crate::scan::ScanBook::load(&index, &cfg.scan).map_err(StartError::ScanPolicy)?)
+        } else {
+            None
+        };
         Ok(App {
+            scans,
             cfg,
             index,
             blobs,

@@ -65,6 +65,8 @@ pub struct Config {
     pub feed: FeedConfig,
     /// What a pushed manifest may leave out (sparse indexes, absent layers).
     pub validation: ValidationConfig,
+    /// Vulnerability scanning: the registry API's scan endpoints and the pull policy.
+    pub scan: crate::scan::ScanConfig,
 }
 
 /// Which children of a pushed index must already be in the repository.
@@ -236,6 +238,7 @@ impl Default for Config {
             gc: crate::gc::GcPolicy::default(),
             feed: FeedConfig::default(),
             validation: ValidationConfig::default(),
+            scan: crate::scan::ScanConfig::default(),
         }
     }
 }

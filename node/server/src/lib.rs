@@ -17,5 +17,6 @@ pub mod manifest;
 pub mod metrics;
 pub mod rebuild;
 pub mod routes;
+pub mod scan;
 pub mod server;
 pub mod store;

@@ -231,6 +231,15 @@ fn reload(args: &ServeArgs, app: &berth_node::app::App, logs: &LogHandle) {
         }
         (None, Ok(None)) => {}
     }
+    if let Some(book) = &app.scans {
+        match berth_node::scan::Policy::compile(&cfg.scan.policy) {
+            Ok(p) => {
+                book.set_policy(p);
+                tracing::info!("SIGHUP: scan policy reloaded");
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: scan policy not reloaded; keeping the one in force"),
+        }
+    }
     tracing::info!(log_level = %cfg.log_level, "SIGHUP: configuration reloaded (listen, data_dir, storage and limits need a restart)");
 }
 

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub tier_pending: Gauge,
     /// Their bytes (sampled at scrape).
     pub tier_pending_bytes: Gauge,
+    /// Manifest pulls refused by the vulnerability policy.
+    pub policy_denials: Counter,
 }
 
 /// Labels of a blob read metric.
@@ -88,6 +90,7 @@ impl Metrics {
             local_bytes: Gauge::default(),
             tier_pending: Gauge::default(),
             tier_pending_bytes: Gauge::default(),
+            policy_denials: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests by endpoint, method and status", m.requests.clone());
@@ -110,6 +113,11 @@ impl Metrics {
         );
         registry.register("blob_read_bytes", "Blob bytes served by source", m.blob_read_bytes.clone());
         registry.register("store_local_bytes", "Blob bytes with a local file", m.local_bytes.clone());
+        registry.register(
+            "scan_policy_denials",
+            "Manifest pulls refused by the vulnerability policy",
+            m.policy_denials.clone(),
+        );
         Metrics { registry, ..m }
     }
 

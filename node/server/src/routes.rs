@@ -27,6 +27,11 @@ pub enum Endpoint {
     Upload(RepoName, UploadId),
     /// `/v2/<name>/referrers/<digest>`
     Referrers(RepoName, Digest),
+    /// `/v2/<name>/manifests/<reference>/scan`: a manifest's vulnerability scan (GET) or a
+    /// request for one (POST).
+    ManifestScan(RepoName, Reference),
+    /// `/v2/<name>/scan/summary`: the repository's scan summary.
+    ScanSummary(RepoName),
     /// `/healthz`
     Health,
     /// `/readyz`
@@ -47,6 +52,8 @@ impl Endpoint {
             Endpoint::UploadStart(..) => "upload_start",
             Endpoint::Upload(..) => "upload",
             Endpoint::Referrers(..) => "referrers",
+            Endpoint::ManifestScan(..) => "manifest_scan",
+            Endpoint::ScanSummary(..) => "scan_summary",
             Endpoint::Health => "healthz",
             Endpoint::Ready => "readyz",
             Endpoint::Metrics => "metrics",
@@ -103,6 +110,19 @@ pub fn route(path: &str) -> Result<Endpoint, OciError> {
         }
         "tags" if last == "list" => Ok(Endpoint::Tags(name(repo)?)),
         "referrers" => Ok(Endpoint::Referrers(name(repo)?, digest(last)?)),
+        "scan" if last == "summary" => Ok(Endpoint::ScanSummary(name(repo)?)),
+        // `<name>/manifests/<ref>/scan` (the seed's path). A tag literally named `manifests`
+        // makes the path ambiguous; the OCI reading (`manifests` arm above) wins.
+        reference if last == "scan" => match repo.strip_suffix("/manifests") {
+            Some(repo) => {
+                let r = reference.parse().map_err(|_| {
+                    OciError::new(ErrorKind::ManifestUnknown)
+                        .msg(format!("{reference:?} is neither a valid tag nor a digest"))
+                })?;
+                Ok(Endpoint::ManifestScan(name(repo)?, r))
+            }
+            None => Err(not_found()),
+        },
         _ => Err(not_found()),
     }
 }
@@ -134,6 +154,17 @@ mod tests {
             route("/v2/x/manifests/.INVALID_MANIFEST_NAME").unwrap(),
             Endpoint::ManifestBadReference(r, s) if r.as_str() == "x" && s == ".INVALID_MANIFEST_NAME"
         ));
+        assert!(
+            matches!(route("/v2/my/app/manifests/v1/scan").unwrap(), Endpoint::ManifestScan(r, _) if r.as_str() == "my/app")
+        );
+        assert!(
+            matches!(route("/v2/my/app/scan/summary").unwrap(), Endpoint::ScanSummary(r) if r.as_str() == "my/app")
+        );
+        // OCI wins where the path is ambiguous: tag "scan" of repository "a/manifests".
+        assert!(
+            matches!(route("/v2/a/manifests/manifests/scan").unwrap(), Endpoint::Manifest(r, _) if r.as_str() == "a/manifests")
+        );
+        assert_eq!(route("/v2/x/other/v1/scan").unwrap_err().kind, ErrorKind::NotFound);
         assert_eq!(route("/etc/passwd").unwrap_err().kind, ErrorKind::NotFound);
         assert_eq!(route("/v2/%2e%2e/tags/list").unwrap_err().kind, ErrorKind::NameInvalid);
     }

@@ -15,9 +15,10 @@ pub(super) async fn handle(
     body: &mut Body<'_>,
     repo: &RepoName,
     reference: &Reference,
+    enforce_policy: bool,
 ) -> Result<Response, OciError> {
     match req.method {
-        Method::Get | Method::Head => get(app, repo, reference),
+        Method::Get | Method::Head => get(app, repo, reference, enforce_policy),
         Method::Put => put(app, req, body, repo, reference).await,
         Method::Delete => delete(app, repo, reference),
         _ => super::method_not_allowed("GET, HEAD, PUT, DELETE"),
@@ -51,8 +52,17 @@ fn resolve(app: &App, repo: &RepoName, reference: &Reference) -> Result<Digest, 
     }
 }
 
-fn get(app: &App, repo: &RepoName, reference: &Reference) -> Result<Response, OciError> {
+fn get(app: &App, repo: &RepoName, reference: &Reference, enforce_policy: bool) -> Result<Response, OciError> {
     let digest = resolve(app, repo, reference)?;
+    // The pull policy, decided from the node's own scan records (no I/O: an in-memory map).
+    if enforce_policy {
+        if let Some(reason) = app.scans.as_ref().and_then(|b| b.denies(repo, &digest)) {
+            app.metrics.policy_denials.inc();
+            return Err(OciError::new(ErrorKind::Denied)
+                .msg(reason)
+                .detail(serde_json::json!({ "name": repo.as_str(), "digest": digest.to_string() })));
+        }
+    }
     let (record, bytes) =
         app.index.manifest(repo, &digest).map_err(index_error)?.ok_or_else(|| unknown(app, repo, reference))?;
     Ok(Response::bytes(200, &record.media_type, bytes)

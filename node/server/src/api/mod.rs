@@ -11,6 +11,7 @@ pub mod internal;
 mod manifests;
 mod ops;
 mod referrers;
+mod scans;
 mod tags;
 mod uploads;
 
@@ -24,8 +25,25 @@ use crate::routes::{route, Endpoint};
 /// Header every registry response carries.
 pub const API_VERSION: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
 
+/// Who is asking: a client on the public listener (auth and the pull policy apply), or the
+/// admin sidecar and its scanner through the internal listener (authenticated by the internal
+/// token, exempt from the pull policy: the scanner must read an image to judge it, and the
+/// sidecar pushes scan reports as referrers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The public registry API.
+    Public,
+    /// The registry API on the internal listener.
+    Internal,
+}
+
 /// Handle one request. Returns the response and the endpoint name for logs and metrics.
 pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response, &'static str) {
+    handle_as(app, req, body, View::Public).await
+}
+
+/// `handle` for a given view.
+pub async fn handle_as(app: &App, req: &Request, body: &mut Body<'_>, view: View) -> (Response, &'static str) {
     let ep = match route(&req.path) {
         Ok(ep) => ep,
         Err(e) => {
@@ -37,7 +55,9 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
         }
     };
     let name = ep.name();
-    if ep.is_registry_api() {
+    if view == View::Internal {
+        // The internal token was checked by the internal listener; ops endpoints stay public.
+    } else if ep.is_registry_api() {
         if let Err(r) = authorize(app, req, &ep) {
             return (r, name);
         }
@@ -46,7 +66,11 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
         Endpoint::Base => base::handle(req),
         Endpoint::Catalog => catalog::handle(app, req),
         Endpoint::Tags(repo) => tags::handle(app, req, &repo),
-        Endpoint::Manifest(repo, reference) => manifests::handle(app, req, body, &repo, &reference).await,
+        Endpoint::Manifest(repo, reference) => {
+            manifests::handle(app, req, body, &repo, &reference, view == View::Public).await
+        }
+        Endpoint::ManifestScan(repo, reference) => scans::manifest(app, req, &repo, &reference),
+        Endpoint::ScanSummary(repo) => scans::summary(app, req, &repo),
         Endpoint::ManifestBadReference(repo, raw) => manifests::bad_reference(req, &repo, &raw),
         Endpoint::Blob(repo, digest) => blobs::handle(app, req, &repo, &digest).await,
         Endpoint::UploadStart(repo) => uploads::start(app, req, body, &repo).await,

@@ -9,11 +9,14 @@
 //! | GET | `/internal/v1/jobs`, `/internal/v1/jobs/<id>` | `jobs.rs` |
 //! | GET | `/internal/v1/workers` | `workers.rs` |
 //! | GET | `/internal/v1/stats` | `stats.rs` |
+//! | GET, PUT | `/internal/v1/scans/<digest>` | `scans.rs` (scan records from the sidecar) |
+//! | any | `/v2/…` | the registry API for the sidecar and its scanner, exempt from the pull policy (`/v2/` answers without a token, as a registry ping must) |
 
 mod changes;
 mod export;
 mod gc;
 mod jobs;
+mod scans;
 mod stats;
 mod workers;
 
@@ -25,11 +28,22 @@ use crate::http::{Body, Method, Request, Response};
 
 /// Handle one internal request. Returns the response and an endpoint name for logs.
 pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response, &'static str) {
+    // The registry API for the scanner and the sidecar. The ping is anonymous: a registry client (Trivy)
+    // sends its bearer token only after a ping that did not ask for a token exchange.
+    if req.path == "/v2/" || req.path == "/v2" {
+        return (
+            Response::json(200, &serde_json::json!({})).header(super::API_VERSION.0, super::API_VERSION.1),
+            "base",
+        );
+    }
     let given = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
     if !bool::from(given.as_bytes().ct_eq(app.internal_token.as_bytes())) {
         let r = Response::from(OciError::new(ErrorKind::Unauthorized).msg("internal API: bad or missing bearer token"))
             .header("WWW-Authenticate", "Bearer realm=\"berth-internal\"");
         return (r, "internal");
+    }
+    if req.path.starts_with("/v2/") {
+        return super::handle_as(app, req, body, super::View::Internal).await;
     }
     let path = req.path.strip_prefix("/internal/v1/").unwrap_or("");
     let (name, result) = match (req.method, path) {
@@ -40,6 +54,8 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
         (Method::Get, p) if p.starts_with("jobs/") => ("internal_job", jobs::get(app, &p[5..])),
         (Method::Get, "workers") => ("internal_workers", workers::get(app)),
         (Method::Get, "stats") => ("internal_stats", stats::get(app)),
+        (Method::Get, p) if p.starts_with("scans/") => ("internal_scan", scans::get(app, &p[6..])),
+        (Method::Put, p) if p.starts_with("scans/") => ("internal_scan", scans::put(app, body, &p[6..]).await),
         (_, "changes" | "export" | "jobs" | "workers" | "stats") => ("internal", super::method_not_allowed("GET")),
         (_, "gc") => ("internal", super::method_not_allowed("POST")),
         _ => ("internal", Err(OciError::new(ErrorKind::NotFound).msg("no such internal endpoint"))),
