@@ -110,38 +110,8 @@ def tar_layer(files):
     return gz, "sha256:" + hashlib.sha256(raw_bytes).hexdigest()
 
 
-DPKG = """Package: openssl
-Status: install ok installed
-Priority: optional
-Section: utils
-Installed-Size: 2000
-Maintainer: Test
-Architecture: amd64
-Version: 3.0.11-1~deb12u2
-Description: Secure Sockets Layer toolkit
-
-Package: zlib1g
-Status: install ok installed
-Priority: required
-Section: libs
-Installed-Size: 160
-Maintainer: Test
-Architecture: amd64
-Source: zlib
-Version: 1:1.2.13.dfsg-1
-Description: compression library
-
-Package: bash
-Status: install ok installed
-Priority: required
-Section: shells
-Installed-Size: 7000
-Maintainer: Test
-Architecture: amd64
-Version: 5.2.15-2+b2
-Description: GNU Bourne Again SHell
-
-"""
+with open(os.path.join(HERE, "dpkg-status")) as _f:
+    DPKG = _f.read()
 
 APK = """C:Q1aaaaaaaaaaaaaaaaaaaaaaaaaaa=
 P:musl

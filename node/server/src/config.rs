@@ -301,16 +301,20 @@ impl Config {
         };
         // The first segment of `AUTH__REALM` (raw) or `auth.realm` (as figment maps it).
         let top = |key: &str| key.split("__").next().unwrap_or("").split('.').next().unwrap_or("").to_ascii_lowercase();
+        // Variables of the command line itself (`--config`), not configuration keys.
+        const FLAGS: [&str; 1] = ["config"];
         let ignored: Vec<String> = std::env::vars()
             .filter_map(|(k, _)| k.strip_prefix("BERTH_").map(str::to_owned))
-            .filter(|k| !sections.contains(&top(k)))
+            .filter(|k| !sections.contains(&top(k)) && !FLAGS.contains(&top(k).as_str()))
             .map(|k| format!("BERTH_{k}"))
             .collect();
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             fig = fig.merge(Toml::file_exact(f));
         }
-        let env = Env::prefixed("BERTH_").split("__").filter(move |k| sections.contains(&top(k.as_str())));
+        let env = Env::prefixed("BERTH_")
+            .split("__")
+            .filter(move |k| sections.contains(&top(k.as_str())) && !FLAGS.contains(&top(k.as_str()).as_str()));
         fig = fig.merge(env);
         fig.extract().map(|c| (c, ignored)).map_err(Box::new)
     }

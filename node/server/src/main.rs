@@ -127,7 +127,7 @@ enum Command {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// TOML configuration file (see deploy/config.example.toml for every key).
-    #[arg(long, short)]
+    #[arg(long, short, env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 0.0.0.0:5000.
     #[arg(long, env = "BERTH_LISTEN")]

@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 pub mod pg;
 pub mod s3;
+pub mod trivy;
 
 /// The berth binary built alongside the tests (`cargo test --workspace` builds it).
 pub fn berth_bin() -> PathBuf {
