@@ -128,7 +128,12 @@ fn other_commands_variables_do_not_stop_serve() {
 fn startup_line_says_what_is_on() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Berth::start(&tmp.path().join("data"), &[]);
-    let log = std::fs::read_to_string(&node.log).unwrap();
+    // The cores answer before the line is written: wait for it.
+    let mut log = String::new();
+    wait_for("the start-up line", 10, || {
+        log = std::fs::read_to_string(&node.log).unwrap();
+        log.contains("berth node listening")
+    });
     let line = log.lines().find(|l| l.contains("berth node listening")).expect("start-up line");
     assert!(
         line.contains("auth=off") && line.contains("s3_tiering=off") && line.contains("internal_api=127.0.0.1:"),
