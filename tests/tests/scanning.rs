@@ -381,6 +381,31 @@ fn trivy_outage_and_sidecar_kill9_lose_no_scan() {
     wait_scanned(&e.node, "out/c", "v1", "completed");
 }
 
+/// A scan that cannot succeed ends `failed` after its attempts (not stuck, not `completed`),
+/// announces `scan.failed`, and counts as unscanned for `block_unscanned`.
+#[test]
+fn failed_scans_are_recorded_announced_and_unscanned_for_the_policy() {
+    let (hook, received) = webhook_receiver();
+    let hooks = format!(r#"[{{url="{hook}",events=["scan.failed"]}}]"#);
+    let policy = "[scan.policy]\nblock_unscanned = true\n";
+    let Some(e) =
+        setup(policy, &[], &[("BERTH_ADMIN_SCAN__WEBHOOKS", hooks.as_str()), ("BERTH_ADMIN_SCAN__MAX_ATTEMPTS", "2")])
+    else {
+        return;
+    };
+    push_fixture(&registry(&e.node), "bad/app", "v1", "broken", None);
+    let v = wait_scanned(&e.node, "bad/app", "v1", "failed");
+    assert!(v["error"].as_str().is_some_and(|m| m.contains("trivy")), "{v}");
+    let r = http("GET", &e.node.url("/v2/bad/app/manifests/v1"), &[], None);
+    assert_eq!(r.status, 403, "a failed scan is not a pass under block_unscanned");
+    wait_for("scan.failed webhook", 60, || !received.lock().unwrap().is_empty());
+    let (headers, body) = received.lock().unwrap()[0].clone();
+    assert!(headers.iter().any(|(k, v)| k == "x-berth-event" && v == "scan.failed"));
+    assert!(!headers.iter().any(|(k, _)| k == "x-berth-signature-256"), "no secret, no signature");
+    let ev: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((ev["event"].as_str(), ev["attempts"].as_i64()), (Some("scan.failed"), Some(2)));
+}
+
 fn policy_env() -> String {
     r#"
 [scan.policy]

@@ -181,7 +181,17 @@ def push_manifest(url, repo, ref, body, media_type):
 
 
 def push_image(url, repo, tag, kind):
-    if kind == "artifact":
+    if kind == "broken":
+        # An image whose only layer is not a tar archive: Trivy cannot analyse it.
+        junk = b"this is not a gzip tar archive" * 10
+        ld = push_blob(url, repo, junk)
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(junk).hexdigest()]}}).encode()
+        cd = push_blob(url, repo, config)
+        m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": len(config)},
+             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": len(junk)}]}
+    elif kind == "artifact":
         cfg = b"{}"
         cd = push_blob(url, repo, cfg)
         blob = b"a helm chart, or a signature"
