@@ -55,7 +55,7 @@ impl NodeClient {
         path: String,
         body: Option<(Vec<u8>, &'static str)>,
         want_headers: &'static [&'static str],
-    ) -> Result<(u16, Vec<Option<String>>, Vec<u8>), NodeError> {
+    ) -> Result<berth_internal_api::client::RawAnswer, NodeError> {
         let client = self.snapshot();
         tokio::task::spawn_blocking(move || {
             client.raw(

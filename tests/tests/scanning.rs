@@ -125,8 +125,11 @@ fn blob_gets(node: &Berth) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// Requests a webhook receiver got: (lower-case headers, body).
+type Received = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
+
 /// A webhook receiver on loopback: records (headers, body) of every POST, answers 200.
-fn webhook_receiver() -> (String, Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>) {
+fn webhook_receiver() -> (String, Received) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));

@@ -29,6 +29,9 @@ enum Source {
     DataDir { dir: PathBuf, url_given: bool, token_given: bool },
 }
 
+/// A raw answer: status, the headers asked for (in order), body.
+pub type RawAnswer = (u16, Vec<Option<String>>, Vec<u8>);
+
 /// A node's internal API: base URL and bearer token.
 #[derive(Debug, Clone)]
 pub struct InternalClient {
@@ -94,7 +97,7 @@ impl InternalClient {
         body: Option<(&[u8], &str)>,
         want_headers: &[&str],
         timeout: Duration,
-    ) -> Result<(u16, Vec<Option<String>>, Vec<u8>), String> {
+    ) -> Result<RawAnswer, String> {
         let req = ureq::request(method, &format!("{}{path}", self.url))
             .set("Authorization", &format!("Bearer {}", self.token))
             .timeout(timeout);

@@ -231,7 +231,7 @@ impl From<&ScanRecord> for Verdict {
     fn from(r: &ScanRecord) -> Self {
         let mut findings: Vec<(Severity, Box<str>)> =
             r.findings.iter().map(|f| (f.severity, f.cve.clone().into_boxed_str())).collect();
-        findings.sort_by(|a, b| b.0.cmp(&a.0));
+        findings.sort_by_key(|f| std::cmp::Reverse(f.0));
         Verdict { status: r.status, findings }
     }
 }
@@ -280,7 +280,7 @@ mod tests {
 
     fn verdict(status: ScanStatus, f: &[(Severity, &str)]) -> Verdict {
         let mut findings: Vec<(Severity, Box<str>)> = f.iter().map(|(s, c)| (*s, (*c).into())).collect();
-        findings.sort_by(|a, b| b.0.cmp(&a.0));
+        findings.sort_by_key(|f| std::cmp::Reverse(f.0));
         Verdict { status, findings }
     }
 
