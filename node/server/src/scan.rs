@@ -11,7 +11,9 @@
 //!
 //! Layering: `api` → `scan` → `berth-index`, `berth-internal-api`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use berth_index::Index;
@@ -167,14 +169,15 @@ impl Policy {
         self.default
     }
 
-    fn allowed(&self, repo: &RepoName, cve: &str, now_ms: u64) -> bool {
+    fn allowed(&self, repo: &RepoName, cve: &str, now_ms: &impl Fn() -> u64) -> bool {
         self.allow
             .iter()
-            .any(|a| a.cve == cve && a.repos.matches(repo.as_str()) && a.expires_ms.is_none_or(|e| now_ms < e))
+            .any(|a| a.cve == cve && a.repos.matches(repo.as_str()) && a.expires_ms.is_none_or(|e| now_ms() < e))
     }
 
-    /// Why a pull of `repo@digest` is refused, or `None` when it is allowed.
-    pub fn denies(&self, repo: &RepoName, verdict: Option<&Verdict>, now_ms: u64) -> Option<String> {
+    /// Why a pull of `repo@digest` is refused, or `None` when it is allowed. `now_ms` is asked
+    /// only when an allowlist entry's expiry matters.
+    pub fn denies(&self, repo: &RepoName, verdict: Option<&Verdict>, now_ms: impl Fn() -> u64) -> Option<String> {
         let rule = self.rule(repo);
         let completed = verdict.filter(|v| matches!(v.status, ScanStatus::Completed | ScanStatus::Unsupported));
         let Some(v) = completed else {
@@ -194,7 +197,7 @@ impl Policy {
             if *sev < threshold {
                 break; // sorted, most severe first
             }
-            if self.allowed(repo, cve, now_ms) {
+            if self.allowed(repo, cve, &now_ms) {
                 allowlisted += 1;
             } else {
                 blocking.add(*sev);
@@ -237,10 +240,35 @@ impl From<&ScanRecord> for Verdict {
 }
 
 /// The node's scan state: every record's verdict in memory, and the policy in force.
+///
+/// The pull path reads it on every manifest GET, on every core: each core keeps its own memo
+/// of the verdicts it looked up and of the policy (a thread-local), valid while the book's
+/// generation is unchanged. A request costs one relaxed atomic load and a local map lookup —
+/// no lock, no shared reference count. A stored record or a new policy bumps the generation
+/// and every core starts a fresh memo.
 pub struct ScanBook {
+    id: u64,
+    generation: AtomicU64,
     verdicts: RwLock<HashMap<Digest, Arc<Verdict>>>,
     policy: RwLock<Arc<Policy>>,
 }
+
+static BOOK_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// One core's memo of a book.
+struct Memo {
+    book: u64,
+    generation: u64,
+    policy: Arc<Policy>,
+    verdicts: HashMap<Digest, Option<Arc<Verdict>>>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
+}
+
+/// Most verdicts a core memoises before starting over.
+const MEMO_MAX: usize = 50_000;
 
 impl ScanBook {
     /// Load every record from the index and compile the policy.
@@ -248,29 +276,49 @@ impl ScanBook {
         let policy = Policy::compile(&cfg.policy)?;
         let records = index.all_scans().map_err(|e| format!("reading scan records: {e}"))?;
         let verdicts = records.iter().map(|(d, r)| (d.clone(), Arc::new(Verdict::from(r)))).collect();
-        Ok(ScanBook { verdicts: RwLock::new(verdicts), policy: RwLock::new(Arc::new(policy)) })
+        Ok(ScanBook {
+            id: BOOK_IDS.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            verdicts: RwLock::new(verdicts),
+            policy: RwLock::new(Arc::new(policy)),
+        })
     }
 
     /// A record was stored.
     pub fn update(&self, digest: &Digest, record: &ScanRecord) {
         let v = Arc::new(Verdict::from(record));
         self.verdicts.write().unwrap_or_else(|p| p.into_inner()).insert(digest.clone(), v);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Replace the policy (SIGHUP).
     pub fn set_policy(&self, policy: Policy) {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Why a pull of `repo@digest` is refused, if it is.
     pub fn denies(&self, repo: &RepoName, digest: &Digest) -> Option<String> {
-        let verdict = self.verdicts.read().unwrap_or_else(|p| p.into_inner()).get(digest).cloned();
-        let policy = self.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        policy.denies(repo, verdict.as_deref(), now)
+        let generation = self.generation.load(Ordering::Acquire);
+        let now = || {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        };
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            let fresh = matches!(&*m, Some(x) if x.book == self.id && x.generation == generation);
+            if !fresh || m.as_ref().is_some_and(|x| x.verdicts.len() >= MEMO_MAX) {
+                let policy = self.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
+                *m = Some(Memo { book: self.id, generation, policy, verdicts: HashMap::new() });
+            }
+            let memo = m.as_mut().expect("set above");
+            if let Some(v) = memo.verdicts.get(digest) {
+                return memo.policy.denies(repo, v.as_deref(), now);
+            }
+            let v = self.verdicts.read().unwrap_or_else(|p| p.into_inner()).get(digest).cloned();
+            let answer = memo.policy.denies(repo, v.as_deref(), now);
+            memo.verdicts.insert(digest.clone(), v);
+            answer
+        })
     }
 }
 
@@ -303,19 +351,19 @@ mod tests {
             ScanStatus::Completed,
             &[(Severity::Critical, "CVE-9"), (Severity::High, "CVE-2"), (Severity::Low, "CVE-3")],
         );
-        let msg = p.denies(&repo("app/x"), Some(&v), now).expect("critical blocks by default");
+        let msg = p.denies(&repo("app/x"), Some(&v), || now).expect("critical blocks by default");
         assert!(msg.contains("1 critical") && msg.contains("threshold (critical)"), "{msg}");
-        let msg = p.denies(&repo("prod/x"), Some(&v), now).unwrap();
+        let msg = p.denies(&repo("prod/x"), Some(&v), || now).unwrap();
         assert!(msg.contains("1 critical, 1 high") && msg.contains("(high)"), "expired allowlist entry blocks: {msg}");
-        assert!(p.denies(&repo("lab/x"), Some(&v), now).is_none(), "threshold none");
+        assert!(p.denies(&repo("lab/x"), Some(&v), || now).is_none(), "threshold none");
         let only_allowed = verdict(ScanStatus::Completed, &[(Severity::Critical, "CVE-1")]);
-        assert!(p.denies(&repo("app/x"), Some(&only_allowed), now).is_none());
+        assert!(p.denies(&repo("app/x"), Some(&only_allowed), || now).is_none());
         // Unscanned: allowed by default, blocked where configured; artifacts are never blocked.
-        assert!(p.denies(&repo("app/x"), None, now).is_none());
-        assert!(p.denies(&repo("prod/x"), None, now).unwrap().contains("no completed scan"));
+        assert!(p.denies(&repo("app/x"), None, || now).is_none());
+        assert!(p.denies(&repo("prod/x"), None, || now).unwrap().contains("no completed scan"));
         let queued = verdict(ScanStatus::Queued, &[]);
-        assert!(p.denies(&repo("prod/x"), Some(&queued), now).unwrap().contains("queued"));
-        assert!(p.denies(&repo("prod/x"), Some(&verdict(ScanStatus::Unsupported, &[])), now).is_none());
+        assert!(p.denies(&repo("prod/x"), Some(&queued), || now).unwrap().contains("queued"));
+        assert!(p.denies(&repo("prod/x"), Some(&verdict(ScanStatus::Unsupported, &[])), || now).is_none());
         assert!(Policy::compile(&PolicyConfig { block_severity: "urgent".into(), ..Default::default() }).is_err());
     }
 
