@@ -319,6 +319,30 @@ impl Config {
         fig.extract().map(|c| (c, ignored)).map_err(Box::new)
     }
 
+    /// Check everything that can be checked without starting: addresses, S3 and cache
+    /// settings, the scan policy, the htpasswd file. Returns a one-line summary, or the first
+    /// problem (naming the key).
+    pub fn check(&self) -> Result<String, String> {
+        let listen = crate::server::resolve("listen", &self.listen).map_err(|e| e.to_string())?;
+        crate::server::resolve("internal.listen", &self.internal.listen).map_err(|e| e.to_string())?;
+        if let Some(s3) = &self.storage.s3 {
+            s3.validate().map_err(|e| format!("storage.s3: {e}"))?;
+            self.cache.validate().map_err(|e| format!("cache: {e}"))?;
+        }
+        crate::scan::Policy::compile(&self.scan.policy)?;
+        let auth = crate::auth::Auth::from_config(&self.auth).map_err(|e| e.to_string())?;
+        if !matches!(self.log_level.parse::<tracing_subscriber::EnvFilter>(), Ok(_)) {
+            return Err(format!("log_level = {:?} is not a log filter (e.g. info, debug, info,berth::access=warn)", self.log_level));
+        }
+        Ok(format!(
+            "configuration OK: listen {listen}, data_dir {}, auth {}, s3 {}, scanning {}",
+            self.data_dir.display(),
+            if auth.is_some() { "basic" } else { "off" },
+            self.storage.s3.as_ref().map_or("off".to_string(), |s| format!("s3://{}/{}", s.bucket, s.prefix)),
+            if self.scan.enabled { "on" } else { "off" },
+        ))
+    }
+
     /// Number of serving cores.
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {
@@ -357,6 +381,17 @@ mod tests {
         assert!(ignored.contains(&"BERTH_INTERNAL_URL".to_string()), "{ignored:?}");
         std::env::remove_var("BERTH_PASSWORD");
         std::env::remove_var("BERTH_INTERNAL_URL");
+    }
+
+    #[test]
+    fn check_names_the_problem() {
+        assert!(Config::default().check().unwrap().starts_with("configuration OK"));
+        let mut c = Config::default();
+        c.scan.policy.block_severity = "urgent".into();
+        assert!(c.check().unwrap_err().contains("scan.policy.block_severity"));
+        let mut c = Config::default();
+        c.listen = "nowhere".into();
+        assert!(c.check().unwrap_err().contains("listen"));
     }
 
     #[test]

@@ -110,6 +110,16 @@ enum Command {
         #[arg(long, env = "BERTH_INTERNAL_TOKEN")]
         token: Option<String>,
     },
+    /// Exit 0 when the node at URL answers its health check (for container HEALTHCHECKs and
+    /// probes: no curl needed in the image).
+    Healthcheck {
+        /// Health endpoint.
+        #[arg(long, env = "BERTH_HEALTHCHECK_URL", default_value = "http://127.0.0.1:5000/healthz")]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Print a bcrypt hash of a password for the htpasswd file or `[[auth.users]]`.
     ///
     /// The password is read from BERTH_PASSWORD; else, on a terminal, prompted for twice
@@ -141,6 +151,10 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "BERTH_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
+    /// Parse and validate the configuration (file, environment, flags), print a summary, and
+    /// exit: 0 when it is valid, 1 with the problem otherwise. Nothing is started or written.
+    #[arg(long)]
+    check_config: bool,
 }
 
 type LogHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
@@ -245,6 +259,13 @@ fn reload(args: &ServeArgs, app: &berth_node::app::App, logs: &LogHandle) {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (cfg, ignored) = load_config(&args)?;
+    if args.check_config {
+        for var in &ignored {
+            eprintln!("warning: ignoring {var}: not a `berth serve` setting");
+        }
+        println!("{}", cfg.check().map_err(anyhow::Error::msg)?);
+        return Ok(());
+    }
     let logs = init_logs(cfg.log_format, &cfg.log_level);
     for var in ignored {
         tracing::warn!(variable = %var, "ignoring an environment variable that is not a `berth serve` setting");
@@ -416,5 +437,13 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::HashPassword { user, cost } => hash_password(user, cost),
+        Command::Healthcheck { url, timeout } => {
+            let r = ureq::get(&url).timeout(Duration::from_secs(timeout)).call();
+            match r {
+                Ok(resp) if resp.status() == 200 => Ok(()),
+                Ok(resp) => anyhow::bail!("{url} answered {}", resp.status()),
+                Err(e) => anyhow::bail!("{url}: {e}"),
+            }
+        }
     }
 }

@@ -141,7 +141,7 @@ pub enum BindError {
 }
 
 /// Resolve `HOST:PORT` (IP literals and host names such as `localhost`).
-fn resolve(key: &'static str, value: &str) -> Result<SocketAddr, BindError> {
+pub fn resolve(key: &'static str, value: &str) -> Result<SocketAddr, BindError> {
     use std::net::ToSocketAddrs;
     let err = |reason: String| BindError::Address { key, value: value.to_owned(), reason };
     if let Ok(a) = value.parse() {
