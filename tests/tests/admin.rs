@@ -259,8 +259,10 @@ fn admin_api_gc_jobs_workers_repositories_stats() {
     assert_eq!(st["postgres"]["manifests"], 3);
     assert!(st["postgres"]["dedup_ratio"].as_f64().unwrap() >= 1.0);
     assert!(st["feed"]["lag_changes"].is_u64());
-    // Scanning is routed but not built yet.
-    assert_eq!(http("GET", &e.admin.url("/api/v1/scans"), &[("Authorization", auth)], None).status, 501);
+    // Scanning is not configured on this sidecar: the scan endpoints say so.
+    let r = http("GET", &e.admin.url("/api/v1/scans"), &[("Authorization", auth)], None);
+    assert_eq!(r.status, 409);
+    assert!(String::from_utf8_lossy(&r.body).contains("scanning is off"));
 }
 
 #[test]

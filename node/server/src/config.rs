@@ -332,7 +332,10 @@ impl Config {
         crate::scan::Policy::compile(&self.scan.policy)?;
         let auth = crate::auth::Auth::from_config(&self.auth).map_err(|e| e.to_string())?;
         if !matches!(self.log_level.parse::<tracing_subscriber::EnvFilter>(), Ok(_)) {
-            return Err(format!("log_level = {:?} is not a log filter (e.g. info, debug, info,berth::access=warn)", self.log_level));
+            return Err(format!(
+                "log_level = {:?} is not a log filter (e.g. info, debug, info,berth::access=warn)",
+                self.log_level
+            ));
         }
         Ok(format!(
             "configuration OK: listen {listen}, data_dir {}, auth {}, s3 {}, scanning {}",

@@ -301,7 +301,10 @@ impl ScanBook {
     pub fn denies(&self, repo: &RepoName, digest: &Digest) -> Option<String> {
         let generation = self.generation.load(Ordering::Acquire);
         let now = || {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
         };
         MEMO.with(|m| {
             let mut m = m.borrow_mut();
