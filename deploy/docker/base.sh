@@ -15,7 +15,7 @@ mkdir -p "$cache"
 command -v mmdebstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
 if [ ! -s "$tar" ] || [ -n "$(find "$tar" -mtime +7 2>/dev/null)" ]; then
   echo "base: building $tar with mmdebstrap (minbase bookworm + librocksdb7.8)"
-  mmdebstrap --quiet --variant=minbase \
+  mmdebstrap --quiet --variant=minbase --format=tar \
     --include=librocksdb7.8,ca-certificates,tzdata \
     --aptopt='APT::Install-Recommends "false"' \
     --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/usr/share/doc/* "$1"/usr/share/man/*' \
