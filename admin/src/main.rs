@@ -32,6 +32,9 @@ enum Command {
     /// Rebuild Postgres from the node's index (a new or damaged database); the feed follower
     /// continues from the snapshot's position.
     Resync,
+    /// Parse and validate the configuration (file and environment), print a summary, exit (0
+    /// when valid). Connects to nothing.
+    CheckConfig,
     /// Compare Postgres with the node's index and print differences (exit 1 when any).
     Check {
         /// Print the differences as JSON.
@@ -116,6 +119,29 @@ fn run() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         match cli.command {
+            Command::CheckConfig => {
+                if let Some(s) = &cfg.gc_schedule {
+                    scheduler::parse(s).map_err(|e| anyhow::anyhow!("gc_schedule: {e}"))?;
+                }
+                if let Some(scan) = &cfg.scan {
+                    anyhow::ensure!(scan.concurrency > 0, "scan.concurrency must be at least 1");
+                    for h in &scan.webhooks {
+                        anyhow::ensure!(
+                            h.url.starts_with("http://") || h.url.starts_with("https://"),
+                            "scan.webhooks: {:?} is not an http(s) URL",
+                            h.url
+                        );
+                    }
+                }
+                println!(
+                    "configuration OK: listen {}, node data dir {}, gc schedule {}, scanning {}",
+                    cfg.listen,
+                    cfg.node_data_dir.display(),
+                    cfg.gc_schedule.as_deref().unwrap_or("none"),
+                    cfg.scan.as_ref().map_or("off".to_string(), |s| format!("via {}", s.server))
+                );
+                Ok(())
+            }
             Command::Serve => serve(cfg).await,
             Command::Migrate => {
                 let mut c = db::connect(&cfg.postgres).await.context("connecting to postgres")?;

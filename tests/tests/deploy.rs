@@ -112,9 +112,80 @@ fn node_image_runs_as_non_root_keeps_data_and_stops_cleanly() {
     d.ok(&["pull", &image]);
     sk(&["inspect", "--tls-verify=false", &format!("docker://{addr}/deploy/copy:v1")]);
     d.ok(&["rm", "-f", "node2"]);
+
+    // The sidecar image carries the Trivy client (the real binary, not the pip shim).
+    let actx = tmp.path().join("actx");
+    std::fs::create_dir_all(&actx).unwrap();
+    std::fs::copy(common::pg::admin_bin(), actx.join("berth-admin")).unwrap();
+    let scripts =
+        run_cmd(Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]));
+    let trivy = Path::new(scripts.trim()).join("trivy");
+    if trivy.exists() {
+        std::fs::copy(&trivy, actx.join("trivy")).unwrap();
+        let adockerfile = repo_root().join("deploy/docker/Dockerfile.admin");
+        d.ok(&[
+            "build",
+            "--network",
+            "host",
+            "-q",
+            "-f",
+            adockerfile.to_str().unwrap(),
+            "-t",
+            "berth-admin:test",
+            actx.to_str().unwrap(),
+        ]);
+        let help = d.ok(&["run", "--rm", "--network", "none", "berth-admin:test", "--help"]);
+        assert!(help.contains("admin sidecar"), "{help}");
+        let v = d.ok(&["run", "--rm", "--network", "none", "--entrypoint", "trivy", "berth-admin:test", "--version"]);
+        assert!(v.contains("Version:"), "{v}");
+        assert_eq!(
+            d.ok(&["run", "--rm", "--network", "none", "--entrypoint", "id", "berth-admin:test", "-u"]).trim(),
+            "10001"
+        );
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "trivy is required under CI");
+    }
     std::thread::sleep(Duration::from_millis(100));
 }
 
 fn run_cmd(cmd: &mut Command) -> String {
     run(cmd)
+}
+
+/// Every Kubernetes manifest passes schema validation for a current Kubernetes, and the
+/// ConfigMap's configurations load in `berth serve --check-config` / `berth-admin check-config`.
+#[test]
+fn kubernetes_manifests_validate_and_their_configuration_loads() {
+    if !have("kubernetes-validate") {
+        return;
+    }
+    let dir = repo_root().join("deploy/kubernetes");
+    let files = ["configmap.yaml", "statefulset.yaml", "service.yaml", "secret.example.yaml", "optional/ingress.yaml"];
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.37.0"])
+        .args(files.iter().map(|f| dir.join(f)))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches(" passed ").count(), 6, "{text}");
+    // The kustomization lists exactly the manifests a user applies.
+    let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    for f in ["configmap.yaml", "statefulset.yaml", "service.yaml"] {
+        assert!(k.contains(f), "{f} missing from kustomization.yaml");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let extract = |key: &str| {
+        let script = format!("import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['data']['{key}'])");
+        let text = run_cmd(Command::new("python3").args(["-c", &script]).arg(dir.join("configmap.yaml")));
+        let p = tmp.path().join(key);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let node = extract("berth.toml");
+    let ok = run_cmd(Command::new(berth_bin()).args(["serve", "--check-config", "--config"]).arg(&node));
+    assert!(ok.contains("configuration OK") && ok.contains("scanning on"), "{ok}");
+    let admin = extract("admin.toml");
+    let ok = run_cmd(Command::new(common::pg::admin_bin()).arg("--config").arg(&admin).arg("check-config"));
+    assert!(ok.contains("configuration OK") && ok.contains("trivy:4954"), "{ok}");
 }
