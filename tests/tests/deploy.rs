@@ -189,3 +189,94 @@ fn kubernetes_manifests_validate_and_their_configuration_loads() {
     let ok = run_cmd(Command::new(common::pg::admin_bin()).arg("--config").arg(&admin).arg("check-config"));
     assert!(ok.contains("configuration OK") && ok.contains("trivy:4954"), "{ok}");
 }
+
+/// The alert rules pass `promtool check rules`; every metric the rules and the Grafana
+/// dashboard use is one the node or the sidecar exports (tiering's from its registrations).
+#[test]
+fn monitoring_rules_check_and_use_only_exported_metrics() {
+    if !have("promtool") {
+        return;
+    }
+    let dir = repo_root().join("deploy/monitoring");
+    let out = run_cmd(Command::new("promtool").arg("check").arg("rules").arg(dir.join("berth-alerts.yaml")));
+    assert!(out.contains("SUCCESS"), "{out}");
+    let rules = std::fs::read_to_string(dir.join("berth-alerts.yaml")).unwrap();
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap()).unwrap();
+    let mut exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()))
+        .collect();
+    exprs.push(rules);
+
+    // What is exported: a node with scanning on, and a sidecar with scanning configured.
+    let pgdir = tempfile::tempdir().unwrap();
+    let Some(pg) = common::pg::Postgres::start(pgdir.path()) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("berth.toml");
+    std::fs::write(&cfg, "[scan]\nenabled = true\n").unwrap();
+    let node = Berth::start(&tmp.path().join("data"), &[("BERTH_CONFIG", cfg.to_str().unwrap())]);
+    let admin = common::pg::Admin::start(
+        &pg,
+        &node.dir,
+        tmp.path().join("admin.log"),
+        &[
+            ("BERTH_ADMIN_SCAN__SERVER", "http://127.0.0.1:9"),
+            ("BERTH_ADMIN_SCAN__WORK_DIR", tmp.path().join("w").to_str().unwrap()),
+        ],
+    );
+    let mut names = std::collections::BTreeSet::new();
+    let mut add_exposition = |text: &str| {
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                let mut it = rest.split_whitespace();
+                let (name, kind) = (it.next().unwrap().to_string(), it.next().unwrap_or(""));
+                match kind {
+                    "counter" => {
+                        names.insert(format!("{name}_total"));
+                    }
+                    "histogram" => {
+                        for s in ["_bucket", "_sum", "_count"] {
+                            names.insert(format!("{name}{s}"));
+                        }
+                    }
+                    _ => {
+                        names.insert(name);
+                    }
+                }
+            }
+        }
+    };
+    add_exposition(&String::from_utf8(http("GET", &node.url("/metrics"), &[], None).body).unwrap());
+    add_exposition(&ureq::get(&admin.url("/metrics")).call().unwrap().into_string().unwrap());
+    // Tiering's metrics exist only with S3 configured: take them from their registrations.
+    for src in ["tiering/src/metrics.rs", "node/server/src/metrics.rs"] {
+        let text = std::fs::read_to_string(repo_root().join(src)).unwrap();
+        for part in text.split("register(").skip(1) {
+            if let Some(n) = part.trim_start().strip_prefix('"').and_then(|p| p.split('"').next()) {
+                if n.starts_with("tier_") || n.starts_with("cache_") {
+                    names.insert(format!("berth_{n}"));
+                    names.insert(format!("berth_{n}_total"));
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for e in &exprs {
+        for (i, _) in e.match_indices("berth_") {
+            let name: String = e[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if name.ends_with('_') || e[..i].ends_with(['"', '-', '/']) {
+                continue; // a label value or a word in a description, not a metric
+            }
+            if !names.contains(&name) {
+                missing.push(name);
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(missing.is_empty(), "not exported: {missing:?}\nexported: {names:?}");
+    drop(admin);
+}

@@ -174,7 +174,7 @@ impl App {
                     }
                 }
                 tier.metrics.register(metrics.registry_mut());
-                metrics.register_tier_gauges();
+                metrics.register_tier_gauges(&cfg.cache);
                 tier.start_workers();
                 Some(tier)
             }

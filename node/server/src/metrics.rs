@@ -58,6 +58,10 @@ pub struct Metrics {
     pub tier_pending_bytes: Gauge,
     /// Manifest pulls refused by the vulnerability policy.
     pub policy_denials: Counter,
+    /// Size of the data directory's filesystem (sampled at scrape).
+    pub disk_size: Gauge,
+    /// Free bytes there (sampled at scrape).
+    pub disk_free: Gauge,
 }
 
 /// Labels of a blob read metric.
@@ -91,6 +95,8 @@ impl Metrics {
             tier_pending: Gauge::default(),
             tier_pending_bytes: Gauge::default(),
             policy_denials: Counter::default(),
+            disk_size: Gauge::default(),
+            disk_free: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests by endpoint, method and status", m.requests.clone());
@@ -113,6 +119,8 @@ impl Metrics {
         );
         registry.register("blob_read_bytes", "Blob bytes served by source", m.blob_read_bytes.clone());
         registry.register("store_local_bytes", "Blob bytes with a local file", m.local_bytes.clone());
+        registry.register("data_dir_size_bytes", "Size of the data directory's filesystem", m.disk_size.clone());
+        registry.register("data_dir_free_bytes", "Free bytes on the data directory's filesystem", m.disk_free.clone());
         registry.register(
             "scan_policy_denials",
             "Manifest pulls refused by the vulnerability policy",
@@ -123,10 +131,25 @@ impl Metrics {
 
     /// Register the tier backlog gauges: only when S3 tiering is on (with it off every blob
     /// would count as pending, and a backlog alert would always fire).
-    pub fn register_tier_gauges(&mut self) {
+    pub fn register_tier_gauges(&mut self, cache: &berth_tiering::CacheConfig) {
         let (pending, bytes) = (self.tier_pending.clone(), self.tier_pending_bytes.clone());
         self.registry.register("tier_pending_blobs", "Blobs committed locally and not yet in S3", pending);
         self.registry.register("tier_pending_bytes", "Bytes of blobs not yet in S3", bytes);
+        let gauge = |v: f64| {
+            let g: Gauge = Gauge::default();
+            g.set(v as i64);
+            g
+        };
+        self.registry.register(
+            "cache_max_bytes",
+            "Local cache budget (cache.max_bytes)",
+            gauge(cache.max_bytes as f64),
+        );
+        self.registry.register(
+            "cache_high_watermark_bytes",
+            "Eviction starts above this many local bytes",
+            gauge(cache.max_bytes as f64 * cache.high_watermark),
+        );
     }
 
     /// The registry, for other components' metrics (before the node starts).

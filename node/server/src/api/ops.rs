@@ -32,8 +32,25 @@ pub(super) fn handle(app: &App, req: &Request, ep: &Endpoint) -> Result<Response
                 app.metrics.tier_pending.set(t.pending_count as i64);
                 app.metrics.tier_pending_bytes.set(t.pending_bytes as i64);
             }
+            if let Some((size, free)) = disk_space(&app.cfg.data_dir) {
+                app.metrics.disk_size.set(size as i64);
+                app.metrics.disk_free.set(free as i64);
+            }
             let (content_type, body) = berth_types::exposition::negotiate(req.header("accept"), app.metrics.encode());
             Ok(Response::bytes(200, content_type, body.into_bytes()))
         }
     }
+}
+
+/// Size and free bytes (for unprivileged users) of the filesystem holding `dir`.
+fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a zeroed out-parameter of the right type.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize as u64;
+    Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
 }
