@@ -331,7 +331,7 @@ impl Config {
         }
         crate::scan::Policy::compile(&self.scan.policy)?;
         let auth = crate::auth::Auth::from_config(&self.auth).map_err(|e| e.to_string())?;
-        if !matches!(self.log_level.parse::<tracing_subscriber::EnvFilter>(), Ok(_)) {
+        if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(format!(
                 "log_level = {:?} is not a log filter (e.g. info, debug, info,berth::access=warn)",
                 self.log_level
@@ -392,8 +392,7 @@ mod tests {
         let mut c = Config::default();
         c.scan.policy.block_severity = "urgent".into();
         assert!(c.check().unwrap_err().contains("scan.policy.block_severity"));
-        let mut c = Config::default();
-        c.listen = "nowhere".into();
+        let c = Config { listen: "nowhere".into(), ..Default::default() };
         assert!(c.check().unwrap_err().contains("listen"));
     }
 
