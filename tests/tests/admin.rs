@@ -410,3 +410,39 @@ fn wrong_node_data_dir_fails_before_any_migration() {
     assert!(text.contains("postgres matches the node: blobs"), "{text}");
     assert!(!text.contains("(0, 0)") && !text.contains('{'), "{text}");
 }
+
+/// `berth-admin doctor`: green with node and Postgres up; one FAIL line for each that is down.
+#[test]
+fn doctor_names_the_broken_dependency() {
+    let Some(mut e) = setup(&[]) else { return };
+    let (conn, dir) = (e.pg.conn(), e.node.dir.clone());
+    let run_doctor = |extra: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(common::pg::admin_bin());
+        cmd.arg("doctor").env("BERTH_ADMIN_POSTGRES", &conn).env("BERTH_ADMIN_NODE_DATA_DIR", &dir);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, out) = run_doctor(&[]);
+    assert!(ok && !out.contains("FAIL"), "{out}");
+    assert!(out.contains("schema version 2"), "{out}");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (ok, out) =
+        run_doctor(&[("BERTH_ADMIN_SCAN__SERVER", dead.as_str()), ("BERTH_ADMIN_SCAN__TRIVY", "/nonexistent/trivy")]);
+    assert!(!ok);
+    assert!(out.lines().any(|l| l.starts_with("FAIL") && l.contains("trivy ") && l.contains(&dead)), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("FAIL") && l.contains("/nonexistent/trivy")), "{out}");
+    e.pg.stop_server();
+    let (ok, out) = run_doctor(&[]);
+    assert!(!ok);
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 1, "{out}");
+    assert!(fails[0].contains("postgres"), "{out}");
+    e.pg.start_server();
+    e.node.kill9();
+    let (ok, out) = run_doctor(&[]);
+    assert!(!ok);
+    assert!(out.lines().any(|l| l.starts_with("FAIL") && l.contains("node")), "{out}");
+}

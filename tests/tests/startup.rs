@@ -308,3 +308,56 @@ fn metrics_content_type_matches_the_format() {
     assert_eq!(om.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     assert!(String::from_utf8(om.body).unwrap().ends_with("# EOF\n"));
 }
+
+fn doctor(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(berth_bin());
+    cmd.arg("doctor").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `berth doctor`: all green on a healthy node; one clear FAIL line per broken dependency.
+#[test]
+fn doctor_reports_each_broken_dependency_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut node = Berth::start(&data, &[]);
+    let listen = node.addr.clone();
+    let args = ["--listen", listen.as_str(), "--data-dir", data.to_str().unwrap()];
+    let (ok, out) = doctor(&args, &[]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    for name in ["config", "data dir", "node", "internal api", "s3"] {
+        assert!(out.lines().any(|l| l.starts_with("ok") && l.contains(name)), "{name}: {out}");
+    }
+    // S3 configured but unreachable.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (ok, out) = doctor(
+        &args,
+        &[
+            ("BERTH_STORAGE__S3__BUCKET", "doctor-bucket"),
+            ("BERTH_STORAGE__S3__ENDPOINT", dead.as_str()),
+            ("BERTH_STORAGE__S3__PATH_STYLE", "true"),
+            ("BERTH_STORAGE__S3__ACCESS_KEY_ID", "x"),
+            ("BERTH_STORAGE__S3__SECRET_ACCESS_KEY", "y"),
+            ("BERTH_STORAGE__S3__MAX_BACKOFF_SECS", "1"),
+        ],
+    );
+    assert!(!ok);
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 1, "{out}");
+    assert!(fails[0].contains("s3") && fails[0].contains("doctor-bucket") && fails[0].contains(&dead), "{out}");
+    // The node stopped.
+    node.terminate();
+    let (ok, out) = doctor(&args, &[]);
+    assert!(!ok);
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 1, "{out}");
+    assert!(fails[0].contains("node") && fails[0].contains("berth serve"), "{out}");
+    // A broken configuration.
+    let (ok, out) = doctor(&args, &[("BERTH_SCAN__POLICY__BLOCK_SEVERITY", "urgent")]);
+    assert!(!ok && out.lines().any(|l| l.starts_with("FAIL") && l.contains("block_severity")), "{out}");
+}

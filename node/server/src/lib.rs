@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod doctor;
 pub mod fsck;
 pub mod gc;
 pub mod gc_cli;

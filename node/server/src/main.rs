@@ -110,6 +110,11 @@ enum Command {
         #[arg(long, env = "BERTH_INTERNAL_TOKEN")]
         token: Option<String>,
     },
+    /// Check a node's setup and print what is wrong and how to fix it (exit 1 on a failure):
+    /// configuration, data directory and free space, the running node and its internal API,
+    /// S3 (reachable and writable, with a probe object) and the clock. Takes the same
+    /// configuration sources as `serve`.
+    Doctor(ServeArgs),
     /// Exit 0 when the node at URL answers its health check (for container HEALTHCHECKs and
     /// probes: no curl needed in the image).
     Healthcheck {
@@ -437,6 +442,20 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::HashPassword { user, cost } => hash_password(user, cost),
+        Command::Doctor(args) => {
+            let (cfg, ignored) = load_config(&args)?;
+            for var in &ignored {
+                println!("warn config       ignoring {var}: not a `berth serve` setting");
+            }
+            let checks = berth_node::doctor::run(&cfg);
+            for c in &checks {
+                println!("{c}");
+            }
+            if checks.iter().any(|c| matches!(c.outcome, berth_node::doctor::Outcome::Fail(_))) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Healthcheck { url, timeout } => {
             let r = ureq::get(&url).timeout(Duration::from_secs(timeout)).call();
             match r {

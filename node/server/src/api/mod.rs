@@ -10,6 +10,7 @@ mod catalog;
 pub mod internal;
 mod manifests;
 mod ops;
+pub(crate) use ops::disk_space;
 mod referrers;
 mod scans;
 mod tags;

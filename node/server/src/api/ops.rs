@@ -43,7 +43,7 @@ pub(super) fn handle(app: &App, req: &Request, ep: &Endpoint) -> Result<Response
 }
 
 /// Size and free bytes (for unprivileged users) of the filesystem holding `dir`.
-fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+pub(crate) fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: `c` is a valid NUL-terminated path and `st` a zeroed out-parameter of the right type.

@@ -1,0 +1,236 @@
+//! `berth doctor`: checks a node's setup and says what is wrong and how to fix it, one line per
+//! check: the configuration, the data directory (exists, writable, free space), the running
+//! node (health, readiness, its internal API), S3 (reachable, writable: a probe object is
+//! written, read back and deleted) and the clock (against S3's `Date`). The sidecar's
+//! dependencies (Postgres, Trivy) are checked by `berth-admin doctor`.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::config::Config;
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Fine.
+    Ok(String),
+    /// Works, but deserves attention.
+    Warn(String),
+    /// Broken: the message says how to fix it.
+    Fail(String),
+}
+
+/// One named check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// How it went.
+    pub outcome: Outcome,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (tag, msg) = match &self.outcome {
+            Outcome::Ok(m) => ("ok  ", m),
+            Outcome::Warn(m) => ("warn", m),
+            Outcome::Fail(m) => ("FAIL", m),
+        };
+        write!(f, "{tag} {:<12} {msg}", self.name)
+    }
+}
+
+fn check(name: &'static str, outcome: Outcome) -> Check {
+    Check { name, outcome }
+}
+
+fn data_dir(dir: &Path) -> Vec<Check> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        out.push(check(
+            "data dir",
+            Outcome::Warn(format!("{} does not exist yet (berth serve creates it)", dir.display())),
+        ));
+        return out;
+    }
+    let probe = dir.join(format!(".doctor-{}", std::process::id()));
+    match std::fs::write(&probe, b"probe") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            out.push(check("data dir", Outcome::Ok(format!("{} is writable", dir.display()))));
+        }
+        Err(e) => out.push(check(
+            "data dir",
+            Outcome::Fail(format!(
+                "{} is not writable ({e}): chown it to the user running berth, or choose another --data-dir",
+                dir.display()
+            )),
+        )),
+    }
+    if let Some((size, free)) = crate::api::disk_space(dir) {
+        let pct = if size > 0 { free as f64 * 100.0 / size as f64 } else { 0.0 };
+        let msg = format!("{:.1} GB free of {:.1} GB ({pct:.0}%)", free as f64 / 1e9, size as f64 / 1e9);
+        out.push(check(
+            "disk",
+            if pct < 5.0 {
+                Outcome::Fail(format!("{msg}: pushes will fail with 507; run `berth gc --delete` or grow the volume"))
+            } else if pct < 15.0 {
+                Outcome::Warn(format!("{msg}: running low"))
+            } else {
+                Outcome::Ok(msg)
+            },
+        ));
+    }
+    out
+}
+
+fn node(cfg: &Config) -> Vec<Check> {
+    let mut out = Vec::new();
+    let addr = match crate::server::resolve("listen", &cfg.listen) {
+        Ok(mut a) => {
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            a
+        }
+        Err(_) => return out,
+    };
+    let get = |path: &str| ureq::get(&format!("http://{addr}{path}")).timeout(Duration::from_secs(3)).call();
+    match get("/healthz") {
+        Ok(_) => {
+            let ready = matches!(get("/readyz"), Ok(r) if r.status() == 200);
+            out.push(check(
+                "node",
+                if ready {
+                    Outcome::Ok(format!("answering on {addr}"))
+                } else {
+                    Outcome::Warn(format!("answering on {addr} but not ready (shutting down?)"))
+                },
+            ));
+        }
+        Err(e) => {
+            out.push(check(
+                "node",
+                Outcome::Fail(format!("nothing answers on {addr} ({e}): start it with `berth serve`")),
+            ));
+            return out;
+        }
+    }
+    match berth_internal_api::InternalClient::resolve(&cfg.data_dir, None, cfg.internal.token.clone()) {
+        Ok(c) => match c.call("GET", "/internal/v1/stats", None, Duration::from_secs(5)) {
+            Ok((200, _)) => out.push(check("internal api", Outcome::Ok(format!("{} answers", c.url())))),
+            Ok((s, v)) => out.push(check(
+                "internal api",
+                Outcome::Fail(format!("{} answered {s} ({v}): is internal.token the node's token?", c.url())),
+            )),
+            Err(e) => out.push(check(
+                "internal api",
+                Outcome::Fail(format!("{e}: the sidecar and `berth gc` cannot reach the node")),
+            )),
+        },
+        Err(e) => out.push(check("internal api", Outcome::Fail(e.to_string()))),
+    }
+    out
+}
+
+fn s3(cfg: &Config) -> Vec<Check> {
+    let Some(s3) = cfg.storage.s3.clone() else {
+        return vec![check("s3", Outcome::Ok("not configured (local disk only)".into()))];
+    };
+    let bucket = s3.bucket.clone();
+    let endpoint = s3.endpoint.clone();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return vec![check("s3", Outcome::Fail(format!("cannot start a runtime: {e}")))],
+    };
+    let key = format!("{}doctor/probe-{}", s3.normalized_prefix(), uuid::Uuid::new_v4().simple());
+    let res: Result<(), String> = rt.block_on(async move {
+        let remote = berth_tiering::Remote::connect(std::sync::Arc::new(s3)).await;
+        let put = async {
+            remote.put_bytes(&key, b"berth doctor".to_vec(), "text/plain").await?;
+            let (back, _) = remote.get_bytes(&key).await?;
+            remote.delete(&key).await?;
+            Ok::<_, berth_tiering::TierError>(back)
+        };
+        match tokio::time::timeout(Duration::from_secs(20), put).await {
+            Err(_) => Err("no answer within 20 s".to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(b)) if b == b"berth doctor" => Ok(()),
+            Ok(Ok(_)) => Err("the probe object read back differs from what was written".into()),
+        }
+    });
+    let mut out = vec![match res {
+        Ok(()) => check("s3", Outcome::Ok(format!("bucket {bucket:?} is reachable and writable"))),
+        Err(e) => check(
+            "s3",
+            Outcome::Fail(format!(
+                "bucket {bucket:?}{}: {e}; check storage.s3 (bucket, endpoint, credentials) and the network",
+                endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default()
+            )),
+        ),
+    }];
+    // Clock skew against the S3 endpoint's Date header (S3 rejects requests off by > 15 min).
+    if let Some(ep) = endpoint {
+        if let Ok(r) = ureq::head(&ep).timeout(Duration::from_secs(5)).call().or_else(|e| match e {
+            ureq::Error::Status(_, r) => Ok(r),
+            other => Err(other),
+        }) {
+            if let Some(date) = r.header("date").and_then(|d| httpdate(d)) {
+                let skew = match SystemTime::now().duration_since(date) {
+                    Ok(d) => d.as_secs() as i64,
+                    Err(e) => -(e.duration().as_secs() as i64),
+                };
+                out.push(check(
+                    "clock",
+                    if skew.abs() > 300 {
+                        Outcome::Fail(format!(
+                            "{skew} s off the S3 server's clock: fix NTP (S3 refuses skews over 15 min)"
+                        ))
+                    } else {
+                        Outcome::Ok(format!("{skew} s off the S3 server's clock"))
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `Sun, 29 Nov 2026 21:00:00 GMT`.
+fn httpdate(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(&rfc1123_to_rfc3339(s)?).ok()
+}
+
+fn rfc1123_to_rfc3339(s: &str) -> Option<String> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == parts[2])?
+        + 1;
+    Some(format!("{}-{month:02}-{:0>2}T{}Z", parts[3], parts[1], parts[4]))
+}
+
+/// Run every check against a configuration.
+pub fn run(cfg: &Config) -> Vec<Check> {
+    let mut out = vec![match cfg.check() {
+        Ok(s) => check("config", Outcome::Ok(s.trim_start_matches("configuration OK: ").to_string())),
+        Err(e) => check("config", Outcome::Fail(e)),
+    }];
+    out.extend(data_dir(&cfg.data_dir));
+    out.extend(node(cfg));
+    out.extend(s3(cfg));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates() {
+        assert_eq!(super::rfc1123_to_rfc3339("Sun, 29 Nov 2026 21:00:05 GMT").unwrap(), "2026-11-29T21:00:05Z");
+        assert!(super::httpdate("Sun, 6 Nov 1994 08:49:37 GMT").is_some());
+        assert!(super::httpdate("yesterday").is_none());
+    }
+}
