@@ -95,10 +95,17 @@ fn node(cfg: &Config) -> Vec<Check> {
         }
         Err(_) => return out,
     };
-    let get = |path: &str| ureq::get(&format!("http://{addr}{path}")).timeout(Duration::from_secs(3)).call();
+    // The status, or why there was none.
+    let get = |path: &str| -> Result<u16, String> {
+        match ureq::get(&format!("http://{addr}{path}")).timeout(Duration::from_secs(3)).call() {
+            Ok(r) => Ok(r.status()),
+            Err(ureq::Error::Status(s, _)) => Ok(s),
+            Err(e) => Err(e.to_string()),
+        }
+    };
     match get("/healthz") {
         Ok(_) => {
-            let ready = matches!(get("/readyz"), Ok(r) if r.status() == 200);
+            let ready = get("/readyz") == Ok(200);
             out.push(check(
                 "node",
                 if ready {
@@ -171,11 +178,13 @@ fn s3(cfg: &Config) -> Vec<Check> {
     }];
     // Clock skew against the S3 endpoint's Date header (S3 rejects requests off by > 15 min).
     if let Some(ep) = endpoint {
-        if let Ok(r) = ureq::head(&ep).timeout(Duration::from_secs(5)).call().or_else(|e| match e {
-            ureq::Error::Status(_, r) => Ok(r),
-            other => Err(other),
-        }) {
-            if let Some(date) = r.header("date").and_then(|d| httpdate(d)) {
+        let date = match ureq::head(&ep).timeout(Duration::from_secs(5)).call() {
+            Ok(r) => r.header("date").map(str::to_owned),
+            Err(ureq::Error::Status(_, r)) => r.header("date").map(str::to_owned),
+            Err(_) => None,
+        };
+        {
+            if let Some(date) = date.as_deref().and_then(httpdate) {
                 let skew = match SystemTime::now().duration_since(date) {
                     Ok(d) => d.as_secs() as i64,
                     Err(e) => -(e.duration().as_secs() as i64),
