@@ -12,6 +12,9 @@ image=${1:-berth-base:bookworm}
 cache=${BERTH_CACHE:-/var/cache/berth}
 tar="$cache/bookworm-minbase-rocksdb.tar"
 mkdir -p "$cache"
+# One builder at a time (tests build images in parallel).
+exec 9>"$cache/.base.lock"
+flock 9
 command -v mmdebstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
 if [ ! -s "$tar" ] || [ -n "$(find "$tar" -mtime +7 2>/dev/null)" ]; then
   echo "base: building $tar with mmdebstrap (minbase bookworm + librocksdb7.8)"

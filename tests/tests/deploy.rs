@@ -280,3 +280,154 @@ fn monitoring_rules_check_and_use_only_exported_metrics() {
     assert!(missing.is_empty(), "not exported: {missing:?}\nexported: {names:?}");
     drop(admin);
 }
+
+/// `docker-compose up` of the whole stack on the host network: push an image, see it in
+/// Postgres through the admin API, tiered to S3 and scanned; `down`, `up` again, pull.
+#[test]
+fn compose_stack_up_push_down_up_pull() {
+    if !(have("dockerd") && have("docker-compose") && have("mmdebstrap") && have("trivy") && have("go")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let reg = format!("127.0.0.1:{}", ports[0]);
+    let d = Dockerd::start(&tmp.path().join("docker"), &reg);
+    let env = |c: &mut Command| {
+        c.env("DOCKER_HOST", &d.host);
+    };
+    // The images: ours from the host's binaries, the helpers built on the same base.
+    let target = berth_bin().parent().unwrap().to_path_buf();
+    let mut c = Command::new("bash");
+    c.arg(repo_root().join("deploy/docker/build.sh")).arg("dev").arg(&target);
+    env(&mut c);
+    run_cmd(&mut c);
+    // A copy of the compose directory, with this machine's CA trusted during the helper
+    // builds (package mirrors here sit behind a TLS-intercepting proxy).
+    let dir = tmp.path().join("compose");
+    run_cmd(Command::new("cp").arg("-r").arg(repo_root().join("deploy/compose")).arg(&dir));
+    if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        std::fs::copy("/etc/ssl/certs/ca-certificates.crt", dir.join("extra-ca/host.crt")).unwrap();
+    }
+    let dotenv = dir.join(".env");
+    std::fs::write(
+        &dotenv,
+        format!(
+            "BERTH_PORT={}\nBERTH_INTERNAL_PORT={}\nBERTH_ADMIN_PORT={}\nPOSTGRES_PORT={}\nS3_PORT={}\nTRIVY_PORT={}\n\
+             BERTH_ADMIN_API_TOKEN=t-admin\nPOSTGRES_PASSWORD=t-pg\nS3_SECRET_KEY=t-s3\nTRIVY_TOKEN=t-trivy\n\
+             TRIVY_SKIP_DB_UPDATE=true\nBUILD_BASE=berth-base:bookworm\n",
+            ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
+        ),
+    )
+    .unwrap();
+    let project = format!("bt{}", ports[0]);
+    let compose = |args: &[&str]| {
+        let mut c = Command::new("docker-compose");
+        c.args(["-p", &project, "-f"]).arg(dir.join("compose.yaml")).arg("--env-file").arg(&dotenv).args(args);
+        env(&mut c);
+        run_cmd(&mut c)
+    };
+    compose(&["build", "-q"]);
+    // Offline Trivy: the tests' vulnerability DB in the trivy volume.
+    let db = tmp.path().join("trivydb");
+    run_cmd(Command::new("python3").arg(common::trivy::fixtures()).arg("db").arg(&db).env("BERTH_MKDB", mkdb()));
+    d.ok(&["volume", "create", &format!("{project}_trivy")]);
+    d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{project}_trivy:/v"),
+        "-v",
+        &format!("{}:/src:ro", db.display()),
+        "berth-base:bookworm",
+        "sh",
+        "-c",
+        "mkdir -p /v/db && cp /src/db/trivy.db /src/db/metadata.json /v/db/ && chown -R 10001:10001 /v",
+    ]);
+    compose(&["up", "-d"]);
+    let admin = format!("http://127.0.0.1:{}", ports[2]);
+    let get_admin = |path: &str| -> serde_json::Value {
+        let r = http("GET", &format!("{admin}{path}"), &[("Authorization", "Bearer t-admin")], None);
+        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
+    };
+    wait_for("the admin API", 120, || ureq::get(&format!("{admin}/metrics")).call().is_ok());
+    let (digest, _) = common::trivy::push_fixture(&format!("http://{reg}"), "stack/app", "v1", "debian", None);
+    wait_for("the image in Postgres", 60, || {
+        get_admin("/api/v1/repositories")["repositories"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["name"] == "stack/app"))
+    });
+    let metric = |name: &str| -> f64 {
+        let text = String::from_utf8(http("GET", &format!("http://{reg}/metrics"), &[], None).body).unwrap();
+        text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    wait_for("tiering to S3", 60, || {
+        metric("berth_tier_uploads_total") >= 4.0 && metric("berth_tier_pending_blobs") == 0.0
+    });
+    wait_for("the scan", 120, || {
+        let r = http("GET", &format!("http://{reg}/v2/stack/app/manifests/v1/scan"), &[], None);
+        serde_json::from_slice::<serde_json::Value>(&r.body).is_ok_and(|v| v["status"] == "completed")
+    });
+    // down keeps the volumes; up again and pull what was pushed.
+    compose(&["down"]);
+    compose(&["up", "-d"]);
+    wait_for("the node again", 120, || ureq::get(&format!("http://{reg}/v2/")).call().is_ok());
+    let r = http("GET", &format!("http://{reg}/v2/stack/app/manifests/{digest}"), &[], None);
+    assert_eq!(r.status, 403, "the scan verdict (critical) survived the restart");
+    let (addr, token) = (
+        d.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("{project}_berth-data:/d:ro"),
+            "berth-base:bookworm",
+            "cat",
+            "/d/internal.addr",
+        ]),
+        d.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("{project}_berth-data:/d:ro"),
+            "berth-base:bookworm",
+            "cat",
+            "/d/internal.token",
+        ]),
+    );
+    let m = http(
+        "GET",
+        &format!("http://{}/v2/stack/app/manifests/{digest}", addr.trim()),
+        &[("Authorization", &format!("Bearer {}", token.trim()))],
+        None,
+    );
+    assert_eq!(m.status, 200);
+    let manifest: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+    for l in manifest["layers"].as_array().unwrap() {
+        let b = http("GET", &format!("http://{reg}/v2/stack/app/blobs/{}", l["digest"].as_str().unwrap()), &[], None);
+        assert_eq!(b.status, 200);
+        assert_eq!(sha256(&b.body), l["digest"].as_str().unwrap());
+    }
+    compose(&["down", "-v"]);
+}
+
+fn mkdb() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join("berth-trivy-mkdb");
+    if !p.exists() {
+        run_cmd(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(&p)
+                .arg(repo_root().join("tests/trivy/mkdb.go"))
+                .env("GO111MODULE", "off")
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GOFLAGS", "")
+                .env("GOCACHE", std::env::temp_dir().join("berth-trivy-gocache")),
+        );
+    }
+    p
+}
