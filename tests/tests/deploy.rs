@@ -326,7 +326,7 @@ fn compose_stack_up_push_down_up_pull() {
         env(&mut c);
         run_cmd(&mut c)
     };
-    compose(&["build", "-q"]);
+    compose(&["build", "-q", "postgres", "s3", "trivy"]);
     // Offline Trivy: the tests' vulnerability DB in the trivy volume.
     let db = tmp.path().join("trivydb");
     run_cmd(Command::new("python3").arg(common::trivy::fixtures()).arg("db").arg(&db).env("BERTH_MKDB", mkdb()));
