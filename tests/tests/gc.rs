@@ -435,3 +435,60 @@ fn catalog_drops_repositories_emptied_by_delete_and_gc() {
     let cat: Value = serde_json::from_slice(&http("GET", &node.url("/v2/_catalog"), &[], None).body).unwrap();
     assert_eq!(cat["repositories"], json!(["kept/app"]), "{cat}");
 }
+
+/// The small-blob cache never answers for a blob the index no longer links: readers hammer a
+/// cached small blob while it is unlinked and garbage-collected; once GC has run every GET is
+/// 404, every 200 before carried the right bytes, and a re-push serves it again.
+#[test]
+fn small_blob_cache_races_delete_and_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Berth::start(&tmp.path().join("data"), &[]);
+    let data = layer(90, 3000);
+    let d = push_blob(&node, "race/app", &data);
+    let url = node.url(&format!("/v2/race/app/blobs/{d}"));
+    for _ in 0..3 {
+        let r = http("GET", &url, &[], None);
+        assert_eq!((r.status, r.body == data), (200, true));
+    }
+    let m = String::from_utf8(http("GET", &node.url("/metrics"), &[], None).body).unwrap();
+    assert!(m.lines().any(|l| l.starts_with("berth_small_blob_cache_hits_total") && !l.ends_with(" 0")), "{m}");
+    let r = http("GET", &url, &[("Range", "bytes=10-19")], None);
+    assert_eq!((r.status, r.body.as_slice()), (206, &data[10..20]));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let gone = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(Mutex::new(Vec::new()));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, gone, bad, url, data) = (stop.clone(), gone.clone(), bad.clone(), url.clone(), data.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let after_gc = gone.load(Ordering::SeqCst);
+                    let r = http("GET", &url, &[], None);
+                    match r.status {
+                        200 if r.body != data => bad.lock().unwrap().push("wrong bytes".to_string()),
+                        200 if after_gc => bad.lock().unwrap().push("served after GC".to_string()),
+                        200 | 404 => {}
+                        s => bad.lock().unwrap().push(format!("status {s}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(http("DELETE", &url, &[], None).status, 202);
+    let report = gc(&node, false, json!({"grace_secs": 0}));
+    assert!(digests(&report, "blobs").contains(&d), "{report}");
+    gone.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+    assert_eq!(http("GET", &url, &[], None).status, 404);
+    // Pushed again: served again (from the cache or the new file, the same bytes).
+    push_blob(&node, "race/app", &data);
+    let r = http("GET", &url, &[], None);
+    assert_eq!((r.status, r.body == data), (200, true));
+}

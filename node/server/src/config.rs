@@ -194,6 +194,11 @@ pub struct LimitsConfig {
     pub head_timeout_secs: u64,
     /// Longest pause while receiving a body or sending a response, in seconds.
     pub io_timeout_secs: u64,
+    /// Blobs up to this size are kept in memory after their first read (per core) and answered
+    /// from there; 0 turns the cache off.
+    pub small_blob_max_bytes: u64,
+    /// Memory for those small blobs, over all cores.
+    pub small_blob_cache_bytes: u64,
 }
 
 /// One user with a bcrypt password hash.
@@ -269,6 +274,8 @@ impl Default for LimitsConfig {
             idle_timeout_secs: 75,
             head_timeout_secs: 30,
             io_timeout_secs: 60,
+            small_blob_max_bytes: 16 * 1024,
+            small_blob_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }

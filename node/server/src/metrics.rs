@@ -58,6 +58,8 @@ pub struct Metrics {
     pub tier_pending_bytes: Gauge,
     /// Manifest pulls refused by the vulnerability policy.
     pub policy_denials: Counter,
+    /// Blob GETs answered from the small-blob cache.
+    pub small_blob_hits: Counter,
     /// Size of the data directory's filesystem (sampled at scrape).
     pub disk_size: Gauge,
     /// Free bytes there (sampled at scrape).
@@ -95,6 +97,7 @@ impl Metrics {
             tier_pending: Gauge::default(),
             tier_pending_bytes: Gauge::default(),
             policy_denials: Counter::default(),
+            small_blob_hits: Counter::default(),
             disk_size: Gauge::default(),
             disk_free: Gauge::default(),
             registry: Registry::default(),
@@ -119,6 +122,11 @@ impl Metrics {
         );
         registry.register("blob_read_bytes", "Blob bytes served by source", m.blob_read_bytes.clone());
         registry.register("store_local_bytes", "Blob bytes with a local file", m.local_bytes.clone());
+        registry.register(
+            "small_blob_cache_hits",
+            "Blob GETs answered from the in-memory small-blob cache",
+            m.small_blob_hits.clone(),
+        );
         registry.register("data_dir_size_bytes", "Size of the data directory's filesystem", m.disk_size.clone());
         registry.register("data_dir_free_bytes", "Free bytes on the data directory's filesystem", m.disk_free.clone());
         registry.register(

@@ -63,10 +63,48 @@ fn partial(resp: Response, offset: u64, len: u64, size: u64) -> Response {
     resp
 }
 
+/// A small blob from this core's memory: the repository link was checked by the caller.
+fn serve_memory(app: &App, req: &Request, digest: &Digest, bytes: &[u8]) -> Response {
+    let size = bytes.len() as u64;
+    let mut resp = match wanted(req, size) {
+        Err(r) => return r,
+        Ok(Wanted::Whole) => headers(digest).with_body(ResponseBody::Bytes(bytes.to_vec())),
+        Ok(Wanted::Part(offset, len)) => partial(
+            headers(digest).with_body(ResponseBody::Bytes(bytes[offset as usize..(offset + len) as usize].to_vec())),
+            offset,
+            len,
+            size,
+        ),
+    };
+    if req.method == Method::Get {
+        app.metrics.blob_read("local", resp.body_len());
+        app.metrics.small_blob_hits.inc();
+        resp.source = Some("local");
+    }
+    resp
+}
+
+/// Read a small local blob whole and keep it in this core's cache.
+fn load_small(app: &App, digest: &Digest, file: &std::fs::File, size: u64) -> Option<std::rc::Rc<[u8]>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; size as usize];
+    file.read_exact_at(&mut buf, 0).ok()?;
+    let bytes: std::rc::Rc<[u8]> = buf.into();
+    let per_core = (app.cfg.limits.small_blob_cache_bytes / app.cfg.worker_count().max(1) as u64) as usize;
+    crate::store::small::put(digest, bytes.clone(), per_core);
+    Some(bytes)
+}
+
 async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
     let unknown = || OciError::new(ErrorKind::BlobUnknown).detail(serde_json::json!({ "digest": digest.to_string() }));
+    // The link decides whether the blob may be served (GC and deletes remove it); only then
+    // may bytes come from anywhere, the small-blob cache included.
     if !app.index.repo_has_blob(repo, digest).map_err(index_error)? {
         return Err(unknown());
+    }
+    if let Some(bytes) = crate::store::small::get(digest) {
+        crate::store::access::used(&app.index, digest);
+        return Ok(serve_memory(app, req, digest, &bytes));
     }
     let mut meta = app.index.blob(digest).map_err(index_error)?.ok_or_else(unknown)?;
     // GETs and HEADs both count as use: a client that HEADs a blob before pushing a manifest
@@ -74,6 +112,14 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
     crate::store::access::used(&app.index, digest);
     if meta.tier.is_local() {
         match app.blobs.open_blob(digest) {
+            Ok(file)
+                if meta.size <= app.cfg.limits.small_blob_max_bytes && app.cfg.limits.small_blob_cache_bytes > 0 =>
+            {
+                if let Some(bytes) = load_small(app, digest, &file, meta.size) {
+                    return Ok(serve_memory(app, req, digest, &bytes));
+                }
+                return serve_local(app, req, digest, &meta, file);
+            }
             Ok(file) => return serve_local(app, req, digest, &meta, file),
             // Evicted between our index read and the open: look again.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && app.tier.is_some() => {

@@ -5,6 +5,7 @@
 
 pub mod access;
 mod blobs;
+pub mod small;
 mod uploads;
 
 pub use blobs::BlobStore;
