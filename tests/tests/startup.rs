@@ -208,9 +208,13 @@ def read_until(marker, secs=10):
             out += os.read(fd, 1024)
         except OSError:
             break
+# After each prompt, give the program a moment to turn echo off before "typing" (a person
+# is slower than this script; typed-ahead input is echoed by the terminal before that).
 read_until(b"Password: ")
+time.sleep(0.3)
 os.write(fd, b"s3cret-pw\n")
 read_until(b"Repeat password: ")
+time.sleep(0.3)
 os.write(fd, b"s3cret-pw\n")
 read_until(b"admin:$2")
 time.sleep(0.3)
