@@ -168,6 +168,31 @@ def wrk(url, conns, secs, headers=None):
     return {"rps": rps, "bps": bps, "p50": pct(50), "p99": pct(99), "errors": errs}
 
 
+def write_nginx_conf(tmp, port, extra=""):
+    """nginx serving {tmp}/www on 127.0.0.1:port with sendfile, 2 workers (plus `extra` http
+    directives, e.g. open_file_cache)."""
+    with open(f"{tmp}/nginx.conf", "w") as f:
+        f.write(f"""user root;
+worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.err;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  {extra}
+  client_body_temp_path {tmp}/ngx-body;
+  proxy_temp_path {tmp}/ngx-proxy;
+  fastcgi_temp_path {tmp}/ngx-fcgi;
+  uwsgi_temp_path {tmp}/ngx-uwsgi;
+  scgi_temp_path {tmp}/ngx-scgi;
+  server {{ listen 127.0.0.1:{port}; root {tmp}/www; default_type application/octet-stream; }}
+}}
+""")
+
+
 class Proc:
     def __init__(self, args, log, env=None):
         self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env)
@@ -230,25 +255,7 @@ http: {{addr: 127.0.0.1:{ports['distribution']}}}
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         procs.append(Proc(["docker-registry", "serve", f"{tmp}/registry.yml"], f"{tmp}/distribution.log", env=env))
         os.makedirs(f"{tmp}/www", exist_ok=True)
-        with open(f"{tmp}/nginx.conf", "w") as f:
-            f.write(f"""user root;
-worker_processes 2;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx.err;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  client_body_temp_path {tmp}/ngx-body;
-  proxy_temp_path {tmp}/ngx-proxy;
-  fastcgi_temp_path {tmp}/ngx-fcgi;
-  uwsgi_temp_path {tmp}/ngx-uwsgi;
-  scgi_temp_path {tmp}/ngx-scgi;
-  server {{ listen 127.0.0.1:{ports['nginx']}; root {tmp}/www; default_type application/octet-stream; }}
-}}
-""")
+        write_nginx_conf(tmp, ports["nginx"])
         procs.append(Proc(["nginx", "-c", f"{tmp}/nginx.conf", "-g", "daemon off;"], f"{tmp}/nginx.log"))
         bases = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
         for k in ("berth", "distribution"):

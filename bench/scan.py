@@ -124,12 +124,8 @@ def start_stack(tmp, concurrency):
     # Trivy server with DB generation 1
     tdir = os.path.join(tmp, "trivy")
     os.makedirs(os.path.join(tdir, "tmp"))
-    mkdb = os.path.join(tempfile.gettempdir(), "berth-trivy-mkdb")
-    os.environ["BERTH_MKDB"] = mkdb
-    if not os.path.exists(mkdb):
-        env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOFLAGS="",
-                   GOCACHE=os.path.join(tempfile.gettempdir(), "berth-trivy-gocache"))
-        subprocess.run(["go", "build", "-o", mkdb, os.path.join(ROOT, "tests", "trivy", "mkdb.go")], check=True, env=env)
+    # fixtures.write_db builds the DB writer there on first use (shared with the tests).
+    os.environ["BERTH_MKDB"] = os.path.join(tempfile.gettempdir(), "berth-trivy-mkdb")
     fixtures.write_db(os.path.join(tdir, "cache"), 1)
     tport = free_port()
     tenv = dict(os.environ, TMPDIR=os.path.join(tdir, "tmp"), **OFFLINE)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import Proc, digest, free_port, push_blob, wait_http, wrk  # noqa: E402
+from compare import Proc, digest, free_port, push_blob, wait_http, write_nginx_conf, wrk  # noqa: E402
 
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target"))
 
@@ -28,27 +28,7 @@ def main():
     berth = Proc([os.path.join(TARGET, "release", "berth"), "serve", "--listen", f"127.0.0.1:{bport}",
                   "--data-dir", f"{tmp}/data", "--workers", "2"], f"{tmp}/berth.log", dict(os.environ, RUST_LOG="warn"))
     os.makedirs(f"{tmp}/www")
-    with open(f"{tmp}/nginx.conf", "w") as f:
-        f.write(f"""user root;
-worker_processes 2;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx.err;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  open_file_cache max=10000 inactive=60s;
-  open_file_cache_valid 60s;
-  client_body_temp_path {tmp}/ngx-body;
-  proxy_temp_path {tmp}/ngx-proxy;
-  fastcgi_temp_path {tmp}/ngx-fcgi;
-  uwsgi_temp_path {tmp}/ngx-uwsgi;
-  scgi_temp_path {tmp}/ngx-scgi;
-  server {{ listen 127.0.0.1:{nport}; root {tmp}/www; default_type application/octet-stream; }}
-}}
-""")
+    write_nginx_conf(tmp, nport, "open_file_cache max=10000 inactive=60s;\n  open_file_cache_valid 60s;")
     nginx = Proc(["nginx", "-c", f"{tmp}/nginx.conf", "-g", "daemon off;"], f"{tmp}/nginx.log")
     bbase, nbase = f"http://127.0.0.1:{bport}", f"http://127.0.0.1:{nport}"
     wait_http(bbase + "/v2/")

@@ -329,7 +329,13 @@ fn compose_stack_up_push_down_up_pull() {
     compose(&["build", "-q", "postgres", "s3", "trivy"]);
     // Offline Trivy: the tests' vulnerability DB in the trivy volume.
     let db = tmp.path().join("trivydb");
-    run_cmd(Command::new("python3").arg(common::trivy::fixtures()).arg("db").arg(&db).env("BERTH_MKDB", mkdb()));
+    run_cmd(
+        Command::new("python3")
+            .arg(common::trivy::fixtures())
+            .arg("db")
+            .arg(&db)
+            .env("BERTH_MKDB", common::trivy::mkdb()),
+    );
     d.ok(&["volume", "create", &format!("{project}_trivy")]);
     d.ok(&[
         "run",
@@ -413,21 +419,4 @@ fn compose_stack_up_push_down_up_pull() {
         assert_eq!(sha256(&b.body), l["digest"].as_str().unwrap());
     }
     compose(&["down", "-v"]);
-}
-
-fn mkdb() -> std::path::PathBuf {
-    let p = std::env::temp_dir().join("berth-trivy-mkdb");
-    if !p.exists() {
-        run_cmd(
-            Command::new("go")
-                .args(["build", "-o"])
-                .arg(&p)
-                .arg(repo_root().join("tests/trivy/mkdb.go"))
-                .env("GO111MODULE", "off")
-                .env("GOPATH", "/usr/share/gocode")
-                .env("GOFLAGS", "")
-                .env("GOCACHE", std::env::temp_dir().join("berth-trivy-gocache")),
-        );
-    }
-    p
 }

@@ -345,6 +345,15 @@ fn db_update_rescans_from_sboms_without_reading_layers() {
         assert_eq!(v["db_version"], "2026-11-12T00:00:00Z");
     }
     assert_eq!(blob_gets(&e.node), after_second, "the rescan read layers from the node");
+    // Rescan-all through the admin API: runs although every result is current, from SBOMs.
+    let before = scan_of(&e.node, "re/a", "v1")["scanned_at"].clone();
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = http("POST", &e.admin.url("/api/v1/scans/rescan"), &[("Authorization", "Bearer admin-secret")], None);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert!(serde_json::from_slice::<Value>(&r.body).unwrap()["queued"].as_u64().unwrap() >= 2);
+    wait_for("rescan-all", 120, || scan_of(&e.node, "re/a", "v1")["scanned_at"] != before);
+    assert_eq!(scan_of(&e.node, "re/a", "v1")["db_version"], "2026-11-12T00:00:00Z", "the DB version is kept");
+    assert_eq!(blob_gets(&e.node), after_second, "rescan-all read layers from the node");
     let m = ureq::get(&e.admin.url("/metrics")).call().unwrap().into_string().unwrap();
     assert!(m.lines().any(|l| l.starts_with("berth_admin_scan_sbom_rescans_total") && !l.ends_with(" 0")), "{m}");
     let _ = &e.tmp;

@@ -221,10 +221,6 @@ pub(super) async fn rescan(State(sc): State<Arc<Sidecar>>) -> Response {
             Err(e) => return super::db_error(e),
         }
     }
-    // A rescan of a digest already current with the DB is skipped; reset db_version so it runs.
-    if let Err(e) = c.execute("UPDATE scans SET db_version = NULL WHERE status IN ('completed', 'failed')", &[]).await {
-        return super::db_error(e);
-    }
     sc.scan_wake.notify_waiters();
     (StatusCode::ACCEPTED, Json(json!({ "queued": n }))).into_response()
 }

@@ -21,7 +21,7 @@ pub mod webhooks;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_internal_api::scan::{Finding, ScanRecord, ScanStatus, SeverityCounts};
+use berth_internal_api::scan::{Finding, ScanRecord, ScanStatus};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_postgres::Client;
@@ -354,18 +354,7 @@ fn roll_up(children: &[ScanRecord], version: &ServerVersion) -> ScanRecord {
             }
         }
     }
-    store::sort(&mut findings);
-    let mut counts = SeverityCounts::default();
-    findings.iter().for_each(|f| counts.add(f.severity));
-    ScanRecord {
-        status: ScanStatus::Completed,
-        scanned_at_ms: Some(now_ms()),
-        db_version: Some(version.db_version.clone()),
-        scanner: Some(version.scanner.clone()),
-        counts,
-        findings,
-        error: None,
-    }
+    ScanRecord::completed(findings, version.db_version.clone(), version.scanner.clone(), now_ms())
 }
 
 /// Scan one image manifest, or reuse a result current for this DB. Returns its record.
@@ -386,7 +375,8 @@ async fn scan_image(
     let current = prev.as_ref().is_some_and(|p| {
         p.status == ScanStatus::Completed && p.db_version.as_deref() == Some(version.db_version.as_str())
     });
-    if current && !job.force {
+    // An explicit rescan (admin API) runs even when current, from the stored SBOM.
+    if current && !job.force && job.reason != "rescan" {
         // Already scanned with this DB: skip (the node has the record; hand it over again in
         // case the node lost it).
         let record = store::record(c, digest)
@@ -424,18 +414,9 @@ async fn scan_image(
     let _ = tokio::fs::remove_file(&sbom_path).await;
     let _ = tokio::fs::remove_file(&report_path).await;
     let report = report?;
-    let findings = trivy::findings(&report);
-    let mut counts = SeverityCounts::default();
-    findings.iter().for_each(|f| counts.add(f.severity));
-    let record = ScanRecord {
-        status: ScanStatus::Completed,
-        scanned_at_ms: Some(now_ms()),
-        db_version: Some(version.db_version.clone()),
-        scanner: Some(version.scanner.clone()),
-        counts,
-        findings,
-        error: None,
-    };
+    let record =
+        ScanRecord::completed(trivy::findings(&report), version.db_version.clone(), version.scanner.clone(), now_ms());
+    let counts = record.counts;
     let done = store::Completed {
         digest,
         repo: &job.repo,

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use berth_internal_api::scan::{Finding, ScanRecord, ScanStatus, SeverityCounts};
+use berth_internal_api::scan::{sort_findings, Finding, ScanRecord, ScanStatus, SeverityCounts};
 use serde_json::{json, Value};
 use sha2::Digest as _;
 use tokio_postgres::{Client, GenericClient};
@@ -92,9 +92,8 @@ pub async fn record(c: &Client, digest: &str) -> Result<Option<ScanRecord>, toki
             ecosystem: r.get::<_, Option<String>>(11).unwrap_or_default(),
         })
         .collect();
-    sort(&mut findings);
-    let mut counts = SeverityCounts::default();
-    findings.iter().for_each(|f| counts.add(f.severity));
+    sort_findings(&mut findings);
+    let counts = SeverityCounts::of(&findings);
     Ok(Some(ScanRecord {
         status: status(row.get(0)),
         scanned_at_ms: row.get::<_, Option<i64>>(1).map(|v| v as u64),
@@ -104,13 +103,6 @@ pub async fn record(c: &Client, digest: &str) -> Result<Option<ScanRecord>, toki
         findings,
         error: row.get(4),
     }))
-}
-
-/// Most severe first, then id and package.
-pub fn sort(f: &mut [Finding]) {
-    f.sort_by(|a, b| {
-        b.severity.cmp(&a.severity).then_with(|| a.cve.cmp(&b.cve)).then_with(|| a.package.cmp(&b.package))
-    });
 }
 
 /// Set a status without findings (queued, running, unsupported, failed), keeping old results.

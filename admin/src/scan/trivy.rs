@@ -213,9 +213,7 @@ pub fn findings(report: &Value) -> Vec<Finding> {
             });
         }
     }
-    out.sort_by(|a, b| {
-        b.severity.cmp(&a.severity).then_with(|| a.cve.cmp(&b.cve)).then_with(|| a.package.cmp(&b.package))
-    });
+    berth_internal_api::scan::sort_findings(&mut out);
     out
 }
 

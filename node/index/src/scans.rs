@@ -4,9 +4,9 @@
 
 use berth_internal_api::scan::ScanRecord;
 use berth_types::{Digest, RepoName, Tag};
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::{IteratorMode, WriteBatch};
 
-use crate::{codec, key2, prefix, Change, Index, Result, CF_SCANS, CF_TAGS, CF_TAG_TIMES};
+use crate::{codec, key2, Change, Index, Result, CF_SCANS, CF_TAGS, CF_TAG_TIMES};
 
 impl Index {
     /// Store the scan record of a manifest digest (replacing an older one).
@@ -44,21 +44,14 @@ impl Index {
 
     /// Tags of `repo` with their digests and when they were set (unix ms; 0 when unknown).
     pub fn tags_with_times(&self, repo: &RepoName) -> Result<Vec<(Tag, Digest, u64)>> {
-        let p = prefix(repo.as_str());
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_TAGS), IteratorMode::From(&p, Direction::Forward)) {
-            let (k, v) = item?;
-            if !k.starts_with(&p) {
-                break;
-            }
-            let (_, tag): (RepoName, Tag) = codec::split_key(&k, CF_TAGS)?;
-            let digest: Digest = codec::parse_text(&v, CF_TAGS)?;
+        for (tag, digest) in self.scan_tags(repo)? {
             let at = self
                 .db
-                .get_pinned_cf(self.cf(CF_TAG_TIMES), key2(repo.as_str(), tag.as_str()))?
+                .get_pinned_cf(self.cf(CF_TAG_TIMES), key2(repo.as_str(), &tag))?
                 .and_then(|v| codec::u64_from(&v))
                 .unwrap_or(0);
-            out.push((tag, digest, at));
+            out.push((codec::parse_text(tag.as_bytes(), CF_TAGS)?, codec::parse_text(digest.as_bytes(), CF_TAGS)?, at));
         }
         Ok(out)
     }

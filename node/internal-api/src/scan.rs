@@ -106,6 +106,13 @@ pub struct SeverityCounts {
 }
 
 impl SeverityCounts {
+    /// The counts of `findings`.
+    pub fn of(findings: &[Finding]) -> SeverityCounts {
+        let mut c = SeverityCounts::default();
+        findings.iter().for_each(|f| c.add(f.severity));
+        c
+    }
+
     /// Count one finding.
     pub fn add(&mut self, s: Severity) {
         *self.get_mut(s) += 1;
@@ -172,6 +179,13 @@ pub struct Finding {
     pub ecosystem: String,
 }
 
+/// Most severe first, then by id and package (the order records and APIs show).
+pub fn sort_findings(f: &mut [Finding]) {
+    f.sort_by(|a, b| {
+        b.severity.cmp(&a.severity).then_with(|| a.cve.cmp(&b.cve)).then_with(|| a.package.cmp(&b.package))
+    });
+}
+
 /// The scan of one manifest digest (an image, or an index rolled up from its platforms).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScanRecord {
@@ -198,6 +212,26 @@ pub struct ScanRecord {
 }
 
 impl ScanRecord {
+    /// A completed scan of `findings` (sorted most severe first, counted here).
+    pub fn completed(
+        mut findings: Vec<Finding>,
+        db_version: String,
+        scanner: String,
+        scanned_at_ms: u64,
+    ) -> ScanRecord {
+        sort_findings(&mut findings);
+        let counts = SeverityCounts::of(&findings);
+        ScanRecord {
+            status: ScanStatus::Completed,
+            scanned_at_ms: Some(scanned_at_ms),
+            db_version: Some(db_version),
+            scanner: Some(scanner),
+            counts,
+            findings,
+            error: None,
+        }
+    }
+
     /// A record with only a status (queued, running, unsupported).
     pub fn with_status(status: ScanStatus) -> ScanRecord {
         ScanRecord {

@@ -45,9 +45,8 @@ impl TrivyServer {
         if !(have("trivy") && have("go")) {
             return None;
         }
-        let s = TrivyServer { port: free_port(), dir: dir.to_path_buf(), child: None };
+        let mut s = TrivyServer { port: free_port(), dir: dir.to_path_buf(), child: None };
         s.write_db(generation);
-        let mut s = s;
         s.spawn();
         Some(s)
     }
@@ -56,28 +55,13 @@ impl TrivyServer {
     pub fn write_db(&self, generation: u32) {
         let cache = self.dir.join("cache");
         std::fs::create_dir_all(&cache).unwrap();
-        // The Go build cache is shared between tests (and runs) to keep them fast.
-        let mkdb = std::env::temp_dir().join("berth-trivy-mkdb");
-        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _once = BUILD.lock().unwrap_or_else(|p| p.into_inner());
         let mut cmd = Command::new("python3");
         cmd.arg(fixtures())
             .arg("db")
             .arg(&cache)
             .arg("--generation")
             .arg(generation.to_string())
-            .env("BERTH_MKDB", &mkdb);
-        if !mkdb.exists() {
-            let gocache = std::env::temp_dir().join("berth-trivy-gocache");
-            run(Command::new("go")
-                .args(["build", "-o"])
-                .arg(&mkdb)
-                .arg(repo_root().join("tests/trivy/mkdb.go"))
-                .env("GO111MODULE", "off")
-                .env("GOPATH", "/usr/share/gocode")
-                .env("GOFLAGS", "")
-                .env("GOCACHE", gocache));
-        }
+            .env("BERTH_MKDB", mkdb());
         run(&mut cmd);
     }
 
@@ -138,6 +122,25 @@ impl Drop for TrivyServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The test DB writer (`tests/trivy/mkdb.go`), built once with Debian's Go and bbolt
+/// (GOPATH mode, offline) and shared between tests and runs.
+pub fn mkdb() -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let mkdb = std::env::temp_dir().join("berth-trivy-mkdb");
+    if !mkdb.exists() {
+        run(Command::new("go")
+            .args(["build", "-o"])
+            .arg(&mkdb)
+            .arg(repo_root().join("tests/trivy/mkdb.go"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOFLAGS", "")
+            .env("GOCACHE", std::env::temp_dir().join("berth-trivy-gocache")));
+    }
+    mkdb
 }
 
 /// Push a fixture image of `kind` to `registry` (`http://127.0.0.1:PORT`); returns
