@@ -46,7 +46,7 @@ def node(tmp, name, scan, port=None):
     cfg = os.path.join(tmp, f"{name}.toml")
     with open(cfg, "w") as f:
         f.write(f"[scan]\nenabled = {'true' if scan else 'false'}\n")
-    env = dict(os.environ, RUST_LOG="warn", BERTH_CONFIG=cfg)
+    env = dict(os.environ, RUST_LOG="warn", BERTH_CONFIG=cfg, BERTH_METRICS__PUBLIC="open")
     p = Proc([BERTH, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--workers", "2"],
              os.path.join(tmp, f"{name}.log"), env)
     wait_http(f"http://127.0.0.1:{port}/v2/")
@@ -139,7 +139,7 @@ def start_stack(tmp, concurrency):
     t = trivy()
     n, base, data = node(tmp, "scan-node", True)
     aport = free_port()
-    aenv = dict(os.environ, RUST_LOG="warn", BERTH_ADMIN_LISTEN=f"127.0.0.1:{aport}", BERTH_ADMIN_API_TOKEN="x",
+    aenv = dict(os.environ, RUST_LOG="warn", BERTH_ADMIN_LISTEN=f"127.0.0.1:{aport}", BERTH_ADMIN_API_TOKEN="bench-0123456789abcdef0123456789",
                 BERTH_ADMIN_POSTGRES=f"host=127.0.0.1 port={pgport} user=postgres dbname=berth",
                 BERTH_ADMIN_NODE_DATA_DIR=data, BERTH_ADMIN_SCAN__SERVER=f"http://127.0.0.1:{tport}",
                 BERTH_ADMIN_SCAN__TOKEN="T", BERTH_ADMIN_SCAN__WORK_DIR=os.path.join(tmp, "scan-work"),

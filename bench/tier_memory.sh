@@ -17,7 +17,7 @@ until curl -s "http://127.0.0.1:$S3/" >/dev/null; do sleep 0.2; done
 curl -s -X PUT "http://127.0.0.1:$S3/bench" >/dev/null
 BERTH_STORAGE__S3__BUCKET=bench BERTH_STORAGE__S3__ENDPOINT="http://127.0.0.1:$S3" BERTH_STORAGE__S3__PATH_STYLE=true \
 BERTH_STORAGE__S3__ACCESS_KEY_ID=t BERTH_STORAGE__S3__SECRET_ACCESS_KEY=t BERTH_CACHE__MAX_BYTES=1 \
-BERTH_CACHE__CHECK_INTERVAL_SECS=1 RUST_LOG=warn \
+BERTH_CACHE__CHECK_INTERVAL_SECS=1 RUST_LOG=warn BERTH_METRICS__PUBLIC=open \
   "$T/release/berth" serve --listen 127.0.0.1:$P --data-dir "$D/data" --workers 2 2>"$D/node.log" & NODE=$!
 until curl -sf "http://127.0.0.1:$P/healthz" >/dev/null; do sleep 0.1; done
 head -c "$SIZE" /dev/urandom > "$D/blob"

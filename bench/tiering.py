@@ -88,7 +88,8 @@ def main():
                    BERTH_STORAGE__S3__BUCKET="bench", BERTH_STORAGE__S3__PREFIX="registry/",
                    BERTH_STORAGE__S3__ENDPOINT=f"http://127.0.0.1:{s3_port}", BERTH_STORAGE__S3__PATH_STYLE="true",
                    BERTH_STORAGE__S3__ACCESS_KEY_ID="test", BERTH_STORAGE__S3__SECRET_ACCESS_KEY="test",
-                   BERTH_CACHE__MAX_BYTES="1", BERTH_CACHE__CHECK_INTERVAL_SECS="1", RUST_LOG="warn")
+                   BERTH_CACHE__MAX_BYTES="1", BERTH_CACHE__CHECK_INTERVAL_SECS="1", RUST_LOG="warn",
+                   BERTH_METRICS__PUBLIC="open")
         procs.append(subprocess.Popen([berth_bin, "serve", "--listen", f"127.0.0.1:{node_port}",
                                        "--data-dir", f"{tmp}/data", "--workers", "2"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/berth.log", "w")))

@@ -153,3 +153,33 @@ mod tests {
         assert!(crate::scheduler::parse("not cron").is_err());
     }
 }
+
+/// Shortest admin API token accepted: the token can delete every tag (GC retention), so a
+/// guessable one is refused at start.
+pub const MIN_API_TOKEN_LEN: usize = 24;
+
+/// Why an admin API token is too weak, if it is.
+pub fn api_token_weakness(token: &str) -> Option<String> {
+    if token.is_empty() {
+        return Some("api_token must be set (BERTH_ADMIN_API_TOKEN or api_token in the config file)".into());
+    }
+    let distinct: std::collections::HashSet<char> = token.chars().collect();
+    if token.chars().count() < MIN_API_TOKEN_LEN || distinct.len() < 8 {
+        return Some(format!(
+            "api_token is too weak: use at least {MIN_API_TOKEN_LEN} random characters (e.g. `openssl rand -hex 24`); \
+             it can delete every tag"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod token_tests {
+    #[test]
+    fn weak_tokens_are_refused() {
+        assert!(super::api_token_weakness("").is_some());
+        assert!(super::api_token_weakness("x").is_some());
+        assert!(super::api_token_weakness(&"a".repeat(40)).is_some());
+        assert!(super::api_token_weakness("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b").is_none());
+    }
+}

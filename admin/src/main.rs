@@ -66,8 +66,8 @@ async fn connect_migrated(cfg: &AdminConfig) -> anyhow::Result<tokio_postgres::C
 }
 
 async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
-    if cfg.api_token.as_deref().unwrap_or_default().is_empty() {
-        anyhow::bail!("api_token must be set (BERTH_ADMIN_API_TOKEN or api_token in the config file)");
+    if let Some(why) = berth_admin::config::api_token_weakness(cfg.api_token.as_deref().unwrap_or_default()) {
+        anyhow::bail!(why);
     }
     let schedule = cfg.gc_schedule.as_deref().map(scheduler::parse).transpose().map_err(|e| anyhow::anyhow!(e))?;
     // Find the node before touching Postgres: a wrong data directory must fail before any
@@ -123,6 +123,10 @@ fn run() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::CheckConfig => {
+                // The token often comes from a secret only at run time: judged when set.
+                if let Some(why) = cfg.api_token.as_deref().and_then(berth_admin::config::api_token_weakness) {
+                    anyhow::bail!(why);
+                }
                 if let Some(s) = &cfg.gc_schedule {
                     scheduler::parse(s).map_err(|e| anyhow::anyhow!("gc_schedule: {e}"))?;
                 }

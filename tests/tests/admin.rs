@@ -188,7 +188,7 @@ fn admin_api_gc_jobs_workers_repositories_stats() {
     assert_eq!(http("GET", &e.admin.url("/api/v1/stats"), &[("Authorization", "Bearer wrong")], None).status, 401);
 
     // GC: dry run by default, then a real run; reports stored.
-    let auth = "Bearer admin-secret";
+    let auth = "Bearer admin-secret-0123456789abcdef";
     let started = |body: &[u8]| -> String {
         loop {
             let r = http(
@@ -354,7 +354,7 @@ fn sidecar_follows_a_restarted_node_and_reports_lag_honestly() {
 #[test]
 fn admin_api_takes_json_without_content_type_and_answers_json_errors() {
     let Some(e) = setup(&[]) else { return };
-    let auth = ("Authorization", "Bearer admin-secret");
+    let auth = ("Authorization", "Bearer admin-secret-0123456789abcdef");
     let form = ("Content-Type", "application/x-www-form-urlencoded");
     let r = http("POST", &e.admin.url("/api/v1/gc"), &[auth, form], Some(br#"{"dry_run": true}"#));
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
@@ -389,7 +389,7 @@ fn wrong_node_data_dir_fails_before_any_migration() {
     let out = std::process::Command::new(common::pg::admin_bin())
         .arg("serve")
         .env("BERTH_ADMIN_POSTGRES", &conn)
-        .env("BERTH_ADMIN_API_TOKEN", "x")
+        .env("BERTH_ADMIN_API_TOKEN", "0123456789abcdef0123456789abcdef")
         .env("BERTH_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("BERTH_ADMIN_NODE_DATA_DIR", "/nonexistent/berth-data")
         .output()

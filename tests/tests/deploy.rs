@@ -249,7 +249,7 @@ fn monitoring_rules_check_and_use_only_exported_metrics() {
             }
         }
     };
-    add_exposition(&String::from_utf8(http("GET", &node.url("/metrics"), &[], None).body).unwrap());
+    add_exposition(&String::from_utf8(http("GET", &node.internal_url("/metrics"), &[], None).body).unwrap());
     add_exposition(&ureq::get(&admin.url("/metrics")).call().unwrap().into_string().unwrap());
     // Tiering's metrics exist only with S3 configured: take them from their registrations.
     for src in ["tiering/src/metrics.rs", "node/server/src/metrics.rs"] {
@@ -313,7 +313,7 @@ fn compose_stack_up_push_down_up_pull() {
         &dotenv,
         format!(
             "BERTH_PORT={}\nBERTH_INTERNAL_PORT={}\nBERTH_ADMIN_PORT={}\nPOSTGRES_PORT={}\nS3_PORT={}\nTRIVY_PORT={}\n\
-             BERTH_ADMIN_API_TOKEN=t-admin\nPOSTGRES_PASSWORD=t-pg\nS3_SECRET_KEY=t-s3\nTRIVY_TOKEN=t-trivy\n\
+             BERTH_ADMIN_API_TOKEN=t-admin-0123456789abcdef0123\nPOSTGRES_PASSWORD=t-pg\nS3_SECRET_KEY=t-s3\nTRIVY_TOKEN=t-trivy\n\
              TRIVY_SKIP_DB_UPDATE=true\nBUILD_BASE=berth-base:bookworm\n",
             ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
         ),
@@ -354,7 +354,8 @@ fn compose_stack_up_push_down_up_pull() {
     compose(&["up", "-d"]);
     let admin = format!("http://127.0.0.1:{}", ports[2]);
     let get_admin = |path: &str| -> serde_json::Value {
-        let r = http("GET", &format!("{admin}{path}"), &[("Authorization", "Bearer t-admin")], None);
+        let r =
+            http("GET", &format!("{admin}{path}"), &[("Authorization", "Bearer t-admin-0123456789abcdef0123")], None);
         serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
     };
     wait_for("the admin API", 120, || ureq::get(&format!("{admin}/metrics")).call().is_ok());
@@ -365,7 +366,9 @@ fn compose_stack_up_push_down_up_pull() {
             .is_some_and(|r| r.iter().any(|x| x["name"] == "stack/app"))
     });
     let metric = |name: &str| -> f64 {
-        let text = String::from_utf8(http("GET", &format!("http://{reg}/metrics"), &[], None).body).unwrap();
+        // Metrics are on the internal listener (BERTH_INTERNAL_PORT), not the registry port.
+        let text =
+            String::from_utf8(http("GET", &format!("http://127.0.0.1:{}/metrics", ports[1]), &[], None).body).unwrap();
         text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     };
     wait_for("tiering to S3", 60, || {

@@ -219,7 +219,7 @@ fn cli_dry_run_then_delete_with_per_repository_breakdown() {
     assert!(dry.contains(&sha256(&layer(20, 500_000))), "--verbose lists digests: {dry}");
     let del = cli(&["--delete", "--grace", "0s"]);
     assert!(del.starts_with("Deleted 4 blobs, reclaimed 3.5 MB"), "{del}");
-    let metrics = String::from_utf8(http("GET", &node.url("/metrics"), &[], None).body).unwrap();
+    let metrics = String::from_utf8(http("GET", &node.internal_url("/metrics"), &[], None).body).unwrap();
     assert!(metrics.contains("berth_gc_deleted_blobs_total 4"), "{metrics}");
     assert!(metrics.contains("berth_gc_reclaimed_bytes_total 3500000"), "{metrics}");
     assert!(metrics.contains(r#"berth_gc_runs_total{mode="dry_run",result="ok"} 1"#), "{metrics}");
@@ -450,7 +450,7 @@ fn small_blob_cache_races_delete_and_gc() {
         let r = http("GET", &url, &[], None);
         assert_eq!((r.status, r.body == data), (200, true));
     }
-    let m = String::from_utf8(http("GET", &node.url("/metrics"), &[], None).body).unwrap();
+    let m = String::from_utf8(http("GET", &node.internal_url("/metrics"), &[], None).body).unwrap();
     assert!(m.lines().any(|l| l.starts_with("berth_small_blob_cache_hits_total") && !l.ends_with(" 0")), "{m}");
     let r = http("GET", &url, &[("Range", "bytes=10-19")], None);
     assert_eq!((r.status, r.body.as_slice()), (206, &data[10..20]));

@@ -114,7 +114,7 @@ fn keys_of_scan(scan: &Value) -> BTreeSet<Key> {
 
 /// Blob GETs the node answered (both listeners), from its metrics.
 fn blob_gets(node: &Berth) -> u64 {
-    let text = String::from_utf8(http("GET", &node.url("/metrics"), &[], None).body).unwrap();
+    let text = String::from_utf8(http("GET", &node.internal_url("/metrics"), &[], None).body).unwrap();
     text.lines()
         .filter(|l| {
             l.starts_with("berth_http_requests_total{")
@@ -348,7 +348,12 @@ fn db_update_rescans_from_sboms_without_reading_layers() {
     // Rescan-all through the admin API: runs although every result is current, from SBOMs.
     let before = scan_of(&e.node, "re/a", "v1")["scanned_at"].clone();
     std::thread::sleep(Duration::from_millis(1100));
-    let r = http("POST", &e.admin.url("/api/v1/scans/rescan"), &[("Authorization", "Bearer admin-secret")], None);
+    let r = http(
+        "POST",
+        &e.admin.url("/api/v1/scans/rescan"),
+        &[("Authorization", "Bearer admin-secret-0123456789abcdef")],
+        None,
+    );
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     assert!(serde_json::from_slice::<Value>(&r.body).unwrap()["queued"].as_u64().unwrap() >= 2);
     wait_for("rescan-all", 120, || scan_of(&e.node, "re/a", "v1")["scanned_at"] != before);

@@ -298,14 +298,14 @@ fn internal_port_is_kept_across_restarts() {
 fn metrics_content_type_matches_the_format() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Berth::start(&tmp.path().join("data"), &[]);
-    let plain = http("GET", &node.url("/metrics"), &[], None);
+    let plain = http("GET", &node.internal_url("/metrics"), &[], None);
     assert_eq!(plain.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
     let text = String::from_utf8(plain.body).unwrap();
     assert!(!text.contains("# EOF"), "the 0.0.4 text format has no EOF marker");
     assert!(!text.contains("berth_tier_pending_blobs"), "no tier backlog series with S3 off");
     let om = http(
         "GET",
-        &node.url("/metrics"),
+        &node.internal_url("/metrics"),
         &[("Accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")],
         None,
     );

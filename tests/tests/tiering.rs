@@ -57,7 +57,7 @@ fn setup(cache_max: u64, extra: &[(&str, &str)]) -> Option<Env> {
 
 /// A metric's value (first series whose name and labels start with `series`).
 fn metric(node: &Berth, series: &str) -> f64 {
-    let text = http("GET", &node.url("/metrics"), &[], None).body;
+    let text = http("GET", &node.internal_url("/metrics"), &[], None).body;
     let text = String::from_utf8(text).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#'))

@@ -618,12 +618,18 @@ impl Index {
 
     /// Tags of `repo` in lexical order, after `last`, at most `n`.
     pub fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Page> {
-        self.page(CF_TAGS, &prefix(repo.as_str()), last, n)
+        self.page(CF_TAGS, &prefix(repo.as_str()), last, n, |_| true)
     }
 
     /// Repositories that hold content, in lexical order, after `last`, at most `n`.
     pub fn list_repos(&self, last: Option<&str>, n: usize) -> Result<Page> {
-        self.page(CF_REPOS, b"", last, n)
+        self.page(CF_REPOS, b"", last, n, |_| true)
+    }
+
+    /// `list_repos` of the repositories `keep` accepts (the catalog of a caller who may pull
+    /// only some): pages stay full.
+    pub fn list_repos_where(&self, last: Option<&str>, n: usize, keep: impl Fn(&str) -> bool) -> Result<Page> {
+        self.page(CF_REPOS, b"", last, n, keep)
     }
 
     /// Whether `repo` holds anything (a manifest or a blob link).
@@ -631,7 +637,14 @@ impl Index {
         Ok(self.db.get_pinned_cf(self.cf(CF_REPOS), repo.as_str())?.is_some())
     }
 
-    fn page(&self, cf: &'static str, pfx: &[u8], last: Option<&str>, n: usize) -> Result<Page> {
+    fn page(
+        &self,
+        cf: &'static str,
+        pfx: &[u8],
+        last: Option<&str>,
+        n: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Page> {
         let mut start = pfx.to_vec();
         if let Some(l) = last {
             start.extend_from_slice(l.as_bytes());
@@ -645,11 +658,15 @@ impl Index {
             if !k.starts_with(pfx) {
                 break;
             }
+            let item = String::from_utf8_lossy(&k[pfx.len()..]);
+            if !keep(&item) {
+                continue;
+            }
             if items.len() == n {
                 more = true;
                 break;
             }
-            items.push(String::from_utf8_lossy(&k[pfx.len()..]).into_owned());
+            items.push(item.into_owned());
         }
         Ok(Page { items, more })
     }

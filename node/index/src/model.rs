@@ -31,6 +31,9 @@ pub struct UploadSession {
     pub created_at_ms: u64,
     /// Last activity (unix ms); the session expires after a configured idle time.
     pub updated_at_ms: u64,
+    /// Who opened it (user name, or client address when anonymous), for per-client caps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// What the index keeps about a manifest besides its bytes.

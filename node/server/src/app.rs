@@ -41,29 +41,64 @@ pub struct App {
     pub expiry_last_run_ms: std::sync::atomic::AtomicU64,
     /// Scan records and the pull policy, when `[scan] enabled`.
     pub scans: Option<crate::scan::ScanBook>,
+    /// Open-connection caps (public listener).
+    pub admission: Arc<crate::admission::Admission>,
 }
 
-/// The internal API token: configured, or generated once and kept in the data directory.
+/// The internal API token: configured, or generated once and kept in the data directory
+/// (mode 0600, written through a temp file of its own, so a stale or foreign temp file can
+/// neither widen its mode nor be swapped in).
 fn internal_token(cfg: &Config) -> std::io::Result<String> {
     if let Some(t) = &cfg.internal.token {
         return Ok(t.clone());
     }
     let path = cfg.data_dir.join("internal.token");
     match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(t) if !t.trim().is_empty() => {
+            restrict_mode(&path, 0o600)?;
+            return Ok(t.trim().to_string());
+        }
         _ => {}
     }
     let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(token.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    write_private(&path, token.as_bytes())?;
     Ok(token)
+}
+
+/// Write `data` to `path` atomically with mode 0600: a fresh temp file (`create_new`, never an
+/// existing one), fsync, rename, fsync the directory.
+pub(crate) fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let written = f.write_all(data).and_then(|()| f.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Narrow a file's or directory's mode to `mode` if it is wider (saying so).
+fn restrict_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if current & !mode != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        tracing::warn!(path = %path.display(), was = format!("{current:o}"), now = format!("{mode:o}"), "narrowed permissions");
+    }
+    Ok(())
+}
+
+/// The data directory is the node's alone: created 0700 (and narrowed to 0700 if an older
+/// version left it open), so other local users cannot read blobs, the index or the token.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    restrict_mode(dir, 0o700)
 }
 
 /// Why the node could not start. Each names what failed (file, directory, bucket) and,
@@ -91,9 +126,9 @@ pub enum StartError {
         /// Why.
         source: berth_index::IndexError,
     },
-    /// The htpasswd file.
+    /// Users, rules or token keys.
     #[error(transparent)]
-    Auth(#[from] crate::auth::AuthFileError),
+    Auth(#[from] crate::auth::AuthError),
     /// `[scan.policy]` does not compile.
     #[error("{0}")]
     ScanPolicy(String),
@@ -133,8 +168,9 @@ impl App {
             StartError::DataDir { path: dir.clone(), source, hint }
         };
         // Auth first: a wrong htpasswd path must not leave a half-created data directory.
-        let auth = Auth::from_config(&cfg.auth)?;
-        std::fs::create_dir_all(&cfg.data_dir).map_err(data_dir_err)?;
+        Auth::validate(&cfg.auth)?;
+        create_private_dir(&cfg.data_dir).map_err(data_dir_err)?;
+        let auth = Auth::from_config(&cfg.auth, &cfg.data_dir)?;
         let blobs = Arc::new(BlobStore::open(&cfg.data_dir).map_err(data_dir_err)?);
         let index_dir = cfg.data_dir.join("index");
         let index = Arc::new(Index::open(&index_dir, cfg.storage.sync_index).map_err(|source| {
@@ -148,13 +184,7 @@ impl App {
                 StartError::Index { path: index_dir.display().to_string(), source }
             }
         })?);
-        let uploads = Uploads::new(
-            index.clone(),
-            blobs.clone(),
-            cfg.uploads.expire_after_secs,
-            cfg.uploads.max_sessions_per_repo,
-            cfg.limits.max_blob_bytes,
-        );
+        let uploads = Uploads::new(index.clone(), blobs.clone(), &cfg.uploads, cfg.limits.max_blob_bytes);
         let internal_token = internal_token(&cfg).map_err(data_dir_err)?;
         let (feed_notify, _) = tokio::sync::watch::channel(index.next_sequence() - 1);
         let mut metrics = Metrics::new();
@@ -184,7 +214,12 @@ impl App {
         } else {
             None
         };
+        let admission = Arc::new(crate::admission::Admission::new(
+            cfg.limits.max_connections,
+            cfg.limits.max_connections_per_address,
+        ));
         Ok(App {
+            admission,
             scans,
             cfg,
             index,

@@ -67,6 +67,8 @@ pub struct Config {
     pub validation: ValidationConfig,
     /// Vulnerability scanning: the registry API's scan endpoints and the pull policy.
     pub scan: crate::scan::ScanConfig,
+    /// Where `/metrics` is served.
+    pub metrics: MetricsConfig,
 }
 
 /// Which children of a pushed index must already be in the repository.
@@ -176,6 +178,10 @@ pub struct UploadConfig {
     pub chunk_min_length: u64,
     /// Most concurrent upload sessions in one repository (429 beyond).
     pub max_sessions_per_repo: usize,
+    /// Most concurrent upload sessions in the whole registry (429 beyond).
+    pub max_sessions: usize,
+    /// Most concurrent upload sessions one client (user, or address when anonymous) may hold.
+    pub max_sessions_per_client: usize,
 }
 
 /// Request limits and timeouts.
@@ -199,6 +205,12 @@ pub struct LimitsConfig {
     pub small_blob_max_bytes: u64,
     /// Memory for those small blobs, over all cores.
     pub small_blob_cache_bytes: u64,
+    /// Most open client connections over all cores; 0: three quarters of the open-file limit.
+    /// Beyond it a few more are accepted for `/healthz` and `/readyz` only.
+    pub max_connections: usize,
+    /// Most open connections from one client address; 0: no per-address limit. Behind a load
+    /// balancer or proxy every client has its address: raise this or set 0.
+    pub max_connections_per_address: usize,
 }
 
 /// One user with a bcrypt password hash.
@@ -211,7 +223,8 @@ pub struct User {
     pub bcrypt: String,
 }
 
-/// Authentication. Off when neither `htpasswd` nor `users` is set.
+/// Authentication and permissions. Off when none of `htpasswd`, `users`, `rules` and `token`
+/// is set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -219,10 +232,49 @@ pub struct AuthConfig {
     pub htpasswd: Option<PathBuf>,
     /// Users given inline.
     pub users: Vec<User>,
-    /// Realm in `WWW-Authenticate`.
+    /// Realm in Basic `WWW-Authenticate` challenges.
     pub realm: String,
-    /// Let anyone pull (GET/HEAD) without credentials; pushes still need them.
+    /// Let anyone pull every repository without credentials (a last rule after `rules`).
     pub anonymous_pull: bool,
+    /// Groups of users, named in rules as `group:<name>`.
+    pub groups: Vec<crate::auth::policy::GroupConfig>,
+    /// Ordered permission rules; none: authenticated callers may do everything.
+    pub rules: Vec<crate::auth::policy::RuleConfig>,
+    /// Threads checking bcrypt passwords, off the serving cores; 0: half the CPUs (at least 1).
+    pub verify_threads: usize,
+    /// Password checks that may wait for a thread; beyond, logins get 429 at once.
+    pub max_pending_verifications: usize,
+    /// Failed-login limits per client address and per user (429 with `Retry-After`).
+    pub failed_logins: crate::auth::limiter::FailedLoginLimits,
+    /// The registry token protocol (`WWW-Authenticate: Bearer`, `/token`): set `[auth.token]`.
+    pub token: Option<crate::auth::token::TokenConfig>,
+}
+
+/// Who may read `/metrics` on the public listener (the internal listener always serves it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsExposure {
+    /// Not served on the public port (404).
+    Off,
+    /// Served to authenticated callers (any user) when auth is on; open when auth is off.
+    Authenticated,
+    /// Served to anyone.
+    Open,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `/metrics` on the public port: `off` (default), `authenticated` or `open`. Prometheus
+    /// scrapes the internal listener (`internal.listen`, no token needed for `/metrics`).
+    pub public: MetricsExposure,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { public: MetricsExposure::Off }
+    }
 }
 
 impl Default for Config {
@@ -244,6 +296,7 @@ impl Default for Config {
             feed: FeedConfig::default(),
             validation: ValidationConfig::default(),
             scan: crate::scan::ScanConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -261,6 +314,8 @@ impl Default for UploadConfig {
             expiry_interval_secs: 60,
             chunk_min_length: 0,
             max_sessions_per_repo: 1000,
+            max_sessions: 10_000,
+            max_sessions_per_client: 1000,
         }
     }
 }
@@ -276,13 +331,26 @@ impl Default for LimitsConfig {
             io_timeout_secs: 60,
             small_blob_max_bytes: 16 * 1024,
             small_blob_cache_bytes: 64 * 1024 * 1024,
+            max_connections: 0,
+            max_connections_per_address: 512,
         }
     }
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { htpasswd: None, users: Vec::new(), realm: "berth".into(), anonymous_pull: false }
+        AuthConfig {
+            htpasswd: None,
+            users: Vec::new(),
+            realm: "berth".into(),
+            anonymous_pull: false,
+            groups: Vec::new(),
+            rules: Vec::new(),
+            verify_threads: 0,
+            max_pending_verifications: 64,
+            failed_logins: Default::default(),
+            token: None,
+        }
     }
 }
 
@@ -337,7 +405,7 @@ impl Config {
             self.cache.validate().map_err(|e| format!("cache: {e}"))?;
         }
         crate::scan::Policy::compile(&self.scan.policy)?;
-        let auth = crate::auth::Auth::from_config(&self.auth).map_err(|e| e.to_string())?;
+        crate::auth::Auth::validate(&self.auth).map_err(|e| e.to_string())?;
         if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(format!(
                 "log_level = {:?} is not a log filter (e.g. info, debug, info,berth::access=warn)",
@@ -347,7 +415,11 @@ impl Config {
         Ok(format!(
             "configuration OK: listen {listen}, data_dir {}, auth {}, s3 {}, scanning {}",
             self.data_dir.display(),
-            if auth.is_some() { "basic" } else { "off" },
+            match (crate::auth::Auth::is_configured(&self.auth), &self.auth.token) {
+                (false, _) => "off",
+                (true, None) => "basic",
+                (true, Some(_)) => "token",
+            },
             self.storage.s3.as_ref().map_or("off".to_string(), |s| format!("s3://{}/{}", s.bucket, s.prefix)),
             if self.scan.enabled { "on" } else { "off" },
         ))

@@ -137,6 +137,37 @@ enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
         cost: u32,
     },
+    /// Token signing keys (`[auth.token]`).
+    #[command(subcommand)]
+    TokenKey(TokenKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenKeyCommand {
+    /// Write a new signing key into the key directory. After SIGHUP the node signs with it;
+    /// tokens signed with older keys stay valid until those key files are removed (wait
+    /// `ttl_secs` + `leeway_secs`, then delete them and send SIGHUP again).
+    New {
+        /// Key directory (default: `<data_dir>/token-keys`, or `auth.token.key_dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Data directory (when --dir is not given).
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+        data_dir: PathBuf,
+        /// ES256 (ECDSA P-256) or EdDSA (Ed25519).
+        #[arg(long, default_value = "ES256", value_parser = ["ES256", "EdDSA"])]
+        algorithm: String,
+    },
+    /// Print the public keys (JWKS) of a key directory, for other services that verify
+    /// Berth's tokens.
+    Jwks {
+        /// Key directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Data directory (when --dir is not given).
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -239,16 +270,15 @@ fn reload(args: &ServeArgs, app: &berth_node::app::App, logs: &LogHandle) {
     if let Err(e) = logs.modify(|f| *f = log_filter(&cfg.log_level)) {
         tracing::warn!(error = %e, "SIGHUP: log level not changed");
     }
-    match (&app.auth, berth_node::auth::Auth::from_config(&cfg.auth)) {
-        (Some(auth), Ok(Some(_))) => match auth.reload(&cfg.auth) {
-            Ok(n) => tracing::info!(users = n, "SIGHUP: users reloaded"),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: users not reloaded; keeping the ones in force"),
+    match (&app.auth, berth_node::auth::Auth::is_configured(&cfg.auth)) {
+        (Some(auth), true) => match auth.reload(&cfg.auth) {
+            Ok(n) => tracing::info!(users = n, "SIGHUP: users, rules and token keys reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: auth not reloaded; keeping the one in force"),
         },
-        (_, Err(e)) => tracing::error!(error = %e, "SIGHUP: users not reloaded; keeping the ones in force"),
-        (None, Ok(Some(_))) | (Some(_), Ok(None)) => {
+        (None, true) | (Some(_), false) => {
             tracing::warn!("SIGHUP: turning authentication on or off needs a restart")
         }
-        (None, Ok(None)) => {}
+        (None, false) => {}
     }
     if let Some(book) = &app.scans {
         match berth_node::scan::Policy::compile(&cfg.scan.policy) {
@@ -276,6 +306,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(variable = %var, "ignoring an environment variable that is not a `berth serve` setting");
     }
     let set = block_signals();
+    // Everything the node writes is its own: blobs, index, keys, token (0600 files, 0700 dirs).
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    raise_fd_limit();
     // Listen first: a node that cannot bind its port writes nothing into the data directory.
     let listeners = berth_node::server::Listeners::bind(&cfg)?;
     let app = berth_node::app::App::open(cfg)?;
@@ -292,6 +326,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     node.shutdown(Duration::from_secs(30));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raise the soft open-file limit to the hard one: every connection is a descriptor, and the
+/// connection cap (`limits.max_connections`) is derived from this limit.
+fn raise_fd_limit() {
+    // SAFETY: get/setrlimit on a local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
 }
 
 fn rebuild_index(config: Option<PathBuf>, data_dir: Option<PathBuf>, merge: bool) -> anyhow::Result<()> {
@@ -346,6 +393,11 @@ fn hash_password(user: Option<String>, cost: u32) -> anyhow::Result<()> {
     }
     let password = read_password()?;
     anyhow::ensure!(!password.is_empty(), "refusing an empty password (anyone could log in with it)");
+    anyhow::ensure!(
+        password.len() <= berth_node::auth::passwords::MAX_PASSWORD_BYTES,
+        "refusing a password longer than {} bytes: bcrypt ignores everything after that, so any suffix would log in",
+        berth_node::auth::passwords::MAX_PASSWORD_BYTES
+    );
     let hash = bcrypt::hash(password, cost)?;
     match user {
         Some(u) => println!("{u}:{hash}"),
@@ -442,6 +494,22 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::HashPassword { user, cost } => hash_password(user, cost),
+        Command::TokenKey(TokenKeyCommand::New { dir, data_dir, algorithm }) => {
+            use berth_node::auth::token::{generate_key, KeyAlgorithm};
+            let alg = if algorithm == "EdDSA" { KeyAlgorithm::EdDsa } else { KeyAlgorithm::Es256 };
+            let dir = dir.unwrap_or_else(|| data_dir.join("token-keys"));
+            let (path, kid) =
+                generate_key(&dir, alg).with_context(|| format!("writing a key into {}", dir.display()))?;
+            println!("wrote {} (kid {kid}); send SIGHUP to the node to sign with it", path.display());
+            Ok(())
+        }
+        Command::TokenKey(TokenKeyCommand::Jwks { dir, data_dir }) => {
+            let dir = dir.unwrap_or_else(|| data_dir.join("token-keys"));
+            let cfg = berth_node::auth::token::TokenConfig { key_dir: Some(dir), ..Default::default() };
+            let tokens = berth_node::auth::token::Tokens::load_only(&cfg)?;
+            println!("{}", serde_json::to_string_pretty(&tokens.jwks())?);
+            Ok(())
+        }
         Command::Doctor(args) => {
             let (cfg, ignored) = load_config(&args)?;
             for var in &ignored {

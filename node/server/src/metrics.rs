@@ -64,6 +64,15 @@ pub struct Metrics {
     pub disk_size: Gauge,
     /// Free bytes there (sampled at scrape).
     pub disk_free: Gauge,
+    /// Connections refused or limited to health checks, by reason (`total`, `address`).
+    pub connections_refused: Family<ReasonLabels, Counter>,
+}
+
+/// Labels of a refusal metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why.
+    pub reason: &'static str,
 }
 
 /// Labels of a blob read metric.
@@ -100,6 +109,7 @@ impl Metrics {
             small_blob_hits: Counter::default(),
             disk_size: Gauge::default(),
             disk_free: Gauge::default(),
+            connections_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests by endpoint, method and status", m.requests.clone());
@@ -115,6 +125,11 @@ impl Metrics {
         registry.register("store_blobs", "Committed blobs", m.blobs.clone());
         registry.register("store_blob_bytes", "Bytes of committed blobs on local disk", m.blob_bytes.clone());
         registry.register("http_connections", "Open client connections", m.connections.clone());
+        registry.register(
+            "http_connections_refused",
+            "Connections over a limit (total or per client address): answered only for health checks, or closed",
+            m.connections_refused.clone(),
+        );
         registry.register(
             "blob_reads",
             "Blob GETs by source: local (cache hit), s3 (miss, read through), s3_range, redirect",

@@ -32,6 +32,10 @@ pub enum Endpoint {
     ManifestScan(RepoName, Reference),
     /// `/v2/<name>/scan/summary`: the repository's scan summary.
     ScanSummary(RepoName),
+    /// `/token`: the registry token endpoint (GET with Basic or anonymous, OAuth2 POST form).
+    Token,
+    /// `/token/jwks.json`: the public keys tokens are signed with.
+    Jwks,
     /// `/healthz`
     Health,
     /// `/readyz`
@@ -54,6 +58,8 @@ impl Endpoint {
             Endpoint::Referrers(..) => "referrers",
             Endpoint::ManifestScan(..) => "manifest_scan",
             Endpoint::ScanSummary(..) => "scan_summary",
+            Endpoint::Token => "token",
+            Endpoint::Jwks => "jwks",
             Endpoint::Health => "healthz",
             Endpoint::Ready => "readyz",
             Endpoint::Metrics => "metrics",
@@ -62,7 +68,7 @@ impl Endpoint {
 
     /// Whether the endpoint is part of the registry API (`/v2/`), i.e. subject to auth.
     pub fn is_registry_api(&self) -> bool {
-        !matches!(self, Endpoint::Health | Endpoint::Ready | Endpoint::Metrics)
+        !matches!(self, Endpoint::Health | Endpoint::Ready | Endpoint::Metrics | Endpoint::Token | Endpoint::Jwks)
     }
 }
 
@@ -80,6 +86,8 @@ pub fn route(path: &str) -> Result<Endpoint, OciError> {
         "/healthz" => return Ok(Endpoint::Health),
         "/readyz" => return Ok(Endpoint::Ready),
         "/metrics" => return Ok(Endpoint::Metrics),
+        "/token" => return Ok(Endpoint::Token),
+        "/token/jwks.json" => return Ok(Endpoint::Jwks),
         "/v2" | "/v2/" => return Ok(Endpoint::Base),
         "/v2/_catalog" => return Ok(Endpoint::Catalog),
         _ => {}

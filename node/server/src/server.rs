@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use berth_types::{ErrorKind, OciError};
 use monoio::net::{TcpListener, TcpStream};
 
+use crate::admission::Admit;
 use crate::api;
 use crate::app::App;
 use crate::config::IoDriver;
 use crate::http::{Body, Conn, Limits, Method, Response};
-use crate::metrics::{EndpointLabels, RequestLabels};
+use crate::metrics::{EndpointLabels, ReasonLabels, RequestLabels};
 
 /// A running node.
 pub struct Node {
@@ -259,8 +260,11 @@ pub fn start_on(app: App, listeners: Listeners) -> std::io::Result<Node> {
     drop(internal);
     let auth = match &app.auth {
         None => "off".to_owned(),
-        Some(a) if a.anonymous_pull => "basic (anonymous pull allowed)".to_owned(),
-        Some(_) => "basic".to_owned(),
+        Some(a) => {
+            let mode = if a.tokens.is_some() { "token" } else { "basic" };
+            let anon = if app.cfg.auth.anonymous_pull { ", anonymous pull allowed" } else { "" };
+            format!("{mode} ({} users, {} rules{anon})", a.user_count(), app.cfg.auth.rules.len())
+        }
     };
     let tiering = match &app.cfg.storage.s3 {
         None => "off (local disk only)".to_owned(),
@@ -337,11 +341,32 @@ async fn accept_loop(app: Arc<App>, listener: std::net::TcpListener, core: usize
                             continue;
                         }
                     };
+                    // The internal listener (loopback, token) is not capped: the sidecar and
+                    // `berth gc` must get through a flood on the public port.
+                    let (ticket, only_health) = if internal {
+                        (None, None)
+                    } else {
+                        match app.admission.admit(peer.ip()) {
+                            Admit::Full(t) => (Some(t), None),
+                            Admit::HealthOnly(t, status) => {
+                                let reason = if status == 503 { "total" } else { "address" };
+                                app.metrics.connections_refused.get_or_create(&ReasonLabels { reason }).inc();
+                                (Some(t), Some(status))
+                            }
+                            Admit::Refuse => {
+                                app.metrics.connections_refused.get_or_create(&ReasonLabels { reason: "total" }).inc();
+                                drop(stream);
+                                continue;
+                            }
+                        }
+                    };
                     live.set(live.get() + 1);
                     let live = live.clone();
                     let app = app.clone();
                     monoio::spawn(async move {
-                        serve(app, stream, peer, limits, core, internal).await;
+                        let mode = Mode { internal, only_health };
+                        serve(app, stream, peer, limits, core, mode).await;
+                        drop(ticket);
                         live.set(live.get() - 1);
                     });
                 }
@@ -414,8 +439,34 @@ fn tls_probe(peer: SocketAddr) {
     }
 }
 
-async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limits, core: usize, internal: bool) {
+/// How a connection is served.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// On the internal listener.
+    internal: bool,
+    /// Over a connection cap: only `/healthz` and `/readyz`, others get this status.
+    only_health: Option<u16>,
+}
+
+/// Said to a connection over a cap that asked for more than a health check.
+fn over_capacity(status: u16) -> Response {
+    let msg = if status == 503 {
+        "the registry has too many open connections; retry shortly"
+    } else {
+        "too many open connections from your address; close some or retry shortly"
+    };
+    let kind = if status == 503 { ErrorKind::Unavailable } else { ErrorKind::TooManyRequests };
+    Response::from(OciError::new(kind).msg(msg)).header("Retry-After", "1")
+}
+
+async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut limits: Limits, core: usize, mode: Mode) {
+    let internal = mode.internal;
     app.metrics.connections.inc();
+    if mode.only_health.is_some() {
+        // One short request at most.
+        limits.head_timeout = limits.head_timeout.min(Duration::from_secs(5));
+        limits.idle_timeout = limits.idle_timeout.min(Duration::from_secs(5));
+    }
     let mut conn = Conn::new(stream, limits);
     loop {
         let stopping = || app.shutting_down.load(Ordering::Relaxed);
@@ -443,6 +494,16 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
                 break;
             }
         };
+        if let Some(status) = mode.only_health {
+            let health = matches!(req.path.as_str(), "/healthz" | "/readyz");
+            let resp = if health {
+                api::handle(&app, &req, &mut Body::new(&mut conn, &req), Some(peer.ip())).await.0
+            } else {
+                over_capacity(status)
+            };
+            let _ = conn.write_response(resp, req.method == Method::Head, false).await;
+            break;
+        }
         app.in_flight.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
         let id = format!("{:x}-{:x}", core, REQUEST_SEQ.fetch_add(1, Ordering::Relaxed));
@@ -450,21 +511,30 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
         let (mut resp, endpoint) = if internal {
             api::internal::handle(&app, &req, &mut body).await
         } else {
-            api::handle(&app, &req, &mut body).await
+            api::handle(&app, &req, &mut body, Some(peer.ip())).await
         };
         let mut keep = req.keep_alive && !app.shutting_down.load(Ordering::Relaxed);
         let mut unread_body = false;
+        // Refused before its body was read (401, 403, 429): the body is not read at all; the
+        // answer goes out and the connection closes after a short linger.
+        let refused = matches!(resp.status, 401 | 403 | 429) && body.received() == 0;
         if !body.is_complete() {
-            let drained = body.drain(1 << 20).await;
-            keep = keep && drained;
-            // A client still waiting for 100-continue will not send the body.
-            unread_body = !drained && !body.awaiting_continue();
+            if refused {
+                keep = false;
+                unread_body = !body.awaiting_continue();
+            } else {
+                let drained = body.drain(1 << 20).await;
+                keep = keep && drained;
+                // A client still waiting for 100-continue will not send the body.
+                unread_body = !drained && !body.awaiting_continue();
+            }
         }
         let received = body.received();
         resp.headers.push(("X-Request-Id", id.clone()));
         let status = resp.status;
         let error = resp.error;
         let source = resp.source;
+        let user = resp.user.take();
         if (200..300).contains(&status) && !matches!(req.method, Method::Get | Method::Head) {
             // A push or delete committed something: wake feed readers and the tier.
             app.feed_notify.send_replace(app.index.next_sequence() - 1);
@@ -491,6 +561,7 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
             %peer,
             method = req.method.as_str(),
             path = %req.path,
+            user = user.as_deref().unwrap_or("-"),
             endpoint,
             status,
             error = error.unwrap_or(""),
@@ -520,7 +591,9 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, limits: Limit
             break;
         }
         if !keep {
-            if unread_body {
+            if unread_body && refused {
+                conn.linger_for(Duration::from_secs(1), 64 * 1024).await;
+            } else if unread_body {
                 conn.linger().await;
             }
             break;

@@ -152,12 +152,14 @@ fn health_ready_metrics() {
     assert_eq!(n.get("/healthz").status, 200);
     assert_eq!(n.get("/readyz").status, 200);
     n.get("/v2/");
-    let m = String::from_utf8(n.get("/metrics").body).unwrap();
+    let m = n.metrics();
     assert!(m.contains("berth_http_requests_total{endpoint=\"base\",method=\"GET\",status=\"200\"}"), "{m}");
     assert!(m.contains("berth_http_request_duration_seconds_bucket"));
     assert!(m.contains("berth_upload_sessions"));
     n.push_blob("m", b"12345");
-    let m = String::from_utf8(n.get("/metrics").body).unwrap();
+    let m = n.metrics();
+    // Not on the public port by default.
+    assert_eq!(n.get("/metrics").status, 404);
     assert!(m.contains("berth_store_blobs 1\n"), "{m}");
     assert!(m.contains("berth_store_blob_bytes 5\n"), "{m}");
 }
@@ -246,7 +248,7 @@ fn blob_bodies_are_sent_zero_copy_and_access_is_recorded() {
     let data = vec![42u8; 5_000_000];
     let d = n.push_blob("zc", &data);
     let metric = |n: &TestNode| -> u64 {
-        let m = String::from_utf8(n.get("/metrics").body).unwrap();
+        let m = n.metrics();
         m.lines()
             .find(|l| l.starts_with("berth_http_response_sendfile_bytes_total "))
             .and_then(|l| l.split_whitespace().nth(1))

@@ -124,6 +124,12 @@ impl Berth {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The internal listener's URL for `path` (`/metrics` is served there).
+    pub fn internal_url(&self, path: &str) -> String {
+        let addr = std::fs::read_to_string(self.dir.join("internal.addr")).expect("internal.addr");
+        format!("http://{}{path}", addr.trim())
+    }
+
     /// Process id of the running node.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()

@@ -146,13 +146,13 @@ impl Admin {
         let port = free_port();
         let mut env: Vec<(String, String)> = vec![
             ("BERTH_ADMIN_LISTEN".into(), format!("127.0.0.1:{port}")),
-            ("BERTH_ADMIN_API_TOKEN".into(), "admin-secret".into()),
+            ("BERTH_ADMIN_API_TOKEN".into(), "admin-secret-0123456789abcdef".into()),
             ("BERTH_ADMIN_POSTGRES".into(), pg.conn()),
             ("BERTH_ADMIN_NODE_DATA_DIR".into(), node_dir.display().to_string()),
             ("RUST_LOG".into(), "info".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut a = Admin { port, token: "admin-secret".into(), env, child: None, log };
+        let mut a = Admin { port, token: "admin-secret-0123456789abcdef".into(), env, child: None, log };
         a.spawn();
         a
     }

@@ -1,17 +1,25 @@
-//! `/v2/_catalog`: repositories that hold content, paginated.
+//! `/v2/_catalog`: repositories that hold content, paginated, filtered to those the caller
+//! may pull.
 
 use berth_types::OciError;
 
+use super::Access;
 use crate::app::App;
+use crate::auth::policy::Action;
 use crate::http::{Method, Request, Response};
 use crate::store::index_error;
 
-pub(super) fn handle(app: &App, req: &Request) -> Result<Response, OciError> {
+pub(super) fn handle(app: &App, req: &Request, access: &Access<'_>) -> Result<Response, OciError> {
     if !matches!(req.method, Method::Get | Method::Head) {
         return super::method_not_allowed("GET, HEAD");
     }
     let (n, last) = super::pagination(req)?;
-    let page = app.index.list_repos(last.as_deref(), n).map_err(index_error)?;
+    let page = if access.unrestricted() {
+        app.index.list_repos(last.as_deref(), n)
+    } else {
+        app.index.list_repos_where(last.as_deref(), n, |r| access.may(r, Action::Pull))
+    }
+    .map_err(index_error)?;
     let mut resp = Response::json(200, &serde_json::json!({ "repositories": page.items }));
     if page.more {
         if let Some(l) = page.items.last() {

@@ -14,12 +14,18 @@ pub(crate) use ops::disk_space;
 mod referrers;
 mod scans;
 mod tags;
+mod token;
 mod uploads;
 
-use berth_types::{ErrorKind, OciError};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use berth_types::{ErrorKind, OciError, RepoName};
 
 use crate::app::App;
-use crate::auth::Verdict;
+use crate::auth::policy::Action;
+use crate::auth::{Auth, Identity, Refused};
+use crate::config::MetricsExposure;
 use crate::http::{Body, Method, Request, Response};
 use crate::routes::{route, Endpoint};
 
@@ -38,13 +44,52 @@ pub enum View {
     Internal,
 }
 
-/// Handle one request. Returns the response and the endpoint name for logs and metrics.
-pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response, &'static str) {
-    handle_as(app, req, body, View::Public).await
+/// What the caller may do, once authorised: handlers that act on more than the request's own
+/// repository (the catalog, cross-repository mounts) ask it.
+pub struct Access<'a> {
+    auth: Option<&'a Auth>,
+    id: Identity,
+}
+
+impl Access<'_> {
+    /// Everything allowed: auth off, or the internal listener.
+    fn open() -> Access<'static> {
+        Access { auth: None, id: Identity::Anonymous }
+    }
+
+    /// Whether every repository is open to the caller (no filtering needed).
+    pub fn unrestricted(&self) -> bool {
+        self.auth.is_none()
+    }
+
+    /// Whether the caller may take `action` on `repo`.
+    pub fn may(&self, repo: &str, action: Action) -> bool {
+        self.auth.is_none_or(|a| a.may(&self.id, repo, action))
+    }
+
+    /// Who, for logs and upload quotas: the user, or `None` when anonymous.
+    pub fn user(&self) -> Option<&str> {
+        match self.id.name() {
+            "-" => None,
+            n => Some(n),
+        }
+    }
+}
+
+/// Handle one request from `peer` on the public listener. Returns the response and the
+/// endpoint name for logs and metrics.
+pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>, peer: Option<IpAddr>) -> (Response, &'static str) {
+    handle_as(app, req, body, View::Public, peer).await
 }
 
 /// `handle` for a given view.
-pub async fn handle_as(app: &App, req: &Request, body: &mut Body<'_>, view: View) -> (Response, &'static str) {
+pub async fn handle_as(
+    app: &App,
+    req: &Request,
+    body: &mut Body<'_>,
+    view: View,
+    peer: Option<IpAddr>,
+) -> (Response, &'static str) {
     let ep = match route(&req.path) {
         Ok(ep) => ep,
         Err(e) => {
@@ -56,16 +101,18 @@ pub async fn handle_as(app: &App, req: &Request, body: &mut Body<'_>, view: View
         }
     };
     let name = ep.name();
-    if view == View::Internal {
-        // The internal token was checked by the internal listener; ops endpoints stay public.
-    } else if ep.is_registry_api() {
-        if let Err(r) = authorize(app, req, &ep) {
-            return (r, name);
-        }
-    }
+    let registry_api = ep.is_registry_api();
+    let access = match view {
+        // The internal token was checked by the internal listener.
+        View::Internal => Access::open(),
+        View::Public => match authorize(app, req, &ep, peer).await {
+            Ok(a) => a,
+            Err(r) => return (r, name),
+        },
+    };
     let result = match ep {
         Endpoint::Base => base::handle(req),
-        Endpoint::Catalog => catalog::handle(app, req),
+        Endpoint::Catalog => catalog::handle(app, req, &access),
         Endpoint::Tags(repo) => tags::handle(app, req, &repo),
         Endpoint::Manifest(repo, reference) => {
             manifests::handle(app, req, body, &repo, &reference, view == View::Public).await
@@ -74,32 +121,155 @@ pub async fn handle_as(app: &App, req: &Request, body: &mut Body<'_>, view: View
         Endpoint::ScanSummary(repo) => scans::summary(app, req, &repo),
         Endpoint::ManifestBadReference(repo, raw) => manifests::bad_reference(req, &repo, &raw),
         Endpoint::Blob(repo, digest) => blobs::handle(app, req, &repo, &digest).await,
-        Endpoint::UploadStart(repo) => uploads::start(app, req, body, &repo).await,
+        Endpoint::UploadStart(repo) => uploads::start(app, req, body, &repo, &access, peer).await,
         Endpoint::Upload(repo, id) => uploads::handle(app, req, body, &repo, id).await,
         Endpoint::Referrers(repo, digest) => referrers::handle(app, req, &repo, &digest),
+        Endpoint::Token => token::handle(app, req, body, peer).await,
+        Endpoint::Jwks => token::jwks(app, req),
         Endpoint::Health | Endpoint::Ready | Endpoint::Metrics => ops::handle(app, req, &ep),
     };
     let mut resp = result.unwrap_or_else(Response::from);
-    if ep_is_api(name) {
+    if registry_api {
         resp = resp.header(API_VERSION.0, API_VERSION.1);
+    }
+    if resp.user.is_none() {
+        resp.user = access.user().map(str::to_owned);
     }
     (resp, name)
 }
 
-fn ep_is_api(name: &str) -> bool {
-    !matches!(name, "healthz" | "readyz" | "metrics")
+/// What a request needs from the caller.
+enum Need<'a> {
+    /// Nothing (health, token endpoint).
+    Nothing,
+    /// Any authenticated caller (`/v2/`, the ping clients log in with).
+    Login,
+    /// `registry:catalog:*`.
+    Catalog,
+    /// An action on a repository.
+    Repo(&'a RepoName, Action),
 }
 
-fn authorize(app: &App, req: &Request, ep: &Endpoint) -> Result<(), Response> {
-    let Some(auth) = &app.auth else { return Ok(()) };
-    let read_only = matches!(req.method, Method::Get | Method::Head);
-    match auth.check(req.header("authorization")) {
-        Verdict::User(_) => Ok(()),
-        Verdict::Anonymous if auth.anonymous_pull && read_only && !matches!(ep, Endpoint::Base) => Ok(()),
-        _ => Err(Response::from(OciError::new(ErrorKind::Unauthorized))
-            .header("WWW-Authenticate", format!("Basic realm=\"{}\"", auth.realm))
-            .header(API_VERSION.0, API_VERSION.1)),
+fn need<'a>(app: &App, ep: &'a Endpoint, method: Method) -> Need<'a> {
+    let by_method = |repo, read| {
+        Need::Repo(
+            repo,
+            match method {
+                Method::Delete => Action::Delete,
+                Method::Get | Method::Head => Action::Pull,
+                _ if read => Action::Pull,
+                _ => Action::Push,
+            },
+        )
+    };
+    match ep {
+        Endpoint::Base => Need::Login,
+        Endpoint::Catalog => Need::Catalog,
+        Endpoint::Manifest(r, _) | Endpoint::ManifestBadReference(r, _) => by_method(r, false),
+        Endpoint::Blob(r, _) | Endpoint::Tags(r) | Endpoint::Referrers(r, _) | Endpoint::ScanSummary(r) => {
+            by_method(r, true)
+        }
+        Endpoint::ManifestScan(r, _) => by_method(r, false),
+        Endpoint::UploadStart(r) | Endpoint::Upload(r, _) => Need::Repo(r, Action::Push),
+        Endpoint::Metrics => match app.cfg.metrics.public {
+            MetricsExposure::Authenticated => Need::Login,
+            MetricsExposure::Open | MetricsExposure::Off => Need::Nothing,
+        },
+        Endpoint::Health | Endpoint::Ready | Endpoint::Token | Endpoint::Jwks => Need::Nothing,
     }
+}
+
+async fn authorize<'a>(
+    app: &'a App,
+    req: &Request,
+    ep: &Endpoint,
+    peer: Option<IpAddr>,
+) -> Result<Access<'a>, Response> {
+    if matches!(ep, Endpoint::Metrics) && app.cfg.metrics.public == MetricsExposure::Off {
+        return Err(Response::from(
+            OciError::new(ErrorKind::NotFound)
+                .msg("metrics are served on the internal listener (metrics.public = \"off\")"),
+        ));
+    }
+    let Some(auth) = &app.auth else { return Ok(Access::open()) };
+    let need = need(app, ep, req.method);
+    if matches!(need, Need::Nothing) {
+        return Ok(Access { auth: Some(auth), id: Identity::Anonymous });
+    }
+    let scope = match &need {
+        Need::Repo(r, a) => Some(format!("repository:{}:{}", r.as_str(), scope_actions(*a))),
+        Need::Catalog => Some("registry:catalog:*".to_owned()),
+        Need::Nothing | Need::Login => None,
+    };
+    let host = req.header("host");
+    let unauthorized = |insufficient: bool, msg: &str| {
+        Response::from(OciError::new(ErrorKind::Unauthorized).msg(msg))
+            .header("WWW-Authenticate", auth.challenge(host, scope.as_deref(), insufficient))
+            .header(API_VERSION.0, API_VERSION.1)
+    };
+    let id = match auth.authenticate(req.header("authorization"), peer).await {
+        Ok(id) => id,
+        Err(Refused::Limited(wait)) => {
+            return Err(too_many(wait, "too many failed logins from this address or for this user; try again later"))
+        }
+        Err(Refused::Busy) => {
+            return Err(too_many(Duration::from_secs(1), "too many logins are being checked; try again shortly"))
+        }
+        Err(Refused::BadPassword) => return Err(unauthorized(false, "authentication required")),
+        Err(Refused::BadToken(e)) => {
+            tracing::info!(target: "berth::audit", event = "token_refused", reason = e.as_str(), peer = ?peer, "bearer token refused");
+            return Err(unauthorized(false, e.as_str()));
+        }
+    };
+    let allowed = match &need {
+        Need::Nothing => true,
+        Need::Login => !matches!(id, Identity::Anonymous),
+        Need::Catalog => auth.may_list_catalog(&id),
+        Need::Repo(r, a) => auth.may(&id, r.as_str(), *a),
+    };
+    if allowed {
+        return Ok(Access { auth: Some(auth), id });
+    }
+    if !matches!(need, Need::Login) {
+        tracing::info!(
+            target: "berth::audit",
+            event = "denied",
+            user = id.name(),
+            scope = scope.as_deref().unwrap_or(""),
+            method = req.method.as_str(),
+            peer = ?peer,
+            "access denied"
+        );
+    }
+    let mut r = match id {
+        Identity::Anonymous => unauthorized(false, "authentication required"),
+        // A client holding a token without this scope fetches one that has it (or learns it cannot).
+        Identity::Token(_) => unauthorized(true, "insufficient scope: the token does not grant this"),
+        Identity::User(_) => Response::from(OciError::new(ErrorKind::Denied).msg(format!(
+            "{} may not {}",
+            id.name(),
+            scope.as_deref().unwrap_or("do this")
+        )))
+        .header(API_VERSION.0, API_VERSION.1),
+    };
+    r.user = Some(id.name().to_owned());
+    Err(r)
+}
+
+fn scope_actions(a: Action) -> &'static str {
+    match a {
+        // Clients ask for pull with push: a push reads too (HEAD of existing blobs).
+        Action::Push => "pull,push",
+        a => a.as_str(),
+    }
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1).
+pub(crate) fn too_many(wait: Duration, msg: &str) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Response::from(OciError::new(ErrorKind::TooManyRequests).msg(msg))
+        .header("Retry-After", secs.max(1).to_string())
+        .header(API_VERSION.0, API_VERSION.1)
 }
 
 /// 405 for a method the resource does not serve.

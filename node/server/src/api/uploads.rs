@@ -4,6 +4,7 @@
 use berth_types::{Algorithm, ContentRange, Digest, ErrorKind, OciError, RepoName};
 
 use crate::app::App;
+use crate::auth::policy::Action;
 use crate::http::{Body, Method, Request, Response};
 use crate::store::{index_error, UploadId};
 
@@ -51,6 +52,8 @@ pub(super) async fn start(
     req: &Request,
     body: &mut Body<'_>,
     repo: &RepoName,
+    access: &super::Access<'_>,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Response, OciError> {
     if req.method != Method::Post {
         return super::method_not_allowed("POST");
@@ -58,16 +61,21 @@ pub(super) async fn start(
     if let Some(digest) = query_digest(req, "mount")? {
         // Serialised with GC's removal of this digest, and recorded as a use right away.
         let guard = app.blobs.lock(&digest);
+        // A mount reads the source: only from a repository the caller may pull. Otherwise (and
+        // when the blob is not there) it falls back to an upload, as the spec says, which
+        // reveals nothing about other repositories.
         let linked = match req.query("from") {
             Some(from) => {
                 let from: RepoName = from
                     .parse()
                     .map_err(|e| OciError::new(ErrorKind::NameInvalid).msg(format!("invalid from: {e}")))?;
-                app.index.repo_has_blob(&from, &digest).map_err(index_error)?
+                access.may(from.as_str(), Action::Pull)
+                    && app.index.repo_has_blob(&from, &digest).map_err(index_error)?
                     && app.index.link_blob(repo, &digest).map_err(index_error)?
             }
-            // Without `from`, mount when the blob exists anywhere in the registry.
-            None => app.index.link_blob(repo, &digest).map_err(index_error)?,
+            // Without `from`, mount from anywhere only where the caller may read everything
+            // (auth off); with auth on this would be a read path and an existence oracle.
+            None => access.unrestricted() && app.index.link_blob(repo, &digest).map_err(index_error)?,
         };
         if linked {
             crate::store::access::record_now(&app.index, &digest);
@@ -85,7 +93,12 @@ pub(super) async fn start(
             a.parse().map_err(|e| OciError::new(ErrorKind::DigestInvalid).msg(format!("digest-algorithm: {e}")))?
         }
     };
-    let (id, session) = app.uploads.start(repo, algorithm)?;
+    let owner = match (access.user(), peer) {
+        (Some(u), _) => u.to_owned(),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => "-".to_owned(),
+    };
+    let (id, session) = app.uploads.start(repo, algorithm, &owner)?;
     Ok(accepted(app, repo, id, session.offset))
 }
 

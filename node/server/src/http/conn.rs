@@ -138,6 +138,9 @@ impl Conn {
     /// `stop` is polled while the connection is idle so shutdown does not wait for idle clients.
     pub async fn read_head(&mut self, stop: &dyn Fn() -> bool) -> Result<Option<Request>, HeadFailure> {
         let idle_since = std::time::Instant::now();
+        // The whole head must arrive within `head_timeout` of its first byte (a client sending
+        // one byte every few seconds is cut off, not kept forever).
+        let mut head_started: Option<std::time::Instant> = None;
         loop {
             // Tolerate stray CRLFs between pipelined requests (RFC 9112 2.2).
             let skip = self.buffered().iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
@@ -171,7 +174,16 @@ impl Conn {
             }
             let idle = self.buffered().is_empty();
             // Idle waits are sliced so a shutdown is noticed within a quarter second.
-            let timeout = if idle { IDLE_SLICE.min(self.limits.idle_timeout) } else { self.limits.head_timeout };
+            let timeout = if idle {
+                IDLE_SLICE.min(self.limits.idle_timeout)
+            } else {
+                let started = *head_started.get_or_insert_with(std::time::Instant::now);
+                let left = self.limits.head_timeout.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Err(HeadFailure::Io(io::Error::new(io::ErrorKind::TimedOut, "request head too slow")));
+                }
+                left
+            };
             match self.fill(timeout).await {
                 Ok(0) if idle => return Ok(None),
                 Ok(0) => return Err(HeadFailure::Io(io::ErrorKind::UnexpectedEof.into())),
@@ -192,12 +204,18 @@ impl Conn {
     /// so closing does not reset the connection and destroy the answer before the client reads
     /// it (as nginx's `lingering_close`).
     pub async fn linger(&mut self) {
+        self.linger_for(LINGER_TIME, LINGER_BYTES).await
+    }
+
+    /// `linger` with its own bounds (short for callers refused before authentication: they
+    /// get no more of our time than it takes to deliver the answer).
+    pub async fn linger_for(&mut self, time: Duration, bytes: usize) {
         use std::os::fd::AsRawFd;
         // SAFETY: half-closing our own socket; the descriptor stays open until drop.
         unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
-        let deadline = std::time::Instant::now() + LINGER_TIME;
+        let deadline = std::time::Instant::now() + time;
         let mut discarded = 0usize;
-        while std::time::Instant::now() < deadline && discarded < LINGER_BYTES {
+        while std::time::Instant::now() < deadline && discarded < bytes {
             self.pos = 0;
             self.buf.clear();
             match self.fill(Duration::from_millis(500)).await {

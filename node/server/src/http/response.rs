@@ -48,12 +48,14 @@ pub struct Response {
     pub error: Option<&'static str>,
     /// For blob reads: where the bytes come from (`local`, `s3`, …), for the access log.
     pub source: Option<&'static str>,
+    /// Who asked (user, robot or token subject), for the access log.
+    pub user: Option<String>,
 }
 
 impl Response {
     /// An empty response with a status.
     pub fn new(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: ResponseBody::Empty, error: None, source: None }
+        Response { status, headers: Vec::new(), body: ResponseBody::Empty, error: None, source: None, user: None }
     }
     /// Add a header.
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {

@@ -62,6 +62,8 @@ pub struct Uploads {
     slots: Mutex<HashMap<UploadId, Slot>>,
     expire_after_ms: u64,
     max_per_repo: usize,
+    /// Most sessions in all (0: no cap), and per owner (0: no cap).
+    caps: (usize, usize),
     max_blob_bytes: u64,
 }
 
@@ -136,16 +138,16 @@ impl Uploads {
     pub fn new(
         index: Arc<Index>,
         blobs: Arc<BlobStore>,
-        expire_after_secs: u64,
-        max_per_repo: usize,
+        cfg: &crate::config::UploadConfig,
         max_blob_bytes: u64,
     ) -> Uploads {
         Uploads {
             index,
             blobs,
             slots: Mutex::new(HashMap::new()),
-            expire_after_ms: expire_after_secs.saturating_mul(1000),
-            max_per_repo,
+            expire_after_ms: cfg.expire_after_secs.saturating_mul(1000),
+            max_per_repo: cfg.max_sessions_per_repo,
+            caps: (cfg.max_sessions, cfg.max_sessions_per_client),
             max_blob_bytes,
         }
     }
@@ -168,12 +170,28 @@ impl Uploads {
         Ok(Lease { uploads: self, id, state })
     }
 
-    /// Start a session in `repo`.
-    pub fn start(&self, repo: &RepoName, algorithm: Algorithm) -> Result<(UploadId, UploadSession), OciError> {
+    /// Start a session in `repo` for `owner` (a user name, or the client address).
+    pub fn start(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+        owner: &str,
+    ) -> Result<(UploadId, UploadSession), OciError> {
+        let too_many = |m: &str| OciError::new(ErrorKind::TooManyRequests).msg(m.to_owned());
         if self.max_per_repo > 0 {
             let open = self.index.count_uploads(repo).map_err(index_error)?;
             if open >= self.max_per_repo {
-                return Err(OciError::new(ErrorKind::TooManyRequests).msg("too many open uploads in this repository"));
+                return Err(too_many("too many open uploads in this repository"));
+            }
+        }
+        if self.caps.0 > 0 || self.caps.1 > 0 {
+            let all = self.index.uploads().map_err(index_error)?;
+            if self.caps.0 > 0 && all.len() >= self.caps.0 {
+                return Err(too_many("too many open uploads in this registry; finish or cancel some, or retry later"));
+            }
+            let mine = all.iter().filter(|(_, s)| s.owner.as_deref() == Some(owner)).count();
+            if self.caps.1 > 0 && mine >= self.caps.1 {
+                return Err(too_many("you have too many open uploads; finish or cancel some first"));
             }
         }
         let id = UploadId::new();
@@ -183,8 +201,14 @@ impl Uploads {
             .open(self.path(id))
             .map_err(|e| io_error(e, "create upload"))?;
         let now = now_ms();
-        let session =
-            UploadSession { repo: repo.clone(), offset: 0, algorithm, created_at_ms: now, updated_at_ms: now };
+        let session = UploadSession {
+            repo: repo.clone(),
+            offset: 0,
+            algorithm,
+            created_at_ms: now,
+            updated_at_ms: now,
+            owner: Some(owner.to_owned()),
+        };
         self.index.put_upload(repo, &id.to_string(), &session).map_err(index_error)?;
         Ok((id, session))
     }

@@ -111,6 +111,17 @@ impl TestNode {
         self.req("GET", path, &[], None)
     }
 
+    /// The internal listener's URL for `path` (metrics live there).
+    pub fn internal_url(&self, path: &str) -> String {
+        let addr = std::fs::read_to_string(self.dir.path().join("internal.addr")).unwrap();
+        format!("http://{}{path}", addr.trim())
+    }
+
+    /// `/metrics`, from the internal listener.
+    pub fn metrics(&self) -> String {
+        String::from_utf8(self.get(&self.internal_url("/metrics")).body).unwrap()
+    }
+
     /// Send raw bytes on a fresh connection and read until the server closes or `wait` passes.
     pub fn raw(&self, bytes: &[u8], wait: Duration) -> String {
         let mut s = TcpStream::connect(self.addr).unwrap();

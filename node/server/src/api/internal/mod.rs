@@ -30,6 +30,11 @@ use crate::http::{Body, Method, Request, Response};
 pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response, &'static str) {
     // The registry API for the scanner and the sidecar. The ping is anonymous: a registry client (Trivy)
     // sends its bearer token only after a ping that did not ask for a token exchange.
+    // Operational endpoints: Prometheus scrapes `/metrics` here (no token: the listener is
+    // loopback or a private network by configuration, and metrics carry no secrets).
+    if matches!(req.path.as_str(), "/metrics" | "/healthz" | "/readyz") {
+        return super::handle_as(app, req, body, super::View::Internal, None).await;
+    }
     if req.path == "/v2/" || req.path == "/v2" {
         return (
             Response::json(200, &serde_json::json!({})).header(super::API_VERSION.0, super::API_VERSION.1),
@@ -43,7 +48,7 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
         return (r, "internal");
     }
     if req.path.starts_with("/v2/") {
-        return super::handle_as(app, req, body, super::View::Internal).await;
+        return super::handle_as(app, req, body, super::View::Internal, None).await;
     }
     let path = req.path.strip_prefix("/internal/v1/").unwrap_or("");
     let (name, result) = match (req.method, path) {

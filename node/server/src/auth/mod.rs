@@ -1,0 +1,265 @@
+//! Authentication and authorisation of registry requests.
+//!
+//! - `passwords`: htpasswd / inline users, bcrypt checked off the serving cores.
+//! - `limiter`: failed-login limits per client address and per user (429).
+//! - `policy`: ordered rules (subject, repository glob, actions, allow/deny) and groups.
+//! - `token`: the Docker registry token protocol (JWT, ES256/EdDSA, JWKS, rotation).
+//!
+//! A request presents nothing (anonymous), Basic credentials, or a bearer token. Basic callers
+//! and anonymous ones are judged by the policy; token callers by their token's `access` claim
+//! (which the token endpoint filled from the same policy).
+
+pub mod limiter;
+pub mod passwords;
+pub mod policy;
+pub mod token;
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+
+pub use passwords::AuthFileError;
+use passwords::{Checked, Passwords};
+use policy::{Action, Actions, Caller, Policy};
+use token::{Grant, TokenError, Tokens};
+
+use crate::config::AuthConfig;
+
+/// Who a request comes from, once its credentials are checked.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// No credentials.
+    Anonymous,
+    /// A user whose password was checked.
+    User(String),
+    /// A bearer token.
+    Token(Arc<Grant>),
+}
+
+impl Identity {
+    /// The name for the access and audit logs (`-` when anonymous).
+    pub fn name(&self) -> &str {
+        match self {
+            Identity::Anonymous => "-",
+            Identity::User(u) => u,
+            Identity::Token(g) if g.subject.is_empty() => "-",
+            Identity::Token(g) => &g.subject,
+        }
+    }
+}
+
+/// Why credentials were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Wrong user or password, or unreadable credentials.
+    BadPassword,
+    /// A token that does not verify.
+    BadToken(TokenError),
+    /// Too many failed logins from this address or for this user: retry after this long.
+    Limited(Duration),
+    /// Too many password checks in progress: retry shortly.
+    Busy,
+}
+
+/// Credentials as presented.
+enum Presented<'a> {
+    None,
+    Basic { user: String, password: String },
+    Bearer(&'a str),
+    Unreadable,
+}
+
+fn presented(header: Option<&str>) -> Presented<'_> {
+    let Some(h) = header else { return Presented::None };
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Presented::Bearer(rest.trim());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Presented::Unreadable;
+    }
+    basic_credentials(rest).map_or(Presented::Unreadable, |(user, password)| Presented::Basic { user, password })
+}
+
+/// Decode the value of a `Basic` authorization (after the scheme).
+pub fn basic_credentials(b64: &str) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+/// Authentication and authorisation state shared by every core.
+pub struct Auth {
+    /// Realm of Basic challenges.
+    pub realm: String,
+    passwords: Passwords,
+    limiter: limiter::Limiter,
+    policy: RwLock<Arc<Policy>>,
+    /// The token protocol, when `[auth.token]` is set.
+    pub tokens: Option<Tokens>,
+}
+
+/// Why auth could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The htpasswd file.
+    #[error(transparent)]
+    File(#[from] AuthFileError),
+    /// Rules or groups.
+    #[error("{0}")]
+    Policy(String),
+    /// Token keys.
+    #[error(transparent)]
+    Keys(#[from] token::KeyError),
+}
+
+impl Auth {
+    /// Whether `cfg` turns auth on: users, rules or tokens configured.
+    pub fn is_configured(cfg: &AuthConfig) -> bool {
+        cfg.htpasswd.is_some() || !cfg.users.is_empty() || cfg.token.is_some() || !cfg.rules.is_empty()
+    }
+
+    /// Build from configuration; `None` when auth is off. Token keys live under `data_dir`
+    /// unless configured elsewhere (so this runs after the data directory exists).
+    pub fn from_config(cfg: &AuthConfig, data_dir: &std::path::Path) -> Result<Option<Auth>, AuthError> {
+        if !Self::is_configured(cfg) {
+            return Ok(None);
+        }
+        let policy = Policy::compile(&cfg.rules, &cfg.groups, cfg.anonymous_pull).map_err(AuthError::Policy)?;
+        let passwords = Passwords::new(cfg)?;
+        let tokens = cfg.token.as_ref().map(|t| Tokens::new(t, data_dir)).transpose()?;
+        Ok(Some(Auth {
+            realm: cfg.realm.clone(),
+            passwords,
+            limiter: limiter::Limiter::new(&cfg.failed_logins),
+            policy: RwLock::new(Arc::new(policy)),
+            tokens,
+        }))
+    }
+
+    /// Check what `cfg` would load, without starting anything (config checks).
+    pub fn validate(cfg: &AuthConfig) -> Result<(), AuthError> {
+        Policy::compile(&cfg.rules, &cfg.groups, cfg.anonymous_pull).map_err(AuthError::Policy)?;
+        if let Some(path) = &cfg.htpasswd {
+            std::fs::metadata(path).map_err(|source| AuthFileError { path: path.display().to_string(), source })?;
+        }
+        Ok(())
+    }
+
+    /// SIGHUP: users, rules, groups and token keys. Cached verifications are dropped. Returns
+    /// the number of users.
+    pub fn reload(&self, cfg: &AuthConfig) -> Result<usize, AuthError> {
+        let policy = Policy::compile(&cfg.rules, &cfg.groups, cfg.anonymous_pull).map_err(AuthError::Policy)?;
+        if let Some(t) = &self.tokens {
+            t.reload()?;
+        }
+        let n = self.passwords.reload(cfg)?;
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        Ok(n)
+    }
+
+    /// The rules in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether a user name exists (refresh tokens of removed users stop working).
+    pub fn user_exists(&self, user: &str) -> bool {
+        self.passwords.contains(user)
+    }
+
+    /// Number of password users.
+    pub fn user_count(&self) -> usize {
+        self.passwords.len()
+    }
+
+    /// Check a user name and password: limits first, then bcrypt off the core.
+    pub async fn login(&self, user: &str, password: &str, peer: Option<IpAddr>) -> Result<(), Refused> {
+        // Credentials that already checked out are not limited: a logged-in user keeps working
+        // while someone guesses at the same name.
+        if self.passwords.cached(user, password) {
+            return Ok(());
+        }
+        if let Some(wait) = self.limiter.wait(peer, Some(user)) {
+            return Err(Refused::Limited(wait));
+        }
+        match self.passwords.check(user, password).await {
+            Checked::Valid => Ok(()),
+            Checked::Busy => Err(Refused::Busy),
+            Checked::Invalid => {
+                self.limiter.failed(peer, Some(user));
+                tracing::info!(target: "berth::audit", event = "login_failed", user, peer = ?peer, "failed login");
+                Err(Refused::BadPassword)
+            }
+        }
+    }
+
+    /// Check a request's `Authorization` header.
+    pub async fn authenticate(&self, header: Option<&str>, peer: Option<IpAddr>) -> Result<Identity, Refused> {
+        match presented(header) {
+            Presented::None => Ok(Identity::Anonymous),
+            Presented::Basic { user, password } => {
+                self.login(&user, &password, peer).await?;
+                Ok(Identity::User(user))
+            }
+            Presented::Bearer(t) => match &self.tokens {
+                Some(tokens) => tokens.verify(t).map(Identity::Token).map_err(Refused::BadToken),
+                None => Err(Refused::BadToken(TokenError::Invalid)),
+            },
+            Presented::Unreadable => {
+                if let Some(wait) = self.limiter.wait(peer, None) {
+                    return Err(Refused::Limited(wait));
+                }
+                self.limiter.failed(peer, None);
+                Err(Refused::BadPassword)
+            }
+        }
+    }
+
+    /// The actions `id` may take on `repo`.
+    pub fn actions(&self, id: &Identity, repo: &str) -> Actions {
+        match id {
+            Identity::Anonymous => self.policy().allowed(&Caller::Anonymous, repo),
+            Identity::User(u) => self.policy().allowed(&Caller::Named(u.clone()), repo),
+            Identity::Token(g) => g.actions(repo),
+        }
+    }
+
+    /// Whether `id` may take `action` on `repo`.
+    pub fn may(&self, id: &Identity, repo: &str, action: Action) -> bool {
+        self.actions(id, repo).has(action)
+    }
+
+    /// Whether `id` may list the catalog (filtered to what it may pull).
+    pub fn may_list_catalog(&self, id: &Identity) -> bool {
+        match id {
+            Identity::Anonymous => self.policy().grants_anything(&Caller::Anonymous),
+            Identity::User(_) => true,
+            Identity::Token(g) => g.catalog(),
+        }
+    }
+
+    /// The `WWW-Authenticate` value for a refused request. `host` is the request's Host
+    /// header (for the default token realm), `scope` what the request needed, and
+    /// `insufficient` whether the caller was authenticated but lacked it.
+    pub fn challenge(&self, host: Option<&str>, scope: Option<&str>, insufficient: bool) -> String {
+        let Some(t) = &self.tokens else {
+            return format!("Basic realm=\"{}\"", self.realm);
+        };
+        let realm = match &t.cfg.realm {
+            Some(r) => r.clone(),
+            None => format!("http://{}/token", host.unwrap_or("localhost")),
+        };
+        let mut v = format!("Bearer realm=\"{realm}\",service=\"{}\"", t.cfg.service);
+        if let Some(s) = scope {
+            v.push_str(&format!(",scope=\"{s}\""));
+        }
+        if insufficient {
+            v.push_str(",error=\"insufficient_scope\"");
+        }
+        v
+    }
+}

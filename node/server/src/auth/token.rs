@@ -1,0 +1,621 @@
+//! Registry tokens (the Docker registry token protocol): JWTs signed with ES256 or EdDSA, with
+//! the granted actions per repository in the `access` claim and the key id in the header.
+//!
+//! Keys are PKCS#8 PEM files in a directory (`<data_dir>/token-keys` unless `key_dir` is set;
+//! one is generated at first start). The most recently written key signs; every key in the
+//! directory verifies. Rotation: add a key (`berth token-key new`), send SIGHUP, and delete the
+//! old file once its tokens have expired (`ttl_secs` + leeway). Tokens of configured external
+//! issuers are verified with their public keys (JWKS file or URL).
+//!
+//! Verification does no I/O: a verified token is remembered per core (keyed by the whole
+//! token string, so a valid signature cannot be replayed over another payload) until it expires.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::signature::KeyPair as _;
+use serde::{Deserialize, Serialize};
+
+use super::policy::Actions;
+
+/// `[auth.token]`: turns the token protocol on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// The `service` of challenges and the `aud` of tokens.
+    pub service: String,
+    /// The `iss` of tokens this node issues.
+    pub issuer: String,
+    /// The token endpoint's URL in challenges. Unset: `http(s)://<Host header>/token`. Set it
+    /// behind a proxy or load balancer, and in production.
+    pub realm: Option<String>,
+    /// Where signing keys live. Unset: `<data_dir>/token-keys`.
+    pub key_dir: Option<PathBuf>,
+    /// Algorithm of a key generated at first start: `ES256` or `EdDSA`.
+    pub algorithm: KeyAlgorithm,
+    /// Lifetime of access tokens, seconds.
+    pub ttl_secs: u64,
+    /// Lifetime of refresh tokens (`offline_token=true`, `access_type=offline`), seconds.
+    pub refresh_ttl_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds.
+    pub leeway_secs: u64,
+    /// Other token servers whose tokens this node accepts.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            service: "berth".into(),
+            issuer: "berth".into(),
+            realm: None,
+            key_dir: None,
+            algorithm: KeyAlgorithm::Es256,
+            ttl_secs: 300,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            leeway_secs: 60,
+            trusted_issuers: Vec::new(),
+        }
+    }
+}
+
+/// An external token issuer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuer {
+    /// Its `iss`.
+    pub issuer: String,
+    /// Its public keys, as a JWKS file…
+    pub jwks_file: Option<PathBuf>,
+    /// … or URL (fetched at start and on SIGHUP).
+    pub jwks_url: Option<String>,
+}
+
+/// Signing algorithm of generated keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyAlgorithm {
+    /// ECDSA P-256 with SHA-256.
+    #[serde(rename = "ES256", alias = "es256")]
+    Es256,
+    /// Ed25519.
+    #[serde(rename = "EdDSA", alias = "eddsa", alias = "ed25519")]
+    EdDsa,
+}
+
+/// A repository's granted actions in a token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResourceActions {
+    /// `repository` or `registry`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Repository name, or `catalog`.
+    pub name: String,
+    /// Granted actions.
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    aud: String,
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+    jti: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    access: Vec<ResourceActions>,
+    /// `refresh` on refresh tokens; they are refused where an access token is expected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    berth_use: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IncomingClaims {
+    #[serde(default)]
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    access: Vec<ResourceActions>,
+    #[serde(default)]
+    berth_use: Option<String>,
+}
+
+/// What a verified access token grants.
+#[derive(Debug)]
+pub struct Grant {
+    /// `sub` (empty for anonymous tokens).
+    pub subject: String,
+    /// `exp`, unix seconds.
+    pub exp: u64,
+    repos: HashMap<String, Actions>,
+    catalog: bool,
+}
+
+impl Grant {
+    /// The actions granted on `repo`.
+    pub fn actions(&self, repo: &str) -> Actions {
+        self.repos.get(repo).copied().unwrap_or(Actions::NONE)
+    }
+
+    /// Whether `registry:catalog:*` was granted.
+    pub fn catalog(&self) -> bool {
+        self.catalog
+    }
+}
+
+/// Why a token was refused (said in logs and in the challenge's `error_description`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Malformed, wrong algorithm, unknown key, bad signature.
+    Invalid,
+    /// Past `exp` (with leeway).
+    Expired,
+    /// Before `nbf`.
+    NotYetValid,
+    /// `aud` is not this service, or `iss` not the key's issuer.
+    WrongAudience,
+    /// A refresh token where an access token is expected, or the other way round.
+    WrongUse,
+}
+
+impl TokenError {
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenError::Invalid => "invalid token",
+            TokenError::Expired => "token expired",
+            TokenError::NotYetValid => "token not yet valid",
+            TokenError::WrongAudience => "token for another service or issuer",
+            TokenError::WrongUse => "refresh token used as access token (or the reverse)",
+        }
+    }
+}
+
+struct VerifyKey {
+    key: DecodingKey,
+    alg: Algorithm,
+    issuer: String,
+}
+
+struct Keys {
+    signing: Option<(String, EncodingKey, Algorithm)>,
+    verify: HashMap<String, VerifyKey>,
+    jwks: serde_json::Value,
+}
+
+/// Issues and verifies tokens.
+pub struct Tokens {
+    /// Configuration in force.
+    pub cfg: TokenConfig,
+    key_dir: PathBuf,
+    keys: RwLock<Arc<Keys>>,
+    generation: AtomicU64,
+}
+
+/// Keys could not be loaded: names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("auth.token: {0}")]
+pub struct KeyError(pub String);
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Tokens {
+    /// Load (or, in an empty key directory, generate) keys.
+    pub fn new(cfg: &TokenConfig, data_dir: &Path) -> Result<Tokens, KeyError> {
+        let key_dir = cfg.key_dir.clone().unwrap_or_else(|| data_dir.join("token-keys"));
+        let keys = load_keys(cfg, &key_dir, true)?;
+        Ok(Tokens { cfg: cfg.clone(), key_dir, keys: RwLock::new(Arc::new(keys)), generation: AtomicU64::new(0) })
+    }
+
+    /// Load the keys of `cfg.key_dir` without generating any (CLI).
+    pub fn load_only(cfg: &TokenConfig) -> Result<Tokens, KeyError> {
+        let key_dir = cfg.key_dir.clone().ok_or_else(|| KeyError("no key directory".into()))?;
+        let keys = load_keys(cfg, &key_dir, false)?;
+        Ok(Tokens { cfg: cfg.clone(), key_dir, keys: RwLock::new(Arc::new(keys)), generation: AtomicU64::new(0) })
+    }
+
+    /// Re-read keys and trusted issuers (SIGHUP). Returns how many keys verify.
+    pub fn reload(&self) -> Result<usize, KeyError> {
+        let keys = load_keys(&self.cfg, &self.key_dir, false)?;
+        let n = keys.verify.len();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        // Tokens of a removed key must stop working: forget what the cores remember.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(n)
+    }
+
+    fn keys(&self) -> Arc<Keys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The public keys (JWKS), for `GET /token/jwks.json`.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.keys().jwks.clone()
+    }
+
+    /// Sign an access token for `subject` (empty when anonymous) granting `access`. Returns the
+    /// token and its lifetime in seconds.
+    pub fn issue(&self, subject: &str, access: Vec<ResourceActions>) -> Result<(String, u64), KeyError> {
+        self.sign(subject, access, None, self.cfg.ttl_secs)
+    }
+
+    /// Sign a refresh token for `subject`.
+    pub fn issue_refresh(&self, subject: &str) -> Result<String, KeyError> {
+        self.sign(subject, Vec::new(), Some("refresh".into()), self.cfg.refresh_ttl_secs).map(|(t, _)| t)
+    }
+
+    fn sign(
+        &self,
+        subject: &str,
+        access: Vec<ResourceActions>,
+        berth_use: Option<String>,
+        ttl: u64,
+    ) -> Result<(String, u64), KeyError> {
+        let keys = self.keys();
+        let Some((kid, key, alg)) = &keys.signing else {
+            return Err(KeyError("no signing key".into()));
+        };
+        let now = now_secs();
+        let claims = Claims {
+            iss: self.cfg.issuer.clone(),
+            sub: subject.to_owned(),
+            aud: self.cfg.service.clone(),
+            exp: now + ttl,
+            nbf: now.saturating_sub(1),
+            iat: now,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            access,
+            berth_use,
+        };
+        let mut header = Header::new(*alg);
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(&header, &claims, key).map(|t| (t, ttl)).map_err(|e| KeyError(e.to_string()))
+    }
+
+    /// Verify an access token (cached per core).
+    pub fn verify(&self, token: &str) -> Result<Arc<Grant>, TokenError> {
+        /// Verified tokens of this core, and the key generation they were verified under.
+        type Seen = (u64, HashMap<Box<str>, Arc<Grant>>);
+        thread_local! {
+            static SEEN: RefCell<Seen> = RefCell::new((0, HashMap::new()));
+        }
+        let generation = self.generation.load(Ordering::Relaxed);
+        let now = now_secs();
+        let hit = SEEN.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.0 != generation {
+                *s = (generation, HashMap::new());
+            }
+            s.1.get(token).cloned()
+        });
+        if let Some(g) = hit {
+            return if now <= g.exp + self.cfg.leeway_secs { Ok(g) } else { Err(TokenError::Expired) };
+        }
+        let claims = self.decode(token)?;
+        if claims.berth_use.is_some() {
+            return Err(TokenError::WrongUse);
+        }
+        let mut repos: HashMap<String, Actions> = HashMap::new();
+        let mut catalog = false;
+        for ra in &claims.access {
+            let actions = Actions::from_names(ra.actions.iter().map(String::as_str));
+            match ra.kind.as_str() {
+                "repository" => {
+                    let e = repos.entry(ra.name.clone()).or_default();
+                    *e = Actions::from_names(e.names().into_iter().chain(actions.names()));
+                }
+                "registry" if ra.name == "catalog" && !ra.actions.is_empty() => catalog = true,
+                _ => {}
+            }
+        }
+        let grant = Arc::new(Grant { subject: claims.sub, exp: claims.exp, repos, catalog });
+        SEEN.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.1.len() >= 10_000 {
+                s.1.clear();
+            }
+            s.1.insert(token.into(), grant.clone());
+        });
+        Ok(grant)
+    }
+
+    /// Verify a refresh token; returns its subject.
+    pub fn verify_refresh(&self, token: &str) -> Result<String, TokenError> {
+        let claims = self.decode(token)?;
+        if claims.berth_use.as_deref() != Some("refresh") {
+            return Err(TokenError::WrongUse);
+        }
+        Ok(claims.sub)
+    }
+
+    fn decode(&self, token: &str) -> Result<IncomingClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let keys = self.keys();
+        let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
+        let vk = keys.verify.get(kid).ok_or(TokenError::Invalid)?;
+        if header.alg != vk.alg {
+            return Err(TokenError::Invalid);
+        }
+        let mut v = Validation::new(vk.alg);
+        v.leeway = self.cfg.leeway_secs;
+        v.validate_nbf = true;
+        v.set_audience(&[&self.cfg.service]);
+        v.set_issuer(&[&vk.issuer]);
+        v.set_required_spec_claims(&["exp", "aud", "iss"]);
+        jsonwebtoken::decode::<IncomingClaims>(token, &vk.key, &v).map(|d| d.claims).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => TokenError::Expired,
+                K::ImmatureSignature => TokenError::NotYetValid,
+                K::InvalidAudience | K::InvalidIssuer => TokenError::WrongAudience,
+                _ => TokenError::Invalid,
+            }
+        })
+    }
+}
+
+/// A private key file's key pair.
+struct Loaded {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: serde_json::Value,
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn kid_of(public: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(public)[..12])
+}
+
+fn load_pem(path: &Path) -> Result<Loaded, String> {
+    let text = std::fs::read(path).map_err(|e| e.to_string())?;
+    let p = pem::parse(&text).map_err(|e| format!("not a PEM file: {e}"))?;
+    if p.tag() != "PRIVATE KEY" {
+        return Err(format!("expected a PKCS#8 \"PRIVATE KEY\", found {:?}", p.tag()));
+    }
+    let der = p.contents();
+    let rng = ring::rand::SystemRandom::new();
+    if let Ok(kp) =
+        ring::signature::EcdsaKeyPair::from_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+    {
+        let public = kp.public_key().as_ref();
+        let kid = kid_of(public);
+        let (x, y) = (&public[1..33], &public[33..65]);
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64url(x), "y": b64url(y),
+            "kid": kid, "alg": "ES256", "use": "sig"});
+        return Ok(Loaded { kid, alg: Algorithm::ES256, encoding: EncodingKey::from_ec_der(der), jwk });
+    }
+    if let Ok(kp) = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+        let public = kp.public_key().as_ref();
+        let kid = kid_of(public);
+        let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64url(public),
+            "kid": kid, "alg": "EdDSA", "use": "sig"});
+        return Ok(Loaded { kid, alg: Algorithm::EdDSA, encoding: EncodingKey::from_ed_der(der), jwk });
+    }
+    Err("not a P-256 (ES256) or Ed25519 (EdDSA) private key".into())
+}
+
+/// Write a new private key into `dir` (mode 0600). Returns its path and key id.
+pub fn generate_key(dir: &Path, alg: KeyAlgorithm) -> std::io::Result<(PathBuf, String)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let rng = ring::rand::SystemRandom::new();
+    let der = match alg {
+        KeyAlgorithm::Es256 => {
+            ring::signature::EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        }
+        KeyAlgorithm::EdDsa => ring::signature::Ed25519KeyPair::generate_pkcs8(&rng),
+    }
+    .map_err(|_| std::io::Error::other("key generation failed"))?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let text = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let path = dir.join(format!("{stamp}.pem"));
+    let tmp = dir.join(format!(".{stamp}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    let kid = load_pem(&path).map_err(std::io::Error::other)?.kid;
+    Ok((path, kid))
+}
+
+fn load_keys(cfg: &TokenConfig, dir: &Path, generate: bool) -> Result<Keys, KeyError> {
+    let list = |dir: &Path| -> std::io::Result<Vec<(std::time::SystemTime, PathBuf)>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "pem") {
+                out.push((e.metadata()?.modified()?, p));
+            }
+        }
+        out.sort();
+        Ok(out)
+    };
+    let err = |m: String| KeyError(format!("key directory {}: {m}", dir.display()));
+    let mut files = match list(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(err(e.to_string())),
+    };
+    if files.is_empty() && generate {
+        let (path, kid) = generate_key(dir, cfg.algorithm).map_err(|e| err(e.to_string()))?;
+        tracing::info!(key = %path.display(), kid, "generated a token signing key");
+        files = list(dir).map_err(|e| err(e.to_string()))?;
+    }
+    let mut signing = None;
+    let mut verify = HashMap::new();
+    let mut jwks = Vec::new();
+    for (_, path) in &files {
+        let l = load_pem(path).map_err(|m| KeyError(format!("{}: {m}", path.display())))?;
+        verify.insert(
+            l.kid.clone(),
+            VerifyKey {
+                key: DecodingKey::from_jwk(
+                    &serde_json::from_value::<Jwk>(l.jwk.clone()).map_err(|e| err(e.to_string()))?,
+                )
+                .map_err(|e| err(e.to_string()))?,
+                alg: l.alg,
+                issuer: cfg.issuer.clone(),
+            },
+        );
+        jwks.push(l.jwk);
+        // Files are sorted oldest first: the newest signs.
+        signing = Some((l.kid, l.encoding, l.alg));
+    }
+    if signing.is_none() {
+        return Err(err("no .pem key (generate one with `berth token-key new`)".into()));
+    }
+    let mut seen_issuers = HashSet::new();
+    for t in &cfg.trusted_issuers {
+        if !seen_issuers.insert(t.issuer.clone()) {
+            return Err(KeyError(format!("trusted issuer {:?} listed twice", t.issuer)));
+        }
+        let set = fetch_jwks(t).map_err(|m| KeyError(format!("trusted issuer {:?}: {m}", t.issuer)))?;
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else { continue };
+            let Some(alg) = jwk.common.key_algorithm.and_then(|a| a.to_string().parse::<Algorithm>().ok()).or(
+                match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Some(Algorithm::ES256),
+                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Some(Algorithm::EdDSA),
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+                    _ => None,
+                },
+            ) else {
+                continue;
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| KeyError(format!("trusted issuer key {kid}: {e}")))?;
+            verify.insert(kid, VerifyKey { key, alg, issuer: t.issuer.clone() });
+        }
+    }
+    Ok(Keys { signing, verify, jwks: serde_json::json!({ "keys": jwks }) })
+}
+
+fn fetch_jwks(t: &TrustedIssuer) -> Result<JwkSet, String> {
+    let text = match (&t.jwks_file, &t.jwks_url) {
+        (Some(f), None) => std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?,
+        (None, Some(u)) => ureq::get(u)
+            .timeout(std::time::Duration::from_secs(10))
+            .call()
+            .map_err(|e| format!("{u}: {e}"))?
+            .into_string()
+            .map_err(|e| format!("{u}: {e}"))?,
+        _ => return Err("set exactly one of jwks_file and jwks_url".into()),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("not a JWKS: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(dir: &Path, alg: KeyAlgorithm) -> Tokens {
+        let cfg = TokenConfig { algorithm: alg, ..TokenConfig::default() };
+        Tokens::new(&cfg, dir).unwrap()
+    }
+
+    fn access(name: &str, actions: &[&str]) -> Vec<ResourceActions> {
+        vec![ResourceActions {
+            kind: "repository".into(),
+            name: name.into(),
+            actions: actions.iter().map(|s| s.to_string()).collect(),
+        }]
+    }
+
+    #[test]
+    fn issue_and_verify_both_algorithms() {
+        for alg in [KeyAlgorithm::Es256, KeyAlgorithm::EdDsa] {
+            let d = tempfile::tempdir().unwrap();
+            let t = tokens(d.path(), alg);
+            let (tok, ttl) = t.issue("alice", access("a/b", &["pull", "push"])).unwrap();
+            assert_eq!(ttl, 300);
+            let g = t.verify(&tok).unwrap();
+            assert_eq!(g.subject, "alice");
+            assert_eq!(g.actions("a/b").names(), vec!["pull", "push"]);
+            assert!(g.actions("a/c").is_empty());
+            assert_eq!(t.jwks()["keys"].as_array().unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn tampering_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let t = tokens(d.path(), KeyAlgorithm::Es256);
+        let (tok, _) = t.issue("alice", access("a", &["pull"])).unwrap();
+        let parts: Vec<&str> = tok.split('.').collect();
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        // Changed claims, same signature.
+        let mut claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        claims["access"][0]["actions"] = serde_json::json!(["pull", "push", "delete"]);
+        let forged = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
+        assert_eq!(t.verify(&forged).unwrap_err(), TokenError::Invalid);
+        // alg none.
+        let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+        let mut none = header.clone();
+        none["alg"] = "none".into();
+        assert_eq!(
+            t.verify(&format!("{}.{}.", b64.encode(none.to_string()), parts[1])).unwrap_err(),
+            TokenError::Invalid
+        );
+        // Another key with the same kid.
+        let d2 = tempfile::tempdir().unwrap();
+        let other = tokens(d2.path(), KeyAlgorithm::Es256);
+        let (tok2, _) = other.issue("alice", access("a", &["pull"])).unwrap();
+        let p2: Vec<&str> = tok2.split('.').collect();
+        assert_eq!(t.verify(&format!("{}.{}.{}", parts[0], p2[1], p2[2])).unwrap_err(), TokenError::Invalid);
+        assert_eq!(t.verify(&tok2).unwrap_err(), TokenError::Invalid, "unknown kid");
+        // A refresh token is not an access token, and the reverse.
+        let r = t.issue_refresh("alice").unwrap();
+        assert_eq!(t.verify(&r).unwrap_err(), TokenError::WrongUse);
+        assert_eq!(t.verify_refresh(&tok).unwrap_err(), TokenError::WrongUse);
+        assert_eq!(t.verify_refresh(&r).unwrap(), "alice");
+    }
+
+    #[test]
+    fn expired_wrong_audience_and_rotation() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = TokenConfig { ttl_secs: 0, leeway_secs: 0, ..TokenConfig::default() };
+        let t = Tokens::new(&cfg, d.path()).unwrap();
+        let (tok, _) = t.issue("a", vec![]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(t.verify(&tok).unwrap_err(), TokenError::Expired);
+        let other = Tokens::new(&TokenConfig { service: "elsewhere".into(), ..cfg.clone() }, d.path()).unwrap();
+        let (tok, _) = other.issue("a", vec![]).unwrap();
+        assert_eq!(t.verify(&tok).unwrap_err(), TokenError::WrongAudience);
+        // Rotation: a new key signs, the old one still verifies until it is removed.
+        let t = Tokens::new(&TokenConfig::default(), d.path()).unwrap();
+        let (old, _) = t.issue("a", vec![]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let key_dir = d.path().join("token-keys");
+        let (new_path, new_kid) = generate_key(&key_dir, KeyAlgorithm::EdDsa).unwrap();
+        assert_eq!(t.reload().unwrap(), 2);
+        let (new, _) = t.issue("a", vec![]).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&new).unwrap().kid.unwrap(), new_kid);
+        assert!(t.verify(&old).is_ok() && t.verify(&new).is_ok());
+        for e in std::fs::read_dir(&key_dir).unwrap() {
+            let p = e.unwrap().path();
+            if p != new_path {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        t.reload().unwrap();
+        assert_eq!(t.verify(&old).unwrap_err(), TokenError::Invalid, "removed key no longer verifies (cache dropped)");
+        assert!(t.verify(&new).is_ok());
+    }
+}
