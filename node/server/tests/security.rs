@@ -1,0 +1,347 @@
+//! The findings of probing the node as an attacker would, each with the test that failed before
+//! its fix, and the edge that keeps them closed (limits, caps, mounts, metrics).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use berth_node::config::{Config, User};
+use common::{sha256, TestNode};
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// A node with user `alice` (password `secret`, bcrypt cost 10 like `berth hash-password`).
+fn with_alice(f: impl FnOnce(&mut Config)) -> TestNode {
+    let hash = bcrypt::hash("secret", 10).unwrap();
+    TestNode::start_with(|c| {
+        c.auth.users = vec![User { name: "alice".into(), bcrypt: hash }];
+        f(c);
+    })
+}
+
+fn no_login_limits(c: &mut Config) {
+    c.auth.failed_logins.per_address_per_minute = 0;
+    c.auth.failed_logins.per_user_per_minute = 0;
+}
+
+/// Wrong-password floods ran bcrypt on the serving cores: four looping clients took
+/// `/healthz` from under a millisecond to seconds. Checks now run on their own threads.
+#[test]
+fn password_floods_do_not_stall_other_requests() {
+    let n = with_alice(no_login_limits);
+    let stop = Arc::new(AtomicBool::new(false));
+    let floods: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = stop.clone();
+            let url = format!("{}/v2/", n.base);
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+                let mut refused = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    match agent.get(&url).set("Authorization", &basic(&format!("mallory{i}"), "x")).call() {
+                        Err(ureq::Error::Status(401 | 429, _)) => refused += 1,
+                        other => panic!("flood request: {other:?}"),
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut worst = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        assert_eq!(n.get("/healthz").status, 200);
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let refused: usize = floods.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(refused > 0);
+    assert!(worst < Duration::from_millis(300), "/healthz took {worst:?} during a password flood");
+}
+
+/// Failed logins are limited per client address (429 with Retry-After, before any bcrypt);
+/// credentials that already checked out keep working.
+#[test]
+fn failed_logins_are_rate_limited() {
+    let n = with_alice(|c| {
+        c.auth.failed_logins.per_address_burst = 3;
+        c.auth.failed_logins.per_address_per_minute = 6;
+    });
+    let good = basic("alice", "secret");
+    assert_eq!(n.req("GET", "/v2/", &[("Authorization", &good)], None).status, 200);
+    for _ in 0..3 {
+        assert_eq!(n.req("GET", "/v2/", &[("Authorization", &basic("alice", "nope"))], None).status, 401);
+    }
+    let r = n.req("GET", "/v2/", &[("Authorization", &basic("bob", "guess"))], None);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.error_code(), "TOOMANYREQUESTS");
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&wait), "{wait}");
+    // Already verified credentials are not held back by someone else's guesses.
+    assert_eq!(n.req("GET", "/v2/", &[("Authorization", &good)], None).status, 200);
+}
+
+#[test]
+fn failed_logins_are_limited_per_user() {
+    let n = with_alice(|c| {
+        c.auth.failed_logins.per_address_per_minute = 0;
+        c.auth.failed_logins.per_user_burst = 2;
+        c.auth.failed_logins.per_user_per_minute = 1;
+    });
+    for _ in 0..2 {
+        assert_eq!(n.req("GET", "/v2/", &[("Authorization", &basic("alice", "nope"))], None).status, 401);
+    }
+    assert_eq!(n.req("GET", "/v2/", &[("Authorization", &basic("alice", "secret"))], None).status, 429);
+    // Other users are not affected.
+    assert_eq!(n.req("GET", "/v2/", &[("Authorization", &basic("carol", "x"))], None).status, 401);
+}
+
+/// bcrypt ignores everything after 72 bytes: a long password let any suffix log in.
+#[test]
+fn passwords_longer_than_bcrypt_reads_are_refused() {
+    let long = "a".repeat(72);
+    let hash = bcrypt::hash(&long, 4).unwrap();
+    let n = TestNode::start_with(|c| c.auth.users = vec![User { name: "u".into(), bcrypt: hash }]);
+    assert_eq!(n.req("GET", "/v2/", &[("Authorization", &basic("u", &long))], None).status, 200);
+    let r = n.req("GET", "/v2/", &[("Authorization", &basic("u", &format!("{long}anything")))], None);
+    assert_eq!(r.status, 401, "a suffix beyond 72 bytes must not log in");
+}
+
+/// `head_timeout` applied per read: one byte every few seconds kept a connection forever.
+#[test]
+fn slow_request_heads_are_cut_off() {
+    let n = TestNode::start_with(|c| c.limits.head_timeout_secs = 2);
+    let mut s = TcpStream::connect(n.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let started = Instant::now();
+    let head = b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed_after = None;
+    for b in head.iter() {
+        if s.write_all(&[*b]).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Ok(_) => panic!("answered an incomplete head"),
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    let closed = closed_after.expect("the connection stayed open for 8 s of a trickling head");
+    assert!(closed < Duration::from_secs(4), "closed after {closed:?}");
+}
+
+/// Unauthenticated requests with a body had it drained (up to 1 MiB, 60 s per read) before
+/// the 401: now the 401 goes out at once and the connection closes.
+#[test]
+fn unauthenticated_bodies_are_not_read() {
+    let n = with_alice(|_| {});
+    let mut s = TcpStream::connect(n.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(b"PUT /v2/x/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{").unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(k) = s.read(&mut buf) {
+        if k == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..k]);
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(text.contains("Connection: close"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(2), "waited for a body it should not read");
+}
+
+/// No connection cap: idle connections could exhaust descriptors and stop all service,
+/// `/healthz` included. Over the cap, health checks still answer; other requests get 503.
+#[test]
+fn connections_are_capped_with_room_for_health_checks() {
+    let n = TestNode::start_with(|c| {
+        c.limits.max_connections = 16;
+        c.limits.max_connections_per_address = 0;
+    });
+    let idle: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(n.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = n.raw(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(3));
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("Retry-After: 1"), "{out}");
+    let out = n.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(3));
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(n.get("/v2/").status, 200, "slots are freed when connections close");
+    assert!(n.metrics().contains("berth_http_connections_refused_total{reason=\"total\"}"));
+}
+
+#[test]
+fn connections_per_address_are_capped() {
+    let n = TestNode::start_with(|c| c.limits.max_connections_per_address = 4);
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(n.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = n.raw(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(3));
+    assert!(out.starts_with("HTTP/1.1 429"), "{out}");
+    let out = n.raw(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(3));
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    drop(idle);
+}
+
+/// `POST ?mount=<digest>` without `from` linked any blob that existed anywhere into the
+/// caller's repository (a read path and an existence oracle). With auth on it is an upload.
+#[test]
+fn mounts_need_pull_on_the_source() {
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let n = TestNode::start_with(|c| {
+        c.auth.users =
+            vec![User { name: "owner".into(), bcrypt: hash.clone() }, User { name: "mallory".into(), bcrypt: hash }];
+        c.auth.rules =
+            vec![rule(&["user:owner"], &["secret/**", "own/**"], &["*"]), rule(&["user:mallory"], &["mal/**"], &["*"])];
+    });
+    let owner = basic("owner", "pw");
+    let mallory = basic("mallory", "pw");
+    let data = b"the secret layer";
+    let d = sha256(data);
+    let r =
+        n.req("POST", &format!("/v2/secret/app/blobs/uploads/?digest={d}"), &[("Authorization", &owner)], Some(data));
+    assert_eq!(r.status, 201);
+    for q in [format!("mount={d}"), format!("mount={d}&from=secret/app")] {
+        let r = n.req("POST", &format!("/v2/mal/x/blobs/uploads/?{q}"), &[("Authorization", &mallory)], None);
+        assert_eq!(r.status, 202, "{q}: must fall back to an upload");
+        let r = n.req("GET", &format!("/v2/mal/x/blobs/{d}"), &[("Authorization", &mallory)], None);
+        assert_eq!(r.status, 404, "{q}: the blob must not be readable through the mount");
+    }
+    // The owner may mount from where they can pull.
+    let r = n.req(
+        "POST",
+        &format!("/v2/own/y/blobs/uploads/?mount={d}&from=secret/app"),
+        &[("Authorization", &owner)],
+        None,
+    );
+    assert_eq!(r.status, 201);
+}
+
+fn rule(subjects: &[&str], repos: &[&str], actions: &[&str]) -> berth_node::auth::policy::RuleConfig {
+    berth_node::auth::policy::RuleConfig {
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        repositories: repos.iter().map(|s| s.to_string()).collect(),
+        actions: actions.iter().map(|s| s.to_string()).collect(),
+        effect: Default::default(),
+    }
+}
+
+/// Upload sessions were capped per repository only: one client could open them in every
+/// repository until the disk or the index gave out.
+#[test]
+fn upload_sessions_are_capped_per_client_and_in_all() {
+    let n = TestNode::start_with(|c| {
+        c.uploads.max_sessions_per_client = 3;
+        c.uploads.max_sessions = 5;
+    });
+    for i in 0..3 {
+        assert_eq!(n.req("POST", &format!("/v2/r{i}/blobs/uploads/"), &[], None).status, 202);
+    }
+    let r = n.req("POST", "/v2/r9/blobs/uploads/", &[], None);
+    assert_eq!(r.status, 429);
+    assert!(String::from_utf8_lossy(&r.body).contains("too many open uploads"), "{:?}", r.body);
+    let n = TestNode::start_with(|c| {
+        c.uploads.max_sessions_per_client = 0;
+        c.uploads.max_sessions = 2;
+    });
+    for i in 0..2 {
+        assert_eq!(n.req("POST", &format!("/v2/r{i}/blobs/uploads/"), &[], None).status, 202);
+    }
+    let r = n.req("POST", "/v2/r3/blobs/uploads/", &[], None);
+    assert_eq!(r.status, 429);
+    assert!(String::from_utf8_lossy(&r.body).contains("in this registry"));
+}
+
+/// `/metrics` left the public port; it can be brought back for authenticated callers only.
+#[test]
+fn metrics_exposure() {
+    let n = with_alice(|c| c.metrics.public = berth_node::config::MetricsExposure::Authenticated);
+    assert_eq!(n.get("/metrics").status, 401);
+    let r = n.req("GET", "/metrics", &[("Authorization", &basic("alice", "secret"))], None);
+    assert_eq!(r.status, 200);
+    assert!(n.metrics().contains("berth_http_requests_total"));
+    // Health endpoints disclose nothing.
+    assert_eq!(n.get("/healthz").body, b"ok\n");
+}
+
+/// Rules: deny wins where it comes first, anonymous pull only where granted, the catalog lists
+/// only what the caller may pull, and a user denied gets 403 DENIED (not a login prompt).
+#[test]
+fn rules_decide_and_the_catalog_is_filtered() {
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let n = TestNode::start_with(|c| {
+        c.auth.users =
+            vec![User { name: "dev".into(), bcrypt: hash.clone() }, User { name: "ops".into(), bcrypt: hash }];
+        c.auth.groups = vec![berth_node::auth::policy::GroupConfig {
+            name: "team".into(),
+            members: vec!["dev".into(), "ops".into()],
+        }];
+        c.auth.rules = vec![
+            berth_node::auth::policy::RuleConfig {
+                effect: berth_node::auth::policy::Effect::Deny,
+                ..rule(&["user:dev"], &["apps/**"], &["delete"])
+            },
+            rule(&["group:team"], &["apps/**"], &["*"]),
+            rule(&["user:ops"], &["secret/**"], &["*"]),
+            rule(&["anonymous"], &["public/**"], &["pull"]),
+        ];
+    });
+    let dev = basic("dev", "pw");
+    let ops = basic("ops", "pw");
+    // Content in two repositories (pushed by ops) and one public (needs a rule for push).
+    let cfg = b"{}";
+    let d = sha256(cfg);
+    assert_eq!(
+        n.req("POST", &format!("/v2/apps/web/blobs/uploads/?digest={d}"), &[("Authorization", &ops)], Some(cfg)).status,
+        201
+    );
+    assert_eq!(
+        n.req("POST", &format!("/v2/other/x/blobs/uploads/?digest={d}"), &[("Authorization", &ops)], Some(cfg)).status,
+        403
+    );
+    assert_eq!(
+        n.req("POST", &format!("/v2/secret/x/blobs/uploads/?digest={d}"), &[("Authorization", &ops)], Some(cfg)).status,
+        201
+    );
+    n.req("POST", &format!("/v2/apps/api/blobs/uploads/?digest={d}"), &[("Authorization", &ops)], Some(cfg));
+    // The catalog lists what the caller may pull.
+    let r = n.req("GET", "/v2/_catalog", &[("Authorization", &dev)], None);
+    assert_eq!(r.json()["repositories"], serde_json::json!(["apps/api", "apps/web"]));
+    let r = n.req("GET", "/v2/_catalog", &[("Authorization", &ops)], None);
+    assert_eq!(r.json()["repositories"], serde_json::json!(["apps/api", "apps/web", "secret/x"]));
+    let r = n.req("GET", "/v2/_catalog", &[("Authorization", &basic("dev", "wrong"))], None);
+    assert_eq!(r.status, 401);
+    // dev may pull and push, not delete.
+    assert_eq!(n.req("GET", &format!("/v2/apps/web/blobs/{d}"), &[("Authorization", &dev)], None).status, 200);
+    let r = n.req("DELETE", &format!("/v2/apps/web/blobs/{d}"), &[("Authorization", &dev)], None);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), "DENIED");
+    assert_eq!(n.req("DELETE", &format!("/v2/apps/web/blobs/{d}"), &[("Authorization", &ops)], None).status, 202);
+    // Anonymous: public only, and asked to log in elsewhere.
+    let r = n.get("/v2/apps/web/tags/list");
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").unwrap().starts_with("Basic realm="));
+    assert_eq!(n.get("/v2/public/x/tags/list").status, 404, "allowed, and the repository does not exist");
+}
