@@ -217,7 +217,7 @@ pub fn start_on(app: App, listeners: Listeners) -> std::io::Result<Node> {
     let Listeners { public: listener, internal } = listeners;
     let addr = listener.local_addr()?;
     let internal_addr = internal.local_addr()?;
-    write_atomic(&app.cfg.data_dir.join("internal.addr"), internal_addr.to_string().as_bytes())?;
+    crate::app::write_private(&app.cfg.data_dir.join("internal.addr"), internal_addr.to_string().as_bytes())?;
     let mut threads = Vec::with_capacity(workers);
     for core in 0..workers {
         let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
@@ -286,12 +286,6 @@ pub fn start_on(app: App, listeners: Listeners) -> std::io::Result<Node> {
         "berth node listening"
     );
     Ok(Node { addr, app, driver, threads })
-}
-
-fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Sleep up to `total`, waking early when shutdown starts. Returns false when stopping.
