@@ -304,6 +304,7 @@ pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, layer_size: usize) 
 pub struct Dockerd {
     pub host: String,
     pub config_dir: PathBuf,
+    dir: PathBuf,
     child: Child,
 }
 
@@ -329,7 +330,7 @@ impl Dockerd {
         let host = format!("unix://{}", sock.display());
         let config_dir = dir.join("config");
         std::fs::create_dir_all(&config_dir).unwrap();
-        let d = Dockerd { host, config_dir, child };
+        let d = Dockerd { host, config_dir, dir: dir.to_path_buf(), child };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !d.docker(&["version"]).status.success() {
             assert!(
@@ -374,5 +375,17 @@ impl Drop for Dockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // dockerd leaves its network namespace mounted under the exec root: unmount what is
+        // left below our directory and remove the daemon's data (GiBs per test otherwise stay
+        // in /tmp, because the temp dir cannot be removed around a mount point).
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut points: Vec<&str> =
+            mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| Path::new(p).starts_with(&self.dir)).collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = Command::new("umount").arg("-l").arg(p).status();
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+        let _ = std::fs::remove_dir_all(self.dir.join("exec"));
     }
 }
