@@ -168,9 +168,14 @@ def wrk(url, conns, secs, headers=None):
     return {"rps": rps, "bps": bps, "p50": pct(50), "p99": pct(99), "errors": errs}
 
 
-def write_nginx_conf(tmp, port, extra=""):
+def write_nginx_conf(tmp, port, extra="", tls=None):
     """nginx serving {tmp}/www on 127.0.0.1:port with sendfile, 2 workers (plus `extra` http
-    directives, e.g. open_file_cache)."""
+    directives, e.g. open_file_cache). `tls`: (cert, key) PEM paths to serve HTTPS instead."""
+    listen = f"127.0.0.1:{port}"
+    server_tls = ""
+    if tls:
+        listen += " ssl"
+        server_tls = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; ssl_protocols TLSv1.2 TLSv1.3;"
     with open(f"{tmp}/nginx.conf", "w") as f:
         f.write(f"""user root;
 worker_processes 2;
@@ -188,7 +193,7 @@ http {{
   fastcgi_temp_path {tmp}/ngx-fcgi;
   uwsgi_temp_path {tmp}/ngx-uwsgi;
   scgi_temp_path {tmp}/ngx-scgi;
-  server {{ listen 127.0.0.1:{port}; root {tmp}/www; default_type application/octet-stream; }}
+  server {{ listen {listen}; {server_tls} root {tmp}/www; default_type application/octet-stream; }}
 }}
 """)
 

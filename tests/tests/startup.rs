@@ -169,7 +169,7 @@ fn sighup_reloads_users_and_keeps_serving() {
     wait_for("users reloaded", 10, || status_as(&node, "bob", "two") == 200);
     assert_eq!(status_as(&node, "alice", "one"), 401, "removed users lose access at once (cache dropped)");
     let log = std::fs::read_to_string(&node.log).unwrap();
-    assert!(log.contains("SIGHUP: users reloaded"), "{log}");
+    assert!(log.contains("SIGHUP: users, rules and token keys reloaded"), "{log}");
 }
 
 #[test]

@@ -43,6 +43,8 @@ pub struct App {
     pub scans: Option<crate::scan::ScanBook>,
     /// Open-connection caps (public listener).
     pub admission: Arc<crate::admission::Admission>,
+    /// TLS on the public listener, when `[tls]` is set.
+    pub tls: Option<crate::http::tls::Acceptor>,
 }
 
 /// The internal API token: configured, or generated once and kept in the data directory
@@ -129,6 +131,9 @@ pub enum StartError {
     /// Users, rules or token keys.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// The TLS certificate or key.
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::TlsError),
     /// `[scan.policy]` does not compile.
     #[error("{0}")]
     ScanPolicy(String),
@@ -169,6 +174,7 @@ impl App {
         };
         // Auth first: a wrong htpasswd path must not leave a half-created data directory.
         Auth::validate(&cfg.auth)?;
+        let tls = cfg.tls.as_ref().map(crate::http::tls::Acceptor::new).transpose()?;
         create_private_dir(&cfg.data_dir).map_err(data_dir_err)?;
         let auth = Auth::from_config(&cfg.auth, &cfg.data_dir)?;
         let blobs = Arc::new(BlobStore::open(&cfg.data_dir).map_err(data_dir_err)?);
@@ -219,6 +225,7 @@ impl App {
             cfg.limits.max_connections_per_address,
         ));
         Ok(App {
+            tls,
             admission,
             scans,
             cfg,

@@ -69,6 +69,8 @@ pub struct Config {
     pub scan: crate::scan::ScanConfig,
     /// Where `/metrics` is served.
     pub metrics: MetricsConfig,
+    /// TLS on the registry port: set `[tls]` (`cert`, `key`; `client_ca` for mTLS).
+    pub tls: Option<crate::http::tls::TlsConfig>,
 }
 
 /// Which children of a pushed index must already be in the repository.
@@ -297,6 +299,7 @@ impl Default for Config {
             validation: ValidationConfig::default(),
             scan: crate::scan::ScanConfig::default(),
             metrics: MetricsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -406,6 +409,9 @@ impl Config {
         }
         crate::scan::Policy::compile(&self.scan.policy)?;
         crate::auth::Auth::validate(&self.auth).map_err(|e| e.to_string())?;
+        if let Some(t) = &self.tls {
+            crate::http::tls::Acceptor::new(t).map_err(|e| e.to_string())?;
+        }
         if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(format!(
                 "log_level = {:?} is not a log filter (e.g. info, debug, info,berth::access=warn)",

@@ -280,6 +280,12 @@ fn reload(args: &ServeArgs, app: &berth_node::app::App, logs: &LogHandle) {
         }
         (None, false) => {}
     }
+    if let Some(acceptor) = &app.tls {
+        match acceptor.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded (new connections use them)"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS not reloaded; keeping the certificate in force"),
+        }
+    }
     if let Some(book) = &app.scans {
         match berth_node::scan::Policy::compile(&cfg.scan.policy) {
             Ok(p) => {

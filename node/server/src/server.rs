@@ -275,8 +275,16 @@ pub fn start_on(app: App, listeners: Listeners) -> std::io::Result<Node> {
             s3.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default()
         ),
     };
+    if app.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving plain HTTP on a non-loopback address: passwords and tokens cross the network in clear; \
+             set [tls] cert and key (or terminate TLS in a proxy in front)"
+        );
+    }
     tracing::info!(
         %addr,
+        tls = if app.tls.is_some() { "on" } else { "off" },
         internal_api = %internal_addr,
         auth = %auth,
         s3_tiering = %tiering,
@@ -461,7 +469,20 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut limits: L
         limits.head_timeout = limits.head_timeout.min(Duration::from_secs(5));
         limits.idle_timeout = limits.idle_timeout.min(Duration::from_secs(5));
     }
-    let mut conn = Conn::new(stream, limits);
+    let mut conn = match (&app.tls, internal) {
+        (Some(acceptor), false) => match acceptor
+            .session()
+            .and_then(|s| Conn::new_tls(stream, limits, s).map_err(|e| crate::http::tls::TlsError(e.to_string())))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot start TLS on a connection");
+                app.metrics.connections.dec();
+                return;
+            }
+        },
+        _ => Conn::new(stream, limits),
+    };
     loop {
         let stopping = || app.shutting_down.load(Ordering::Relaxed);
         let req = match conn.read_head(&stopping).await {
@@ -488,10 +509,15 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut limits: L
                 break;
             }
         };
+        let client = api::Client {
+            addr: Some(peer.ip()),
+            cert_user: conn.tls().and_then(crate::http::tls::peer_common_name),
+            tls: conn.tls().is_some(),
+        };
         if let Some(status) = mode.only_health {
             let health = matches!(req.path.as_str(), "/healthz" | "/readyz");
             let resp = if health {
-                api::handle(&app, &req, &mut Body::new(&mut conn, &req), Some(peer.ip())).await.0
+                api::handle(&app, &req, &mut Body::new(&mut conn, &req), &client).await.0
             } else {
                 over_capacity(status)
             };
@@ -505,7 +531,7 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut limits: L
         let (mut resp, endpoint) = if internal {
             api::internal::handle(&app, &req, &mut body).await
         } else {
-            api::handle(&app, &req, &mut body, Some(peer.ip())).await
+            api::handle(&app, &req, &mut body, &client).await
         };
         let mut keep = req.keep_alive && !app.shutting_down.load(Ordering::Relaxed);
         let mut unread_body = false;

@@ -379,8 +379,11 @@ impl Drop for Dockerd {
         // left below our directory and remove the daemon's data (GiBs per test otherwise stay
         // in /tmp, because the temp dir cannot be removed around a mount point).
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut points: Vec<&str> =
-            mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| Path::new(p).starts_with(&self.dir)).collect();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|p| Path::new(p).starts_with(&self.dir))
+            .collect();
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for p in points {
             let _ = Command::new("umount").arg("-l").arg(p).status();

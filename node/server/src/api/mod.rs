@@ -76,10 +76,21 @@ impl Access<'_> {
     }
 }
 
-/// Handle one request from `peer` on the public listener. Returns the response and the
+/// The client as the connection knows it.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// Its address.
+    pub addr: Option<IpAddr>,
+    /// The common name of its verified TLS client certificate (mTLS), a user name.
+    pub cert_user: Option<String>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Handle one request from `client` on the public listener. Returns the response and the
 /// endpoint name for logs and metrics.
-pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>, peer: Option<IpAddr>) -> (Response, &'static str) {
-    handle_as(app, req, body, View::Public, peer).await
+pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>, client: &Client) -> (Response, &'static str) {
+    handle_as(app, req, body, View::Public, client).await
 }
 
 /// `handle` for a given view.
@@ -88,8 +99,9 @@ pub async fn handle_as(
     req: &Request,
     body: &mut Body<'_>,
     view: View,
-    peer: Option<IpAddr>,
+    client: &Client,
 ) -> (Response, &'static str) {
+    let peer = client.addr;
     let ep = match route(&req.path) {
         Ok(ep) => ep,
         Err(e) => {
@@ -105,7 +117,7 @@ pub async fn handle_as(
     let access = match view {
         // The internal token was checked by the internal listener.
         View::Internal => Access::open(),
-        View::Public => match authorize(app, req, &ep, peer).await {
+        View::Public => match authorize(app, req, &ep, client).await {
             Ok(a) => a,
             Err(r) => return (r, name),
         },
@@ -124,7 +136,7 @@ pub async fn handle_as(
         Endpoint::UploadStart(repo) => uploads::start(app, req, body, &repo, &access, peer).await,
         Endpoint::Upload(repo, id) => uploads::handle(app, req, body, &repo, id).await,
         Endpoint::Referrers(repo, digest) => referrers::handle(app, req, &repo, &digest),
-        Endpoint::Token => token::handle(app, req, body, peer).await,
+        Endpoint::Token => token::handle(app, req, body, client).await,
         Endpoint::Jwks => token::jwks(app, req),
         Endpoint::Health | Endpoint::Ready | Endpoint::Metrics => ops::handle(app, req, &ep),
     };
@@ -179,12 +191,8 @@ fn need<'a>(app: &App, ep: &'a Endpoint, method: Method) -> Need<'a> {
     }
 }
 
-async fn authorize<'a>(
-    app: &'a App,
-    req: &Request,
-    ep: &Endpoint,
-    peer: Option<IpAddr>,
-) -> Result<Access<'a>, Response> {
+async fn authorize<'a>(app: &'a App, req: &Request, ep: &Endpoint, client: &Client) -> Result<Access<'a>, Response> {
+    let peer = client.addr;
     if matches!(ep, Endpoint::Metrics) && app.cfg.metrics.public == MetricsExposure::Off {
         return Err(Response::from(
             OciError::new(ErrorKind::NotFound)
@@ -204,10 +212,10 @@ async fn authorize<'a>(
     let host = req.header("host");
     let unauthorized = |insufficient: bool, msg: &str| {
         Response::from(OciError::new(ErrorKind::Unauthorized).msg(msg))
-            .header("WWW-Authenticate", auth.challenge(host, scope.as_deref(), insufficient))
+            .header("WWW-Authenticate", auth.challenge(host, client.tls, scope.as_deref(), insufficient))
             .header(API_VERSION.0, API_VERSION.1)
     };
-    let id = match auth.authenticate(req.header("authorization"), peer).await {
+    let id = match auth.authenticate(req.header("authorization"), peer, client.cert_user.as_deref()).await {
         Ok(id) => id,
         Err(Refused::Limited(wait)) => {
             return Err(too_many(wait, "too many failed logins from this address or for this user; try again later"))

@@ -3,6 +3,7 @@
 //! - `GET /token?service=S&scope=repository:NAME:pull,push&scope=…` with Basic credentials or
 //!   none (anonymous), as docker, podman, skopeo, helm and oras ask; `offline_token=true`
 //!   adds a refresh token.
+//!   With mTLS, a verified client certificate without credentials is its common name's user.
 //! - `POST /token` (OAuth2 form, as containerd and buildkit send): `grant_type=password`
 //!   (`username`, `password`) or `grant_type=refresh_token` (`refresh_token`), with `scope`
 //!   space-separated and `access_type=offline` for a refresh token.
@@ -38,20 +39,22 @@ pub(super) async fn handle(
     app: &App,
     req: &Request,
     body: &mut Body<'_>,
-    peer: Option<IpAddr>,
+    client: &super::Client,
 ) -> Result<Response, OciError> {
     let auth = app.auth.as_ref().filter(|a| a.tokens.is_some()).ok_or_else(no_tokens)?;
     match req.method {
-        Method::Get => get(auth, req, peer).await,
-        Method::Post => post(auth, body, peer).await,
+        Method::Get => get(auth, req, client).await,
+        Method::Post => post(auth, body, client.addr).await,
         _ => super::method_not_allowed("GET, POST"),
     }
 }
 
-async fn get(auth: &Auth, req: &Request, peer: Option<IpAddr>) -> Result<Response, OciError> {
+async fn get(auth: &Auth, req: &Request, client: &super::Client) -> Result<Response, OciError> {
+    let peer = client.addr;
     check_service(auth, req.query("service"))?;
     let caller = match req.header("authorization") {
-        None => Caller::Anonymous,
+        // A verified client certificate (mTLS) logs its common name in.
+        None => client.cert_user.clone().map_or(Caller::Anonymous, Caller::Named),
         Some(h) => {
             let Some((user, password)) = h
                 .split_once(' ')

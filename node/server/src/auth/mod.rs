@@ -197,10 +197,16 @@ impl Auth {
         }
     }
 
-    /// Check a request's `Authorization` header.
-    pub async fn authenticate(&self, header: Option<&str>, peer: Option<IpAddr>) -> Result<Identity, Refused> {
+    /// Check a request's `Authorization` header; without one, a verified TLS client
+    /// certificate's common name (`cert_user`) is the user.
+    pub async fn authenticate(
+        &self,
+        header: Option<&str>,
+        peer: Option<IpAddr>,
+        cert_user: Option<&str>,
+    ) -> Result<Identity, Refused> {
         match presented(header) {
-            Presented::None => Ok(Identity::Anonymous),
+            Presented::None => Ok(cert_user.map_or(Identity::Anonymous, |u| Identity::User(u.to_owned()))),
             Presented::Basic { user, password } => {
                 self.login(&user, &password, peer).await?;
                 Ok(Identity::User(user))
@@ -245,13 +251,13 @@ impl Auth {
     /// The `WWW-Authenticate` value for a refused request. `host` is the request's Host
     /// header (for the default token realm), `scope` what the request needed, and
     /// `insufficient` whether the caller was authenticated but lacked it.
-    pub fn challenge(&self, host: Option<&str>, scope: Option<&str>, insufficient: bool) -> String {
+    pub fn challenge(&self, host: Option<&str>, https: bool, scope: Option<&str>, insufficient: bool) -> String {
         let Some(t) = &self.tokens else {
             return format!("Basic realm=\"{}\"", self.realm);
         };
         let realm = match &t.cfg.realm {
             Some(r) => r.clone(),
-            None => format!("http://{}/token", host.unwrap_or("localhost")),
+            None => format!("{}://{}/token", if https { "https" } else { "http" }, host.unwrap_or("localhost")),
         };
         let mut v = format!("Bearer realm=\"{realm}\",service=\"{}\"", t.cfg.service);
         if let Some(s) = scope {

@@ -191,6 +191,20 @@ impl<'c> Body<'c> {
             return (Ok(n), buf);
         }
         let timeout = self.conn.limits.body_timeout;
+        if self.conn.tls().is_some() {
+            // Plaintext comes out of the TLS session: through the connection's buffer.
+            return match self.conn.fill(timeout).await {
+                Ok(0) => (Ok(0), buf),
+                Ok(_) => {
+                    let n = self.conn.buffered().len().min(cap);
+                    buf.extend_from_slice(&self.conn.buffered()[..n]);
+                    self.conn.consume(n);
+                    self.received += n as u64;
+                    (Ok(n), buf)
+                }
+                Err(e) => (Err(e), buf),
+            };
+        }
         if let Err(e) = self.conn.wait_readable(timeout).await {
             return (Err(e), buf);
         }

@@ -75,19 +75,55 @@ pub struct Sent {
     pub zero_copy: bool,
 }
 
+/// File bytes read per step when a blob goes out over TLS (no sendfile there).
+const TLS_FILE_CHUNK: usize = 256 * 1024;
+
 /// A client connection.
 pub struct Conn {
     pub(crate) stream: TcpStream,
     buf: Vec<u8>,
     pos: usize,
     pub(crate) limits: Limits,
+    /// The TLS session, on a TLS listener (the socket is then non-blocking and driven with
+    /// readiness waits and plain syscalls; see `tls.rs`).
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// File bytes on their way into TLS records.
+    file_buf: Vec<u8>,
 }
 
 impl Conn {
     /// Wrap an accepted stream.
     pub fn new(stream: TcpStream, limits: Limits) -> Conn {
         let _ = stream.set_nodelay(true);
-        Conn { stream, buf: Vec::with_capacity(limits.max_head_bytes.max(16 * 1024)), pos: 0, limits }
+        Conn {
+            stream,
+            buf: Vec::with_capacity(limits.max_head_bytes.max(16 * 1024)),
+            pos: 0,
+            limits,
+            tls: None,
+            file_buf: Vec::new(),
+        }
+    }
+
+    /// Wrap an accepted stream that speaks TLS with `session`.
+    pub fn new_tls(stream: TcpStream, limits: Limits, mut session: rustls::ServerConnection) -> io::Result<Conn> {
+        use std::os::fd::AsRawFd;
+        super::tls::set_nonblocking(stream.as_raw_fd())?;
+        // Fewer, larger writes of records to the socket.
+        session.set_buffer_limit(Some(1 << 20));
+        let mut c = Conn::new(stream, limits);
+        c.tls = Some(Box::new(session));
+        Ok(c)
+    }
+
+    /// The TLS session, when the connection is TLS.
+    pub fn tls(&self) -> Option<&rustls::ServerConnection> {
+        self.tls.as_deref()
+    }
+
+    /// Whether a TLS handshake is still going on.
+    fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
     pub(crate) fn buffered(&self) -> &[u8] {
@@ -112,6 +148,9 @@ impl Conn {
         if self.buf.len() == self.buf.capacity() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer full"));
         }
+        if self.tls.is_some() {
+            return self.fill_tls(timeout).await;
+        }
         self.wait_readable(timeout).await?;
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
@@ -119,6 +158,118 @@ impl Conn {
         let (res, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
         self.buf = slice.into_inner();
         res
+    }
+
+    /// `fill` on a TLS connection: plaintext rustls already has, else ciphertext from the
+    /// socket (handshake records are answered on the way), within `timeout`.
+    async fn fill_tls(&mut self, timeout: Duration) -> io::Result<usize> {
+        use std::io::Read as _;
+        use std::os::fd::AsRawFd;
+        let fd = self.stream.as_raw_fd();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let tls = self.tls.as_mut().expect("TLS connection");
+            let len = self.buf.len();
+            let cap = self.buf.capacity();
+            self.buf.resize(cap, 0);
+            let got = tls.reader().read(&mut self.buf[len..cap]);
+            match got {
+                Ok(n) => {
+                    self.buf.truncate(len + n);
+                    return Ok(n); // 0: close_notify
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.buf.truncate(len),
+                // The peer closed without close_notify: end of stream all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.buf.truncate(len);
+                    return Ok(0);
+                }
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(io::Error::other(e));
+                }
+            }
+            self.flush_tls().await?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out"));
+            }
+            self.wait_readable(left).await?;
+            let tls = self.tls.as_mut().expect("TLS connection");
+            match tls.read_tls(&mut super::tls::Fd(fd)) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Tell the peer why (an alert is queued), then fail.
+                let _ = self.flush_tls().await;
+                return Err(io::Error::other(format!("TLS: {e}")));
+            }
+        }
+    }
+
+    /// Write out every record rustls has queued.
+    async fn flush_tls(&mut self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let fd = self.stream.as_raw_fd();
+        while let Some(tls) = self.tls.as_mut().filter(|t| t.wants_write()) {
+            match tls.write_tls(&mut super::tls::Fd(fd)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match monoio::time::timeout(self.limits.write_timeout, self.stream.writable(false)).await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Encrypt and send `data` (TLS connections).
+    async fn write_tls_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        use std::io::Write as _;
+        while !data.is_empty() {
+            let n = self.tls.as_mut().expect("TLS connection").writer().write(data)?;
+            data = &data[n..];
+            self.flush_tls().await?;
+        }
+        Ok(())
+    }
+
+    /// `len` bytes of `file` from `offset`, encrypted (no sendfile over TLS): page cache →
+    /// one buffer → records → socket.
+    async fn send_file_tls(&mut self, file: &std::fs::File, mut offset: u64, len: u64) -> io::Result<u64> {
+        use std::os::unix::fs::FileExt as _;
+        let end = offset + len;
+        let mut buf = std::mem::take(&mut self.file_buf);
+        buf.resize(TLS_FILE_CHUNK, 0);
+        let mut result = Ok(len);
+        while offset < end {
+            let want = ((end - offset) as usize).min(TLS_FILE_CHUNK);
+            let n = match file.read_at(&mut buf[..want], offset) {
+                Ok(0) => {
+                    result = Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than expected"));
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            if let Err(e) = self.write_tls_all(&buf[..n]).await {
+                result = Err(e);
+                break;
+            }
+            offset += n as u64;
+        }
+        self.file_buf = buf;
+        result
     }
 
     /// Wait until the socket has data (or EOF), at most `timeout`.
@@ -148,7 +299,11 @@ impl Conn {
                 self.consume(skip);
             }
             // A TLS record header (handshake, version 3.x) where a request line should be.
-            if self.buffered().len() >= 2 && self.buffered()[0] == 0x16 && self.buffered()[1] == 0x03 {
+            if self.tls.is_none()
+                && self.buffered().len() >= 2
+                && self.buffered()[0] == 0x16
+                && self.buffered()[1] == 0x03
+            {
                 return Err(HeadFailure::TlsHandshake);
             }
             if !self.buffered().is_empty() {
@@ -172,7 +327,8 @@ impl Conn {
                     Err(_) => return Err(HeadFailure::Malformed("malformed request head")),
                 }
             }
-            let idle = self.buffered().is_empty();
+            // A TLS handshake in progress counts as a head being sent (its deadline applies).
+            let idle = self.buffered().is_empty() && !self.handshaking();
             // Idle waits are sliced so a shutdown is noticed within a quarter second.
             let timeout = if idle {
                 IDLE_SLICE.min(self.limits.idle_timeout)
@@ -211,6 +367,10 @@ impl Conn {
     /// get no more of our time than it takes to deliver the answer).
     pub async fn linger_for(&mut self, time: Duration, bytes: usize) {
         use std::os::fd::AsRawFd;
+        if let Some(t) = self.tls.as_mut() {
+            t.send_close_notify();
+            let _ = self.flush_tls().await;
+        }
         // SAFETY: half-closing our own socket; the descriptor stays open until drop.
         unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
         let deadline = std::time::Instant::now() + time;
@@ -227,6 +387,9 @@ impl Conn {
 
     /// Write raw bytes (interim responses).
     pub(crate) async fn write_all(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.write_tls_all(&bytes).await;
+        }
         match monoio::time::timeout(self.limits.write_timeout, self.stream.write_all(bytes)).await {
             Ok((res, _)) => res.map(|_| ()),
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
@@ -272,6 +435,11 @@ impl Conn {
                 self.write_all(head).await?;
                 Ok(memory(n))
             }
+            ResponseBody::File { file, offset, len } if self.tls.is_some() => {
+                self.write_all(head).await?;
+                let bytes = self.send_file_tls(&file, offset, len).await?;
+                Ok(Sent { bytes, zero_copy: false })
+            }
             ResponseBody::File { file, offset, len } => {
                 self.write_all(head).await?;
                 let bytes = send_file(&self.stream, &file, offset, len, self.limits.write_timeout).await?;
@@ -284,9 +452,13 @@ impl Conn {
                 while at < end {
                     // The fetch has its own read timeout: a stalled S3 fails it, and us here.
                     let avail = fill.available(at).await.map_err(io::Error::other)?.min(end);
-                    at += send_file(&self.stream, fill.file(), at, avail - at, self.limits.write_timeout).await?;
+                    at += if self.tls.is_some() {
+                        self.send_file_tls(fill.file(), at, avail - at).await?
+                    } else {
+                        send_file(&self.stream, fill.file(), at, avail - at, self.limits.write_timeout).await?
+                    };
                 }
-                Ok(Sent { bytes: len, zero_copy: true })
+                Ok(Sent { bytes: len, zero_copy: self.tls.is_none() })
             }
             ResponseBody::Stream(mut s) => {
                 self.write_all(head).await?;
@@ -295,6 +467,10 @@ impl Conn {
                     let Some(chunk) = s.chunks.recv().await else { break };
                     let chunk = chunk.map_err(io::Error::other)?;
                     sent += chunk.len() as u64;
+                    if self.tls.is_some() {
+                        self.write_tls_all(&chunk).await?;
+                        continue;
+                    }
                     match monoio::time::timeout(self.limits.write_timeout, self.stream.write_all(chunk)).await {
                         Ok((res, _)) => res?,
                         Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),

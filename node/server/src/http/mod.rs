@@ -10,6 +10,7 @@ mod conn;
 mod request;
 mod response;
 mod sendfile;
+pub mod tls;
 
 pub use body::{Body, BodyError};
 pub use conn::{Conn, HeadFailure, Limits, Sent};

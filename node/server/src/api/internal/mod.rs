@@ -33,7 +33,7 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
     // Operational endpoints: Prometheus scrapes `/metrics` here (no token: the listener is
     // loopback or a private network by configuration, and metrics carry no secrets).
     if matches!(req.path.as_str(), "/metrics" | "/healthz" | "/readyz") {
-        return super::handle_as(app, req, body, super::View::Internal, None).await;
+        return super::handle_as(app, req, body, super::View::Internal, &super::Client::default()).await;
     }
     if req.path == "/v2/" || req.path == "/v2" {
         return (
@@ -48,7 +48,7 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
         return (r, "internal");
     }
     if req.path.starts_with("/v2/") {
-        return super::handle_as(app, req, body, super::View::Internal, None).await;
+        return super::handle_as(app, req, body, super::View::Internal, &super::Client::default()).await;
     }
     let path = req.path.strip_prefix("/internal/v1/").unwrap_or("");
     let (name, result) = match (req.method, path) {
