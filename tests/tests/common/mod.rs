@@ -70,6 +70,8 @@ pub struct Berth {
     child: Option<Child>,
     extra: Vec<(String, String)>,
     pub log: PathBuf,
+    /// CA of the node's TLS certificate, when it serves TLS (health is then checked with curl).
+    tls_ca: Option<String>,
 }
 
 impl Berth {
@@ -83,9 +85,36 @@ impl Berth {
             child: None,
             extra: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log: dir.with_extension("log"),
+            tls_ca: None,
         };
         b.spawn();
         b
+    }
+
+    /// `start` for a node that serves TLS with a certificate of `ca`.
+    pub fn start_tls(dir: &Path, env: &[(&str, &str)], ca: &str) -> Berth {
+        let port = free_port();
+        let mut b = Berth {
+            port,
+            addr: format!("127.0.0.1:{port}"),
+            dir: dir.to_path_buf(),
+            child: None,
+            extra: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            log: dir.with_extension("log"),
+            tls_ca: Some(ca.to_owned()),
+        };
+        b.spawn();
+        b
+    }
+
+    fn healthy(&self) -> bool {
+        match &self.tls_ca {
+            None => ureq::get(&format!("http://{}/healthz", self.addr)).call().is_ok_and(|r| r.status() == 200),
+            Some(ca) => Command::new("curl")
+                .args(["-sf", "-m", "2", "--cacert", ca, &format!("https://{}/healthz", self.addr)])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+        }
     }
 
     fn spawn(&mut self) {
@@ -107,10 +136,8 @@ impl Berth {
         self.child = Some(cmd.spawn().expect("spawn berth"));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = ureq::get(&format!("http://{}/healthz", self.addr)).call() {
-                if r.status() == 200 {
-                    return;
-                }
+            if self.healthy() {
+                return;
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("berth exited at start ({st}): {}", std::fs::read_to_string(&self.log).unwrap_or_default());

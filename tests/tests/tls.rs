@@ -1,0 +1,358 @@
+//! TLS terminated by the node, with a CA the test makes: docker (certs.d), skopeo and podman
+//! (cert dirs), containerd's ctr (--tlscacert), curl; token auth over it; client certificates
+//! (mTLS) as users; certificate reload under traffic.
+
+mod common;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn ossl(&self, args: &[&str]) {
+        let out = Command::new("openssl").current_dir(&self.dir).args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A CA, a server certificate for 127.0.0.1/localhost, and a client certificate for `ci`.
+    fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let p = Pki { dir: dir.to_path_buf() };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        p.ossl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Berth test CA"],
+            ]
+            .concat(),
+        );
+        std::fs::write(dir.join("srv.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+        std::fs::write(dir.join("cli.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        p.server_cert("srv", "registry one");
+        p.ossl(&[&["req"][..], &ec, &["-keyout", "cli.key", "-out", "cli.csr", "-subj", "/CN=ci/O=robots"]].concat());
+        p.ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            "cli.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cli.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "cli.ext",
+        ]);
+        p
+    }
+
+    fn server_cert(&self, name: &str, org: &str) {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        self.ossl(
+            &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN=localhost/O={org}")]].concat(),
+        );
+        self.ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            "srv.ext",
+        ]);
+    }
+
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).display().to_string()
+    }
+
+    /// A directory with `ca.crt`, as skopeo and podman take it.
+    fn cert_dir(&self) -> String {
+        let d = self.dir.join("certs");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(self.dir.join("ca.pem"), d.join("ca.crt")).unwrap();
+        d.display().to_string()
+    }
+}
+
+fn hash(password: &str) -> String {
+    run(Command::new(berth_bin()).args(["hash-password", "--cost", "5"]).env("BERTH_PASSWORD", password))
+        .trim()
+        .to_owned()
+}
+
+/// TLS, client certificates optional, token auth, `ci` may push `team/**`.
+fn tls_node(tmp: &Path, pki: &Pki) -> Berth {
+    let htpasswd = tmp.join("htpasswd");
+    std::fs::write(&htpasswd, format!("ci:{}\n", hash("ci-pass"))).unwrap();
+    let cfg = tmp.join("berth.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[tls]
+cert = "{}"
+key = "{}"
+client_ca = "{}"
+
+[auth]
+htpasswd = "{}"
+[auth.token]
+service = "berth-tls"
+[[auth.rules]]
+subjects = ["user:ci"]
+repositories = ["team/**"]
+actions = ["*"]
+"#,
+            pki.path("srv.pem"),
+            pki.path("srv.key"),
+            pki.path("ca.pem"),
+            htpasswd.display()
+        ),
+    )
+    .unwrap();
+    Berth::start_tls(&tmp.join("data"), &[("BERTH_CONFIG", cfg.to_str().unwrap())], &pki.path("ca.pem"))
+}
+
+fn curl(pki: &Pki, args: &[&str]) -> String {
+    run(Command::new("curl").args(["-s", "--cacert", &pki.path("ca.pem")]).args(args))
+}
+
+#[test]
+fn tls_token_auth_and_client_certificates() {
+    if !have("openssl") || !have("curl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let b = tls_node(tmp.path(), &pki);
+    let base = format!("https://{}", b.addr);
+    // The challenge points at the HTTPS token endpoint.
+    let head = curl(&pki, &["-D", "-", "-o", "/dev/null", &format!("{base}/v2/")]);
+    assert!(head.contains(&format!("Bearer realm=\"https://{}/token\",service=\"berth-tls\"", b.addr)), "{head}");
+    // A token over TLS.
+    let tok: serde_json::Value = serde_json::from_str(&curl(
+        &pki,
+        &["-u", "ci:ci-pass", &format!("{base}/token?service=berth-tls&scope=repository:team/a:pull,push")],
+    ))
+    .unwrap();
+    let bearer = format!("Authorization: Bearer {}", tok["token"].as_str().unwrap());
+    let data = b"bytes over tls";
+    std::fs::write(tmp.path().join("blob"), data).unwrap();
+    let d = sha256(data);
+    let code = curl(
+        &pki,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &bearer,
+            "--data-binary",
+            &format!("@{}", tmp.path().join("blob").display()),
+            &format!("{base}/v2/team/a/blobs/uploads/?digest={d}"),
+        ],
+    );
+    assert_eq!(code, "201");
+    assert_eq!(curl(&pki, &["-H", &bearer, &format!("{base}/v2/team/a/blobs/{d}")]).as_bytes(), data);
+    // A client certificate (CN=ci) is user ci: no password needed, rules apply.
+    let cert = ["--cert", &pki.path("cli.pem"), "--key", &pki.path("cli.key")];
+    let code = curl(
+        &pki,
+        &[&cert[..], &["-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/v2/team/a/blobs/{d}")]].concat(),
+    );
+    assert_eq!(code, "200");
+    let code = curl(
+        &pki,
+        &[&cert[..], &["-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/v2/other/x/tags/list")]].concat(),
+    );
+    assert_eq!(code, "403", "rules apply to certificate users");
+    let tok: serde_json::Value = serde_json::from_str(&curl(
+        &pki,
+        &[&cert[..], &[&format!("{base}/token?service=berth-tls&scope=repository:team/a:pull")]].concat(),
+    ))
+    .unwrap();
+    assert_eq!(tok["token"].as_str().map(|t| !t.is_empty()), Some(true), "mTLS logs in at the token endpoint too");
+    // Plain HTTP on the TLS port gets nowhere, quickly.
+    let t = std::time::Instant::now();
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{}/v2/", b.addr)])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // The access log names the certificate user.
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(log.contains("user=\"ci\""), "no user in the access log");
+}
+
+#[test]
+fn skopeo_podman_ctr_docker_over_tls() {
+    if !(have("openssl") && have("skopeo") && have("podman") && have("ctr") && have("containerd")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let b = tls_node(tmp.path(), &pki);
+    let reg = b.addr.clone();
+    let certs = pki.cert_dir();
+    let src = tmp.path().join("src");
+    let layers = make_oci_layout(&src, "v1", 2, 300_000);
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-cert-dir", &certs, "--dest-creds", "ci:ci-pass"])
+        .arg(format!("oci:{}:v1", src.display()))
+        .arg(format!("docker://{reg}/team/app:v1")));
+    let dst = tmp.path().join("dst");
+    run(Command::new("skopeo")
+        .args(["copy", "--src-cert-dir", &certs, "--src-creds", "ci:ci-pass"])
+        .arg(format!("docker://{reg}/team/app:v1"))
+        .arg(format!("oci:{}:v1", dst.display())));
+    for l in &layers {
+        let d = sha256(l);
+        assert_eq!(&std::fs::read(dst.join("blobs/sha256").join(&d[7..])).unwrap(), l);
+    }
+    // podman with the CA directory.
+    let p = tmp.path().join("podman");
+    let podman = |args: &[&str]| {
+        run(Command::new("podman")
+            .arg("--root")
+            .arg(p.join("root"))
+            .arg("--runroot")
+            .arg(p.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .env("REGISTRY_AUTH_FILE", p.join("auth.json"))
+            .args(args))
+    };
+    podman(&["login", "--cert-dir", &certs, "-u", "ci", "-p", "ci-pass", &reg]);
+    podman(&["pull", "--cert-dir", &certs, &format!("{reg}/team/app:v1")]);
+    podman(&["tag", &format!("{reg}/team/app:v1"), &format!("{reg}/team/podman:v1")]);
+    podman(&["push", "--cert-dir", &certs, &format!("{reg}/team/podman:v1")]);
+    // ctr with the CA.
+    let c = tmp.path().join("ctd");
+    std::fs::create_dir_all(&c).unwrap();
+    let cfg = c.join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{0}/ctd.sock\"\n",
+            c.display()
+        ),
+    )
+    .unwrap();
+    let mut ctd = Command::new("containerd")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = c.join("ctd.sock");
+    wait_for("containerd", 30, || {
+        Command::new("ctr").arg("-a").arg(&sock).arg("version").output().unwrap().status.success()
+    });
+    // containerd's hosts.toml names the CA (ctr treats 127.0.0.1 as plain HTTP otherwise).
+    let hosts = c.join("hosts");
+    std::fs::create_dir_all(hosts.join(&reg)).unwrap();
+    std::fs::write(
+        hosts.join(&reg).join("hosts.toml"),
+        format!("[host.\"https://{reg}\"]\n  ca = \"{}\"\n", pki.path("ca.pem")),
+    )
+    .unwrap();
+    let hosts = hosts.display().to_string();
+    let ctr = |args: &[&str]| run(Command::new("ctr").arg("-a").arg(&sock).args(args));
+    ctr(&["images", "pull", "--hosts-dir", &hosts, "--user", "ci:ci-pass", &format!("{reg}/team/podman:v1")]);
+    ctr(&["images", "tag", &format!("{reg}/team/podman:v1"), &format!("{reg}/team/ctr:v1")]);
+    ctr(&["images", "push", "--hosts-dir", &hosts, "--user", "ci:ci-pass", &format!("{reg}/team/ctr:v1")]);
+    let _ = ctd.kill();
+    let _ = ctd.wait();
+
+    // docker: the daemon trusts the CA through certs.d (the registry is not marked insecure).
+    if have("dockerd") && have("docker") {
+        let certs_d = PathBuf::from(format!("/etc/docker/certs.d/{reg}"));
+        std::fs::create_dir_all(&certs_d).unwrap();
+        std::fs::copy(pki.dir.join("ca.pem"), certs_d.join("ca.crt")).unwrap();
+        let d = Dockerd::start(&tmp.path().join("docker"), "127.0.0.2:1");
+        d.ok(&["login", &reg, "-u", "ci", "-p", "ci-pass"]);
+        d.ok(&["pull", &format!("{reg}/team/ctr:v1")]);
+        d.ok(&["tag", &format!("{reg}/team/ctr:v1"), &format!("{reg}/team/docker:v1")]);
+        let pushed = d.ok(&["push", &format!("{reg}/team/docker:v1")]);
+        assert!(pushed.contains("v1: digest: sha256:"), "{pushed}");
+        drop(d);
+        let _ = std::fs::remove_dir_all(&certs_d);
+    }
+    let tags = run(Command::new("skopeo")
+        .args(["list-tags", "--cert-dir", &certs, "--creds", "ci:ci-pass"])
+        .arg(format!("docker://{reg}/team/ctr")));
+    assert!(tags.contains("\"v1\""), "{tags}");
+}
+
+/// New certificate files + SIGHUP: new connections get the new certificate; no request fails.
+#[test]
+fn certificate_reload_under_traffic() {
+    if !have("openssl") || !have("curl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let b = tls_node(tmp.path(), &pki);
+    let url = format!("https://{}/healthz", b.addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, failures, done, url, ca) =
+                (stop.clone(), failures.clone(), done.clone(), url.clone(), pki.path("ca.pem"));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // Several requests on one connection, then a new connection.
+                    let out = Command::new("curl").args(["-s", "--cacert", &ca, &url, &url, &url]).output().unwrap();
+                    if !out.status.success() || out.stdout != b"ok\nok\nok\n" {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    pki.server_cert("srv2", "registry two");
+    std::fs::copy(pki.dir.join("srv2.pem"), pki.dir.join("srv.pem")).unwrap();
+    std::fs::copy(pki.dir.join("srv2.key"), pki.dir.join("srv.key")).unwrap();
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGHUP) };
+    let seen = || {
+        let out = Command::new("curl").args(["-sv", "--cacert", &pki.path("ca.pem"), &url]).output().unwrap();
+        String::from_utf8_lossy(&out.stderr).contains("O=registry two")
+    };
+    wait_for("the new certificate", 10, seen);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(done.load(Ordering::Relaxed) > 5);
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "requests failed during the reload");
+}
