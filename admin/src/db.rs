@@ -10,8 +10,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
 /// Migrations, in order; each runs once, in its own transaction.
-const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("../migrations/0001_init.sql")), (2, include_str!("../migrations/0002_scans.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_scans.sql")),
+    (3, include_str!("../migrations/0003_audit.sql")),
+];
 
 /// Connect (the connection task runs on the current tokio runtime).
 pub async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {

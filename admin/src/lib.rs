@@ -17,6 +17,7 @@
 //! Layering: `api` and `scheduler` → `jobs`, `db`, `node`; `sync` → `db`, `node`.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod jobs;

@@ -87,6 +87,7 @@ async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
     }
     let listen = cfg.listen.clone();
     tokio::spawn(berth_admin::sync::follow(sc.clone()));
+    tokio::spawn(berth_admin::audit::follow(sc.clone()));
     tokio::spawn(berth_admin::jobs::watch(sc.clone()));
     berth_admin::scan::start(&sc);
     if let Some(s) = schedule {

@@ -1,6 +1,7 @@
 //! The admin HTTP API (JSON, `Authorization: Bearer <api_token>`), one resource per file.
 //! `/metrics` (Prometheus) is open, like the node's.
 
+mod accounts;
 mod extract;
 mod gc;
 mod jobs;
@@ -16,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -37,6 +38,13 @@ pub fn router(sc: Arc<Sidecar>) -> Router {
         .route("/api/v1/scans/{digest}", get(scans::get))
         .route("/api/v1/vulnerabilities/{id}", get(scans::vulnerability))
         .route("/api/v1/webhooks/deliveries", get(scans::deliveries))
+        .route("/api/v1/accounts", get(accounts::accounts))
+        .route("/api/v1/users/{name}", put(accounts::put_user).delete(accounts::delete_user))
+        .route("/api/v1/robots", post(accounts::post_robot))
+        .route("/api/v1/robots/{name}", axum::routing::delete(accounts::delete_robot))
+        .route("/api/v1/groups/{name}", put(accounts::put_group).delete(accounts::delete_group))
+        .route("/api/v1/rules", get(accounts::get_rules).put(accounts::put_rules))
+        .route("/api/v1/audit", get(accounts::audit_log))
         .route_layer(middleware::from_fn_with_state(sc.clone(), auth));
     api.route("/metrics", get(metrics::get))
         .fallback(not_found)

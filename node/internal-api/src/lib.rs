@@ -5,6 +5,7 @@
 //!
 //! Layering: depends only on `berth-types`; nothing here does I/O except [`InternalClient`].
 
+pub mod accounts;
 pub mod client;
 pub mod feed;
 pub mod gc;

@@ -230,6 +230,9 @@ pub struct User {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// Turn auth on with no configured users (users and robots managed through the admin API
+    /// or `berth user` / `berth robot`). Also on when any of the keys below is set.
+    pub enabled: bool,
     /// Path of an htpasswd file with bcrypt entries.
     pub htpasswd: Option<PathBuf>,
     /// Users given inline.
@@ -343,6 +346,7 @@ impl Default for LimitsConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
+            enabled: false,
             htpasswd: None,
             users: Vec::new(),
             realm: "berth".into(),

@@ -5,6 +5,7 @@
 //! `store` (blob files, upload sessions) and `manifest` (validation) → `berth_index` (RocksDB)
 //! → `berth_types`. `http` is the wire format, used by `server` and `api`.
 
+pub mod accounts_cli;
 pub mod admission;
 pub mod api;
 pub mod app;

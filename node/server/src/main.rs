@@ -140,6 +140,86 @@ enum Command {
     /// Token signing keys (`[auth.token]`).
     #[command(subcommand)]
     TokenKey(TokenKeyCommand),
+    /// Users of the running node managed through its internal API (configured users, in the
+    /// htpasswd file or `[[auth.users]]`, are edited there).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Robot accounts of the running node: machine users with generated secrets that log in
+    /// as `robot$<name>`.
+    Robot {
+        #[command(subcommand)]
+        command: RobotCommand,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+/// How the CLI finds a running node.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Data directory of the running node (its internal API address and token are there).
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data", global = true)]
+    data_dir: PathBuf,
+    /// Internal API URL instead of the one in the data directory.
+    #[arg(long, env = "BERTH_INTERNAL_URL", global = true)]
+    node: Option<String>,
+    /// Internal API token instead of the one in the data directory.
+    #[arg(long, env = "BERTH_INTERNAL_TOKEN", global = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user, or set a user's password (read from BERTH_PASSWORD, else prompted twice
+    /// without echo, else the first line of stdin).
+    Add {
+        /// User name.
+        name: String,
+    },
+    /// Delete a user: their logins stop working at once.
+    Rm {
+        /// User name.
+        name: String,
+    },
+    /// List users, robots, and the number of rules.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RobotCommand {
+    /// Create a robot and print its secret (shown once, stored hashed).
+    Add {
+        /// Name; it logs in as robot$NAME.
+        name: String,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Lifetime, e.g. 90d or 12h; default: until revoked.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a robot at once.
+    Rm {
+        /// Name.
+        name: String,
+    },
+    /// List users and robots.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -500,6 +580,35 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::HashPassword { user, cost } => hash_password(user, cost),
+        Command::User { command, node } => {
+            let c = berth_internal_api::InternalClient::resolve(&node.data_dir, node.node, node.token)
+                .map_err(|e| anyhow::anyhow!("{e}; or pass --node and --token"))?;
+            match command {
+                UserCommand::Add { name } => {
+                    let password = read_password()?;
+                    anyhow::ensure!(!password.is_empty(), "refusing an empty password");
+                    berth_node::accounts_cli::user_set(&c, &name, password)
+                }
+                UserCommand::Rm { name } => berth_node::accounts_cli::user_rm(&c, &name),
+                UserCommand::List { json } => berth_node::accounts_cli::list(&c, json),
+            }
+        }
+        Command::Robot { command, node } => {
+            let c = berth_internal_api::InternalClient::resolve(&node.data_dir, node.node, node.token)
+                .map_err(|e| anyhow::anyhow!("{e}; or pass --node and --token"))?;
+            match command {
+                RobotCommand::Add { name, description, expires, json } => {
+                    let r = berth_internal_api::accounts::NewRobot {
+                        name,
+                        description,
+                        expires_in_secs: expires.map(|d| d.as_secs()),
+                    };
+                    berth_node::accounts_cli::robot_add(&c, r, json)
+                }
+                RobotCommand::Rm { name } => berth_node::accounts_cli::robot_rm(&c, &name),
+                RobotCommand::List { json } => berth_node::accounts_cli::list(&c, json),
+            }
+        }
         Command::TokenKey(TokenKeyCommand::New { dir, data_dir, algorithm }) => {
             use berth_node::auth::token::{generate_key, KeyAlgorithm};
             let alg = if algorithm == "EdDSA" { KeyAlgorithm::EdDsa } else { KeyAlgorithm::Es256 };

@@ -225,7 +225,7 @@ async fn authorize<'a>(app: &'a App, req: &Request, ep: &Endpoint, client: &Clie
         }
         Err(Refused::BadPassword) => return Err(unauthorized(false, "authentication required")),
         Err(Refused::BadToken(e)) => {
-            tracing::info!(target: "berth::audit", event = "token_refused", reason = e.as_str(), peer = ?peer, "bearer token refused");
+            auth.audit.record("token_refused", "-", e.as_str(), peer);
             return Err(unauthorized(false, e.as_str()));
         }
     };
@@ -239,15 +239,8 @@ async fn authorize<'a>(app: &'a App, req: &Request, ep: &Endpoint, client: &Clie
         return Ok(Access { auth: Some(auth), id });
     }
     if !matches!(need, Need::Login) {
-        tracing::info!(
-            target: "berth::audit",
-            event = "denied",
-            user = id.name(),
-            scope = scope.as_deref().unwrap_or(""),
-            method = req.method.as_str(),
-            peer = ?peer,
-            "access denied"
-        );
+        let what = format!("{} {}", req.method.as_str(), scope.as_deref().unwrap_or(""));
+        auth.audit.record("denied", id.name(), &what, peer);
     }
     let mut r = match id {
         Identity::Anonymous => unauthorized(false, "authentication required"),

@@ -92,7 +92,7 @@ async fn post(auth: &Auth, body: &mut Body<'_>, peer: Option<IpAddr>) -> Result<
         Some("refresh_token") => {
             let t = field("refresh_token").ok_or_else(|| invalid_request("refresh_token missing"))?;
             let user = tokens.verify_refresh(t).map_err(|e| {
-                tracing::info!(target: "berth::audit", event = "token_refused", reason = e.as_str(), peer = ?peer, "refresh token refused");
+                auth.audit.record("token_refused", "-", e.as_str(), peer);
                 OciError::new(ErrorKind::Unauthorized).msg(e.as_str())
             })?;
             if !auth.user_exists(&user) {

@@ -9,7 +9,10 @@
 //! and anonymous ones are judged by the policy; token callers by their token's `access` claim
 //! (which the token endpoint filled from the same policy).
 
+pub mod accounts;
+pub mod audit;
 pub mod limiter;
+mod manage;
 pub mod passwords;
 pub mod policy;
 pub mod token;
@@ -20,6 +23,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+pub use manage::AccountError;
 pub use passwords::AuthFileError;
 use passwords::{Checked, Passwords};
 use policy::{Action, Actions, Caller, Policy};
@@ -95,6 +99,12 @@ pub fn basic_credentials(b64: &str) -> Option<(String, String)> {
 pub struct Auth {
     /// Realm of Basic challenges.
     pub realm: String,
+    /// The `[auth]` configuration in force (replaced on SIGHUP).
+    cfg: RwLock<AuthConfig>,
+    /// Users, robots, groups and rules managed through the internal API.
+    pub managed: accounts::Managed,
+    /// Audit events for the sidecar.
+    pub audit: audit::Audit,
     passwords: Passwords,
     limiter: limiter::Limiter,
     policy: RwLock<Arc<Policy>>,
@@ -114,12 +124,29 @@ pub enum AuthError {
     /// Token keys.
     #[error(transparent)]
     Keys(#[from] token::KeyError),
+    /// The managed accounts file.
+    #[error("managed accounts: {0}")]
+    Managed(String),
+}
+
+/// Managed users as name → bcrypt.
+fn managed_users(s: &accounts::Stored) -> std::collections::HashMap<String, String> {
+    s.users.iter().map(|(n, u)| (n.clone(), u.bcrypt.clone())).collect()
+}
+
+/// Configured rules, then managed ones; configured and managed groups.
+fn compile_policy(cfg: &AuthConfig, s: &accounts::Stored) -> Result<Policy, String> {
+    let mut groups = cfg.groups.clone();
+    groups.extend(
+        s.groups.iter().map(|(name, members)| policy::GroupConfig { name: name.clone(), members: members.clone() }),
+    );
+    Policy::compile_all(&[("auth.rules", &cfg.rules), ("managed rules", &s.rules)], &groups, cfg.anonymous_pull)
 }
 
 impl Auth {
     /// Whether `cfg` turns auth on: users, rules or tokens configured.
     pub fn is_configured(cfg: &AuthConfig) -> bool {
-        cfg.htpasswd.is_some() || !cfg.users.is_empty() || cfg.token.is_some() || !cfg.rules.is_empty()
+        cfg.enabled || cfg.htpasswd.is_some() || !cfg.users.is_empty() || cfg.token.is_some() || !cfg.rules.is_empty()
     }
 
     /// Build from configuration; `None` when auth is off. Token keys live under `data_dir`
@@ -128,11 +155,16 @@ impl Auth {
         if !Self::is_configured(cfg) {
             return Ok(None);
         }
-        let policy = Policy::compile(&cfg.rules, &cfg.groups, cfg.anonymous_pull).map_err(AuthError::Policy)?;
-        let passwords = Passwords::new(cfg)?;
+        let managed = accounts::Managed::open(data_dir).map_err(AuthError::Managed)?;
+        let stored = managed.get();
+        let policy = compile_policy(cfg, &stored).map_err(AuthError::Policy)?;
+        let passwords = Passwords::new(cfg, &managed_users(&stored))?;
         let tokens = cfg.token.as_ref().map(|t| Tokens::new(t, data_dir)).transpose()?;
         Ok(Some(Auth {
             realm: cfg.realm.clone(),
+            cfg: RwLock::new(cfg.clone()),
+            managed,
+            audit: audit::Audit::default(),
             passwords,
             limiter: limiter::Limiter::new(&cfg.failed_logins),
             policy: RwLock::new(Arc::new(policy)),
@@ -152,13 +184,24 @@ impl Auth {
     /// SIGHUP: users, rules, groups and token keys. Cached verifications are dropped. Returns
     /// the number of users.
     pub fn reload(&self, cfg: &AuthConfig) -> Result<usize, AuthError> {
-        let policy = Policy::compile(&cfg.rules, &cfg.groups, cfg.anonymous_pull).map_err(AuthError::Policy)?;
+        let stored = self.managed.get();
+        let policy = compile_policy(cfg, &stored).map_err(AuthError::Policy)?;
         if let Some(t) = &self.tokens {
             t.reload()?;
         }
-        let n = self.passwords.reload(cfg)?;
+        let n = self.passwords.reload(cfg, &managed_users(&stored))?;
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        *self.cfg.write().unwrap_or_else(|p| p.into_inner()) = cfg.clone();
         Ok(n)
+    }
+
+    /// Apply a new managed state: users (cached verifications dropped) and rules.
+    fn apply(&self, stored: &accounts::Stored) -> Result<(), AccountError> {
+        let cfg = self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let policy = compile_policy(&cfg, stored).map_err(AccountError::Invalid)?;
+        self.passwords.reload(&cfg, &managed_users(stored)).map_err(|e| AccountError::Io(e.to_string()))?;
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        Ok(())
     }
 
     /// The rules in force.
@@ -166,9 +209,17 @@ impl Auth {
         self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Whether a user name exists (refresh tokens of removed users stop working).
+    /// Whether a user or live robot exists (refresh tokens of removed ones stop working).
     pub fn user_exists(&self, user: &str) -> bool {
-        self.passwords.contains(user)
+        match user.strip_prefix(berth_internal_api::accounts::ROBOT_PREFIX) {
+            Some(name) => self
+                .managed
+                .get()
+                .robots
+                .get(name)
+                .is_some_and(|r| r.expires_at_ms.is_none_or(|e| accounts::now_ms() < e)),
+            None => self.passwords.contains(user),
+        }
     }
 
     /// Number of password users.
@@ -186,12 +237,20 @@ impl Auth {
         if let Some(wait) = self.limiter.wait(peer, Some(user)) {
             return Err(Refused::Limited(wait));
         }
+        if user.starts_with(berth_internal_api::accounts::ROBOT_PREFIX) {
+            if self.managed.robot_valid(user, password) {
+                return Ok(());
+            }
+            self.limiter.failed(peer, Some(user));
+            self.audit.record("login_failed", user, "", peer);
+            return Err(Refused::BadPassword);
+        }
         match self.passwords.check(user, password).await {
             Checked::Valid => Ok(()),
             Checked::Busy => Err(Refused::Busy),
             Checked::Invalid => {
                 self.limiter.failed(peer, Some(user));
-                tracing::info!(target: "berth::audit", event = "login_failed", user, peer = ?peer, "failed login");
+                self.audit.record("login_failed", user, "", peer);
                 Err(Refused::BadPassword)
             }
         }

@@ -71,9 +71,11 @@ fn typical_cost<'a>(hashes: impl Iterator<Item = &'a String>) -> Option<u32> {
 }
 
 impl Passwords {
-    /// Load the users of `cfg` and start the verification threads.
-    pub fn new(cfg: &AuthConfig) -> Result<Passwords, AuthFileError> {
-        let users = load_users(cfg)?;
+    /// Load the users of `cfg` plus `extra` (managed users: name → bcrypt) and start the
+    /// verification threads.
+    pub fn new(cfg: &AuthConfig, extra: &HashMap<String, String>) -> Result<Passwords, AuthFileError> {
+        let mut users = load_users(cfg)?;
+        users.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         let threads = if cfg.verify_threads == 0 {
             (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) / 2).max(1)
         } else {
@@ -101,14 +103,22 @@ impl Passwords {
         self.table().users.contains_key(user)
     }
 
+    /// Hash a new password (bcrypt, cost [`DEFAULT_COST`]) off the calling thread. `None` when
+    /// the queue is full.
+    pub async fn hash(&self, password: &str) -> Option<String> {
+        self.pool.run(Work::Hash(password.to_owned())).await.map(|r| r.unwrap_or_default())
+    }
+
     fn table(&self) -> Arc<Table> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Replace the user list (SIGHUP). Cached verifications are dropped, so a removed user or a
     /// changed password takes effect at once. Returns the number of users now known.
-    pub fn reload(&self, cfg: &AuthConfig) -> Result<usize, AuthFileError> {
-        let table = Table::new(load_users(cfg)?);
+    pub fn reload(&self, cfg: &AuthConfig, extra: &HashMap<String, String>) -> Result<usize, AuthFileError> {
+        let mut users = load_users(cfg)?;
+        users.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let table = Table::new(users);
         let n = table.users.len();
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
         self.verified.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -137,9 +147,10 @@ impl Passwords {
             Some(h) => (h.clone(), true),
             None => (table.dummy.clone(), false),
         };
-        let Some(ok) = self.pool.verify(password.to_owned(), hash).await else {
+        let Some(ok) = self.pool.run(Work::Verify { password: password.to_owned(), hash }).await else {
             return Checked::Busy;
         };
+        let ok = ok.is_some();
         let ok: bool = (u8::from(ok) & u8::from(known)).ct_eq(&1).into();
         if !ok {
             return Checked::Invalid;
@@ -167,10 +178,17 @@ struct Pool {
     queue: std::sync::mpsc::SyncSender<Job>,
 }
 
+/// What a bcrypt thread does.
+enum Work {
+    /// Check a password: answers `Some(String::new())` when it matches, `None` otherwise.
+    Verify { password: String, hash: String },
+    /// Hash a password: answers the hash (`None` when bcrypt refuses it).
+    Hash(String),
+}
+
 struct Job {
-    password: String,
-    hash: String,
-    reply: tokio::sync::oneshot::Sender<bool>,
+    work: Work,
+    reply: tokio::sync::oneshot::Sender<Option<String>>,
 }
 
 impl Pool {
@@ -188,8 +206,13 @@ impl Pool {
                         Ok(j) => j,
                         Err(_) => return, // every sender gone: the node stopped
                     };
-                    let ok = bcrypt::verify(&job.password, &job.hash).unwrap_or(false);
-                    let _ = job.reply.send(ok);
+                    let answer = match job.work {
+                        Work::Verify { password, hash } => {
+                            bcrypt::verify(&password, &hash).unwrap_or(false).then(String::new)
+                        }
+                        Work::Hash(password) => bcrypt::hash(password, DEFAULT_COST).ok(),
+                    };
+                    let _ = job.reply.send(answer);
                 }
             });
             if let Err(e) = spawned {
@@ -199,10 +222,10 @@ impl Pool {
         Pool { queue: tx }
     }
 
-    /// `None` when the queue is full.
-    async fn verify(&self, password: String, hash: String) -> Option<bool> {
+    /// Run `work` on a bcrypt thread. `None` when the queue is full (or the pool is gone).
+    async fn run(&self, work: Work) -> Option<Option<String>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue.try_send(Job { password, hash, reply }).ok()?;
+        self.queue.try_send(Job { work, reply }).ok()?;
         answer.await.ok()
     }
 }

@@ -133,41 +133,7 @@ impl Caller {
     }
 }
 
-/// `[[auth.rules]]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// `user:<name>`, `robot:<name>`, `group:<name>`, `anonymous`, `authenticated`, `*`.
-    pub subjects: Vec<String>,
-    /// Repository globs: `*` stays within one path segment, `**` crosses them (`team/**`).
-    pub repositories: Vec<String>,
-    /// `pull`, `push`, `delete`, or `*`.
-    pub actions: Vec<String>,
-    /// `allow` (default) or `deny`.
-    #[serde(default)]
-    pub effect: Effect,
-}
-
-/// Whether a rule grants or refuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Effect {
-    /// Grant the actions.
-    #[default]
-    Allow,
-    /// Refuse them (earlier rules still win).
-    Deny,
-}
-
-/// `[[auth.groups]]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupConfig {
-    /// Group name, used as `group:<name>` in rules.
-    pub name: String,
-    /// User names (robots as `robot$name`).
-    pub members: Vec<String>,
-}
+pub use berth_internal_api::accounts::{Effect, Group as GroupConfig, Rule as RuleConfig};
 
 #[derive(Debug, Clone)]
 enum Subject {
@@ -201,9 +167,21 @@ impl Policy {
     /// Compile rules and groups; `anonymous_pull` adds a last rule letting anyone pull. With no
     /// rules, authenticated callers may do everything.
     pub fn compile(rules: &[RuleConfig], groups: &[GroupConfig], anonymous_pull: bool) -> Result<Policy, String> {
+        Self::compile_all(&[("auth.rules", rules)], groups, anonymous_pull)
+    }
+
+    /// `compile` of several rule lists in order (configured rules, then managed ones), each
+    /// named in errors.
+    pub fn compile_all(
+        lists: &[(&str, &[RuleConfig])],
+        groups: &[GroupConfig],
+        anonymous_pull: bool,
+    ) -> Result<Policy, String> {
+        let rules: Vec<(&str, usize, &RuleConfig)> =
+            lists.iter().flat_map(|(name, l)| l.iter().enumerate().map(move |(i, r)| (*name, i, r))).collect();
         let mut out = Vec::with_capacity(rules.len() + 2);
-        for (i, r) in rules.iter().enumerate() {
-            let at = |m: String| format!("auth.rules[{i}]: {m}");
+        for &(list, i, r) in &rules {
+            let at = |m: String| format!("{list}[{i}]: {m}");
             let subjects = r.subjects.iter().map(|s| parse_subject(s).map_err(at)).collect::<Result<Vec<_>, _>>()?;
             let repositories = r
                 .repositories

@@ -10,8 +10,10 @@
 //! | GET | `/internal/v1/workers` | `workers.rs` |
 //! | GET | `/internal/v1/stats` | `stats.rs` |
 //! | GET, PUT | `/internal/v1/scans/<digest>` | `scans.rs` (scan records from the sidecar) |
+//! | … | `/internal/v1/accounts`, `users/<n>`, `robots[/<n>]`, `groups/<n>`, `rules`, `audit` | `accounts.rs` (see `berth_internal_api::accounts`) |
 //! | any | `/v2/…` | the registry API for the sidecar and its scanner, exempt from the pull policy (`/v2/` answers without a token, as a registry ping must) |
 
+mod accounts;
 mod changes;
 mod export;
 mod gc;
@@ -51,6 +53,9 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
         return super::handle_as(app, req, body, super::View::Internal, &super::Client::default()).await;
     }
     let path = req.path.strip_prefix("/internal/v1/").unwrap_or("");
+    if let Some((name, result)) = accounts::handle(app, req, body, path).await {
+        return (result.unwrap_or_else(Response::from), name);
+    }
     let (name, result) = match (req.method, path) {
         (Method::Get, "changes") => ("internal_changes", changes::get(app, req).await),
         (Method::Get, "export") => ("internal_export", export::get(app)),
