@@ -25,16 +25,12 @@ use serde_json::{json, Value};
 use super::extract::{JsonBody, QueryParams};
 use crate::{audit, db, Sidecar};
 
-async fn forward(
-    sc: &Sidecar,
-    method: &'static str,
-    path: &str,
-    body: Option<Value>,
-) -> Result<(u16, Value), Response> {
-    sc.node
-        .call(method, path, body, Duration::from_secs(30))
-        .await
-        .map_err(|e| super::error(StatusCode::BAD_GATEWAY, format!("node: {e}")))
+async fn forward(sc: &Sidecar, method: &'static str, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
+    sc.node.call(method, path, body, Duration::from_secs(30)).await.map_err(|e| format!("node: {e}"))
+}
+
+fn node_unreachable(e: String) -> Response {
+    super::error(StatusCode::BAD_GATEWAY, e)
 }
 
 fn relay((status, v): (u16, Value)) -> Response {
@@ -60,18 +56,18 @@ async fn change(
             }
             relay(answer)
         }
-        Err(r) => r,
+        Err(e) => node_unreachable(e),
     }
 }
 
-fn required(body: Option<Value>) -> Result<Value, Response> {
-    body.ok_or_else(|| super::error(StatusCode::BAD_REQUEST, "a JSON body is required"))
+fn missing_body() -> Response {
+    super::error(StatusCode::BAD_REQUEST, "a JSON body is required")
 }
 
 pub(super) async fn accounts(State(sc): State<Arc<Sidecar>>) -> Response {
     match forward(&sc, "GET", "/internal/v1/accounts", None).await {
         Ok(a) => relay(a),
-        Err(r) => r,
+        Err(e) => node_unreachable(e),
     }
 }
 
@@ -80,9 +76,9 @@ pub(super) async fn put_user(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Response {
-    match required(body) {
-        Ok(b) => change(&sc, "PUT", &format!("/internal/v1/users/{name}"), Some(b), "user_set", &name).await,
-        Err(r) => r,
+    match body {
+        Some(b) => change(&sc, "PUT", &format!("/internal/v1/users/{name}"), Some(b), "user_set", &name).await,
+        None => missing_body(),
     }
 }
 
@@ -91,12 +87,12 @@ pub(super) async fn delete_user(State(sc): State<Arc<Sidecar>>, Path(name): Path
 }
 
 pub(super) async fn post_robot(State(sc): State<Arc<Sidecar>>, JsonBody(body): JsonBody<Value>) -> Response {
-    match required(body) {
-        Ok(b) => {
+    match body {
+        Some(b) => {
             let name = b["name"].as_str().unwrap_or("").to_owned();
             change(&sc, "POST", "/internal/v1/robots", Some(b), "robot_created", &name).await
         }
-        Err(r) => r,
+        None => missing_body(),
     }
 }
 
@@ -109,9 +105,9 @@ pub(super) async fn put_group(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Response {
-    match required(body) {
-        Ok(b) => change(&sc, "PUT", &format!("/internal/v1/groups/{name}"), Some(b), "group_set", &name).await,
-        Err(r) => r,
+    match body {
+        Some(b) => change(&sc, "PUT", &format!("/internal/v1/groups/{name}"), Some(b), "group_set", &name).await,
+        None => missing_body(),
     }
 }
 
@@ -123,19 +119,19 @@ pub(super) async fn get_rules(State(sc): State<Arc<Sidecar>>) -> Response {
     match forward(&sc, "GET", "/internal/v1/accounts", None).await {
         Ok((200, v)) => Json(json!({ "config_rules": v["config_rules"], "rules": v["rules"] })).into_response(),
         Ok(other) => relay(other),
-        Err(r) => r,
+        Err(e) => node_unreachable(e),
     }
 }
 
 pub(super) async fn put_rules(State(sc): State<Arc<Sidecar>>, JsonBody(body): JsonBody<Value>) -> Response {
-    match required(body) {
-        Ok(b) => {
+    match body {
+        Some(b) => {
             // `{"rules": [...]}` or the bare list.
             let rules = if b.is_array() { b } else { b["rules"].clone() };
             let n = rules.as_array().map_or(0, Vec::len);
             change(&sc, "PUT", "/internal/v1/rules", Some(rules), "rules_set", &format!("{n} rules")).await
         }
-        Err(r) => r,
+        None => missing_body(),
     }
 }
 
