@@ -65,9 +65,13 @@ struct Env {
 }
 
 fn setup(extra: &[(&str, &str)]) -> Option<Env> {
+    setup_with(extra, &[])
+}
+
+fn setup_with(extra: &[(&str, &str)], node_env: &[(&str, &str)]) -> Option<Env> {
     let tmp = tempfile::tempdir().unwrap();
     let pg = Postgres::start(tmp.path())?;
-    let node = Berth::start(&tmp.path().join("data"), &[]);
+    let node = Berth::start(&tmp.path().join("data"), node_env);
     let admin = Admin::start(&pg, &node.dir, tmp.path().join("admin.log"), extra);
     Some(Env { admin, node, pg, _tmp: tmp })
 }
@@ -445,4 +449,88 @@ fn doctor_names_the_broken_dependency() {
     let (ok, out) = run_doctor(&[]);
     assert!(!ok);
     assert!(out.lines().any(|l| l.starts_with("FAIL") && l.contains("node")), "{out}");
+}
+
+/// Users, robots and rules through the admin API (the node stores and enforces them), and the
+/// audit trail in Postgres: the API's changes and the node's denials and failed logins.
+#[test]
+fn accounts_and_audit_through_the_admin_api() {
+    let Some(e) = setup_with(&[], &[("BERTH_AUTH__ENABLED", "true")]) else { return };
+    use base64::Engine as _;
+    let basic =
+        |u: &str, p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
+    let (st, _) = e.admin.send("PUT", "/api/v1/users/erin", Some(serde_json::json!({"password": "erin-pw"})));
+    assert_eq!(st, 204);
+    assert_eq!(http("GET", &e.node.url("/v2/"), &[("Authorization", &basic("erin", "erin-pw"))], None).status, 200);
+    let (st, robot) =
+        e.admin.send("POST", "/api/v1/robots", Some(serde_json::json!({"name": "builder", "expires_in_secs": 3600})));
+    assert_eq!(st, 201, "{robot}");
+    let secret = robot["secret"].as_str().unwrap().to_owned();
+    let (st, _) = e.admin.send(
+        "PUT",
+        "/api/v1/rules",
+        Some(serde_json::json!({"rules": [
+            {"subjects": ["robot:builder"], "repositories": ["ci/**"], "actions": ["pull", "push"]},
+            {"subjects": ["user:erin"], "repositories": ["**"], "actions": ["pull"]}
+        ]})),
+    );
+    assert_eq!(st, 204);
+    let (st, bad) = e.admin.send(
+        "PUT",
+        "/api/v1/rules",
+        Some(serde_json::json!([{"subjects": ["x"], "repositories": ["**"], "actions": ["pull"]}])),
+    );
+    assert_eq!(st, 400, "{bad}");
+    let d = sha256(b"ci-blob");
+    let up = |auth: &str, repo: &str| {
+        http(
+            "POST",
+            &e.node.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")),
+            &[("Authorization", auth)],
+            Some(b"ci-blob"),
+        )
+        .status
+    };
+    assert_eq!(up(&basic("robot$builder", &secret), "ci/app"), 201);
+    assert_eq!(up(&basic("erin", "erin-pw"), "ci/app"), 403);
+    assert_eq!(http("GET", &e.node.url("/v2/"), &[("Authorization", &basic("erin", "wrong"))], None).status, 401);
+    let (_, accounts) = e.admin.get("/api/v1/accounts");
+    assert_eq!(accounts["robots"][0]["name"], "builder");
+    assert!(!accounts.to_string().contains(&secret));
+    let (st, _) = e.admin.send("DELETE", "/api/v1/robots/builder", None);
+    assert_eq!(st, 204);
+    assert_eq!(up(&basic("robot$builder", &secret), "ci/app"), 401);
+    // The trail in Postgres: API changes and node events.
+    wait_for("audit rows", 30, || {
+        let n =
+            e.pg.query("SELECT count(*) FROM audit_log WHERE source = 'node' AND event IN ('denied', 'login_failed')");
+        n.parse::<i64>().unwrap_or(0) >= 3
+    });
+    let (st, log) = e.admin.get("/api/v1/audit?limit=100");
+    assert_eq!(st, 200);
+    let events: Vec<(String, String, String)> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["source"].as_str().unwrap().into(),
+                x["event"].as_str().unwrap().into(),
+                x["actor"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for want in [
+        ("admin-api", "user_set"),
+        ("admin-api", "robot_created"),
+        ("admin-api", "rules_set"),
+        ("admin-api", "robot_deleted"),
+        ("node", "denied"),
+        ("node", "login_failed"),
+    ] {
+        assert!(events.iter().any(|(s, ev, _)| s == want.0 && ev == want.1), "{want:?} not in {events:?}");
+    }
+    assert!(events.iter().any(|(s, ev, a)| s == "node" && ev == "denied" && a == "erin"));
+    // Exactly once: the follower does not copy an event twice.
+    assert_eq!(e.pg.query("SELECT count(*) FROM (SELECT node_epoch, node_seq FROM audit_log WHERE source = 'node' GROUP BY 1, 2 HAVING count(*) > 1) d"), "0");
 }

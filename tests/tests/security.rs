@@ -278,3 +278,41 @@ fn token_key_rotation_with_the_cli() {
     let printed: serde_json::Value = serde_json::from_str(&printed).unwrap();
     assert_eq!(printed, jwks());
 }
+
+/// `berth user` and `berth robot` against the running node (embedded mode: no sidecar).
+#[test]
+fn user_and_robot_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Berth::start(&tmp.path().join("data"), &[("BERTH_AUTH__ENABLED", "true")]);
+    let data = tmp.path().join("data");
+    let cli = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(berth_bin());
+        c.args(args).arg("--data-dir").arg(&data);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = cli(&["user", "add", "fay"], &[("BERTH_PASSWORD", "fay-pw")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = |u: &str, p: &str| {
+        use base64::Engine as _;
+        let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
+        http("GET", &b.url("/v2/"), &[("Authorization", &auth)], None).status
+    };
+    assert_eq!(status("fay", "fay-pw"), 200);
+    let out = cli(&["robot", "add", "deployer", "--expires", "30d", "--json"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    assert_eq!(status("robot$deployer", secret), 200);
+    let list = String::from_utf8(cli(&["user", "list"], &[]).stdout).unwrap();
+    assert!(list.contains("fay") && list.contains("deployer") && !list.contains(secret), "{list}");
+    assert!(cli(&["robot", "rm", "deployer"], &[]).status.success());
+    assert_eq!(status("robot$deployer", secret), 401);
+    assert!(cli(&["user", "rm", "fay"], &[]).status.success());
+    assert_eq!(status("fay", "fay-pw"), 401);
+    let out = cli(&["user", "rm", "nobody"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no managed user"));
+}

@@ -200,6 +200,19 @@ impl Admin {
         self.spawn();
     }
 
+    /// Any admin API request with the token and an optional JSON body; (status, JSON).
+    pub fn send(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let auth = format!("Bearer {}", self.token);
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        let r = super::http(
+            method,
+            &self.url(path),
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            bytes.as_deref(),
+        );
+        (r.status, serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null))
+    }
+
     /// GET an admin API path with the token; (status, JSON).
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let auth = format!("Bearer {}", self.token);
