@@ -37,6 +37,18 @@ pub struct AdminConfig {
     pub log_format: String,
     /// Vulnerability scanning through a Trivy server; unset: off.
     pub scan: Option<ScanSettings>,
+    /// Serve the admin API over TLS: set `[tls]` with `cert` and `key` (PEM); reloaded on SIGHUP.
+    pub tls: Option<AdminTls>,
+}
+
+/// `[tls]` of the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    /// Certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
 }
 
 /// `[scan]`: scanning through a Trivy server with the official Trivy client.
@@ -113,6 +125,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:5050".into(),
             api_token: None,
+            tls: None,
             node_data_dir: "./berth-data".into(),
             node_url: None,
             node_token: None,

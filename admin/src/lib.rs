@@ -25,6 +25,7 @@ pub mod node;
 pub mod scan;
 pub mod scheduler;
 pub mod sync;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

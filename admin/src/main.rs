@@ -94,16 +94,30 @@ async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
         tokio::spawn(scheduler::run(sc.clone(), s));
     }
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "berth-admin listening");
-    axum::serve(listener, berth_admin::api::router(sc))
-        .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    let addr = listener.local_addr()?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+    };
+    let router = berth_admin::api::router(sc);
+    match cfg.tls.clone() {
+        Some(tls) => {
+            let listener =
+                berth_admin::tls::TlsListener::start(listener, tls).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+            tracing::info!(%addr, tls = "on", "berth-admin listening");
+            axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        }
+        None => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "admin API over plain HTTP on a non-loopback address: its token crosses the network in clear; set [tls]");
             }
-        })
-        .await?;
+            tracing::info!(%addr, tls = "off", "berth-admin listening");
+            axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -356,3 +356,30 @@ fn certificate_reload_under_traffic() {
     assert!(done.load(Ordering::Relaxed) > 5);
     assert_eq!(failures.load(Ordering::Relaxed), 0, "requests failed during the reload");
 }
+
+/// The admin API over TLS (the sidecar's `[tls]`), with the same CA.
+#[test]
+fn admin_api_over_tls() {
+    if !have("openssl") || !have("curl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(pg) = common::pg::Postgres::start(tmp.path()) else { return };
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let node = Berth::start(&tmp.path().join("data"), &[]);
+    let admin = common::pg::Admin::start_with_scheme(
+        &pg,
+        &node.dir,
+        tmp.path().join("admin.log"),
+        &[("BERTH_ADMIN_TLS__CERT", &pki.path("srv.pem")), ("BERTH_ADMIN_TLS__KEY", &pki.path("srv.key"))],
+        Some(&pki.path("ca.pem")),
+    );
+    let url = admin.url("/api/v1/stats").replace("http://", "https://");
+    let out = curl(&pki, &["-H", &format!("Authorization: Bearer {}", admin.token), "-w", "\n%{http_code}", &url]);
+    assert!(out.ends_with("\n200"), "{out}");
+    let plain = Command::new("curl")
+        .args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", &admin.url("/metrics")])
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200", "plain HTTP must not be served on the TLS port");
+}

@@ -10,5 +10,7 @@ pub mod client;
 pub mod feed;
 pub mod gc;
 pub mod scan;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use client::{InternalClient, ResolveError};

@@ -139,10 +139,23 @@ pub struct Admin {
     env: Vec<(String, String)>,
     child: Option<Child>,
     pub log: PathBuf,
+    /// CA of the admin API's TLS certificate, when it serves TLS.
+    tls_ca: Option<String>,
 }
 
 impl Admin {
     pub fn start(pg: &Postgres, node_dir: &Path, log: PathBuf, extra: &[(&str, &str)]) -> Admin {
+        Self::start_with_scheme(pg, node_dir, log, extra, None)
+    }
+
+    /// `start`, for an admin API serving TLS with a certificate of `tls_ca`.
+    pub fn start_with_scheme(
+        pg: &Postgres,
+        node_dir: &Path,
+        log: PathBuf,
+        extra: &[(&str, &str)],
+        tls_ca: Option<&str>,
+    ) -> Admin {
         let port = free_port();
         let mut env: Vec<(String, String)> = vec![
             ("BERTH_ADMIN_LISTEN".into(), format!("127.0.0.1:{port}")),
@@ -152,7 +165,14 @@ impl Admin {
             ("RUST_LOG".into(), "info".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut a = Admin { port, token: "admin-secret-0123456789abcdef".into(), env, child: None, log };
+        let mut a = Admin {
+            port,
+            token: "admin-secret-0123456789abcdef".into(),
+            env,
+            child: None,
+            log,
+            tls_ca: tls_ca.map(str::to_owned),
+        };
         a.spawn();
         a
     }
@@ -169,7 +189,14 @@ impl Admin {
                 .unwrap(),
         );
         let deadline = Instant::now() + Duration::from_secs(30);
-        while ureq::get(&self.url("/metrics")).call().is_err() {
+        let up = |a: &Admin| match &a.tls_ca {
+            None => ureq::get(&a.url("/metrics")).call().is_ok(),
+            Some(ca) => Command::new("curl")
+                .args(["-sf", "-m", "2", "--cacert", ca, &a.url("/metrics").replace("http://", "https://")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+        };
+        while !up(self) {
             assert!(
                 Instant::now() < deadline,
                 "berth-admin did not start: {}",

@@ -11,13 +11,10 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 /// `[tls]`: the node terminates TLS on its registry port.
@@ -60,37 +57,14 @@ pub struct Acceptor {
 pub struct TlsError(pub String);
 
 fn load(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
-    let named = |p: &Path, e: &dyn std::fmt::Display| TlsError(format!("{}: {e}", p.display()));
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
-        .map_err(|e| named(&cfg.cert, &e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| named(&cfg.cert, &e))?;
-    if certs.is_empty() {
-        return Err(named(&cfg.cert, &"no certificate in the file"));
-    }
-    let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| named(&cfg.key, &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError(e.to_string()))?;
-    let builder = match &cfg.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca).map_err(|e| named(ca, &e))? {
-                roots.add(c.map_err(|e| named(ca, &e))?).map_err(|e| named(ca, &e))?;
-            }
-            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let v = match cfg.client_auth {
-                ClientAuth::Optional => v.allow_unauthenticated(),
-                ClientAuth::Required => v,
-            };
-            builder.with_client_cert_verifier(v.build().map_err(|e| named(ca, &e))?)
-        }
-    };
-    let mut sc = builder.with_single_cert(certs, key).map_err(|e| named(&cfg.cert, &e))?;
-    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(sc)
+    berth_internal_api::tls::server_config(
+        &cfg.cert,
+        &cfg.key,
+        cfg.client_ca.as_deref(),
+        cfg.client_auth == ClientAuth::Required,
+        &[b"http/1.1"],
+    )
+    .map_err(TlsError)
 }
 
 impl Acceptor {
