@@ -163,44 +163,45 @@ impl Conn {
     /// `fill` on a TLS connection: plaintext rustls already has, else ciphertext from the
     /// socket (handshake records are answered on the way), within `timeout`.
     async fn fill_tls(&mut self, timeout: Duration) -> io::Result<usize> {
-        use std::io::Read as _;
         use std::os::fd::AsRawFd;
         let fd = self.stream.as_raw_fd();
         let deadline = std::time::Instant::now() + timeout;
         loop {
+            // Plaintext rustls already decrypted: copied straight into the spare capacity.
             let tls = self.tls.as_mut().expect("TLS connection");
-            let len = self.buf.len();
-            let cap = self.buf.capacity();
-            self.buf.resize(cap, 0);
-            let got = tls.reader().read(&mut self.buf[len..cap]);
-            match got {
-                Ok(n) => {
-                    self.buf.truncate(len + n);
-                    return Ok(n); // 0: close_notify
+            let room = self.buf.capacity() - self.buf.len();
+            let mut reader = tls.reader();
+            match std::io::BufRead::fill_buf(&mut reader) {
+                Ok([]) => return Ok(0), // close_notify
+                Ok(chunk) => {
+                    let n = chunk.len().min(room);
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    std::io::BufRead::consume(&mut reader, n);
+                    return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.buf.truncate(len),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The peer closed without close_notify: end of stream all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    self.buf.truncate(len);
-                    return Ok(0);
-                }
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(io::Error::other(e));
-                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(io::Error::other(e)),
             }
             self.flush_tls().await?;
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out"));
-            }
-            self.wait_readable(left).await?;
+            // Try the socket first (the next request is often there already); wait for
+            // readiness only when it is empty.
             let tls = self.tls.as_mut().expect("TLS connection");
             match tls.read_tls(&mut super::tls::Fd(fd)) {
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out"));
+                    }
+                    self.wait_readable(left).await?;
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
+            let tls = self.tls.as_mut().expect("TLS connection");
             if let Err(e) = tls.process_new_packets() {
                 // Tell the peer why (an alert is queued), then fail.
                 let _ = self.flush_tls().await;
