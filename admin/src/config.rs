@@ -23,6 +23,9 @@ pub struct AdminConfig {
     pub node_url: Option<String>,
     /// The node's internal API token.
     pub node_token: Option<String>,
+    /// CA bundle (PEM) to trust when the node serves its internal API over TLS
+    /// (`internal.tls`); also handed to the Trivy client (`SSL_CERT_FILE`).
+    pub node_ca: Option<PathBuf>,
     /// Postgres connection string (`host=… port=… user=… dbname=…` or a `postgres://` URL).
     pub postgres: String,
     /// Changes fetched and applied per transaction.
@@ -129,6 +132,7 @@ impl Default for AdminConfig {
             node_data_dir: "./berth-data".into(),
             node_url: None,
             node_token: None,
+            node_ca: None,
             postgres: "host=127.0.0.1 port=5432 user=postgres dbname=berth".into(),
             sync_batch: 500,
             gc_schedule: None,

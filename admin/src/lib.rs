@@ -60,6 +60,10 @@ impl Sidecar {
         .map_err(|e| {
             anyhow::anyhow!("{e}; set node_data_dir (BERTH_ADMIN_NODE_DATA_DIR), or node_url and node_token")
         })?;
+        let target = match &cfg.node_ca {
+            Some(ca) => target.with_ca(ca).map_err(|e| anyhow::anyhow!("node_ca: {e}"))?,
+            None => target,
+        };
         Ok(Sidecar {
             node: NodeClient::from(target),
             cfg,

@@ -62,36 +62,12 @@ fn skopeo_podman_ctr_round_trip() {
     podman(&["pull", "--tls-verify=false", &format!("{reg}/podman/img:v2")]);
 
     // containerd: its own daemon, pull with ctr, push to a third repository.
-    let c = tmp.path().join("ctd");
-    std::fs::create_dir_all(&c).unwrap();
-    let cfg = c.join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{0}/ctd.sock\"\n",
-            c.display()
-        ),
-    )
-    .unwrap();
-    let mut ctd = Command::new("containerd")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let sock = c.join("ctd.sock");
-    let ctr = |args: &[&str]| run(Command::new("ctr").arg("-a").arg(&sock).args(args));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !Command::new("ctr").arg("-a").arg(&sock).arg("version").output().unwrap().status.success() {
-        assert!(std::time::Instant::now() < deadline, "containerd did not start");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let ctd = Containerd::start(&tmp.path().join("ctd"));
+    let ctr = |args: &[&str]| ctd.ok(args);
     ctr(&["images", "pull", "--plain-http", &format!("{reg}/podman/img:v2")]);
     ctr(&["images", "tag", &format!("{reg}/podman/img:v2"), &format!("{reg}/ctr/img:v3")]);
     ctr(&["images", "push", "--plain-http", &format!("{reg}/ctr/img:v3")]);
-    let _ = ctd.kill();
-    let _ = ctd.wait();
+    drop(ctd);
     let cat: serde_json::Value = serde_json::from_slice(&http("GET", &b.url("/v2/_catalog"), &[], None).body).unwrap();
     assert_eq!(cat["repositories"], serde_json::json!(["ctr/img", "podman/img", "skopeo/img"]));
     // Every layer pushed by any client is byte-identical to the original.

@@ -121,38 +121,14 @@ fn skopeo_podman_ctr_through_token_auth() {
     assert!(!denied.status.success(), "anonymous pull of team/ must fail");
 
     // containerd: ctr with --user (it fetches tokens with the OAuth2 POST or GET).
-    let c = tmp.path().join("ctd");
-    std::fs::create_dir_all(&c).unwrap();
-    let cfg = c.join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{0}/ctd.sock\"\n",
-            c.display()
-        ),
-    )
-    .unwrap();
-    let mut ctd = Command::new("containerd")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let sock = c.join("ctd.sock");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !Command::new("ctr").arg("-a").arg(&sock).arg("version").output().unwrap().status.success() {
-        assert!(std::time::Instant::now() < deadline, "containerd did not start");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let ctr = |args: &[&str]| Command::new("ctr").arg("-a").arg(&sock).args(args).output().unwrap();
+    let ctd = Containerd::start(&tmp.path().join("ctd"));
+    let ctr = |args: &[&str]| ctd.ctr(args);
     ok(ctr(&["images", "pull", "--plain-http", "--user", "reader:read-pass", &format!("{reg}/team/app:v1")]));
     ok(ctr(&["images", "tag", &format!("{reg}/team/app:v1"), &format!("{reg}/team/ctr:v2")]));
     let denied = ctr(&["images", "push", "--plain-http", "--user", "reader:read-pass", &format!("{reg}/team/ctr:v2")]);
     assert!(!denied.status.success(), "a reader cannot push with ctr");
     ok(ctr(&["images", "push", "--plain-http", "--user", "ci:ci-pass", &format!("{reg}/team/ctr:v2")]));
-    let _ = ctd.kill();
-    let _ = ctd.wait();
+    drop(ctd);
 
     // The access log names who pushed.
     let log = std::fs::read_to_string(&b.log).unwrap();

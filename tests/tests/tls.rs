@@ -104,6 +104,11 @@ fn hash(password: &str) -> String {
 
 /// TLS, client certificates optional, token auth, `ci` may push `team/**`.
 fn tls_node(tmp: &Path, pki: &Pki) -> Berth {
+    tls_node_with(tmp, pki, "")
+}
+
+/// `tls_node` with extra configuration appended.
+fn tls_node_with(tmp: &Path, pki: &Pki, extra: &str) -> Berth {
     let htpasswd = tmp.join("htpasswd");
     std::fs::write(&htpasswd, format!("ci:{}\n", hash("ci-pass"))).unwrap();
     let cfg = tmp.join("berth.toml");
@@ -124,11 +129,13 @@ service = "berth-tls"
 subjects = ["user:ci"]
 repositories = ["team/**"]
 actions = ["*"]
+{}
 "#,
             pki.path("srv.pem"),
             pki.path("srv.key"),
             pki.path("ca.pem"),
-            htpasswd.display()
+            htpasswd.display(),
+            extra
         ),
     )
     .unwrap();
@@ -251,27 +258,7 @@ fn skopeo_podman_ctr_docker_over_tls() {
     podman(&["push", "--cert-dir", &certs, &format!("{reg}/team/podman:v1")]);
     // ctr with the CA.
     let c = tmp.path().join("ctd");
-    std::fs::create_dir_all(&c).unwrap();
-    let cfg = c.join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{0}/ctd.sock\"\n",
-            c.display()
-        ),
-    )
-    .unwrap();
-    let mut ctd = Command::new("containerd")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let sock = c.join("ctd.sock");
-    wait_for("containerd", 30, || {
-        Command::new("ctr").arg("-a").arg(&sock).arg("version").output().unwrap().status.success()
-    });
+    let ctd = Containerd::start(&c);
     // containerd's hosts.toml names the CA (ctr treats 127.0.0.1 as plain HTTP otherwise).
     let hosts = c.join("hosts");
     std::fs::create_dir_all(hosts.join(&reg)).unwrap();
@@ -281,12 +268,11 @@ fn skopeo_podman_ctr_docker_over_tls() {
     )
     .unwrap();
     let hosts = hosts.display().to_string();
-    let ctr = |args: &[&str]| run(Command::new("ctr").arg("-a").arg(&sock).args(args));
+    let ctr = |args: &[&str]| ctd.ok(args);
     ctr(&["images", "pull", "--hosts-dir", &hosts, "--user", "ci:ci-pass", &format!("{reg}/team/podman:v1")]);
     ctr(&["images", "tag", &format!("{reg}/team/podman:v1"), &format!("{reg}/team/ctr:v1")]);
     ctr(&["images", "push", "--hosts-dir", &hosts, "--user", "ci:ci-pass", &format!("{reg}/team/ctr:v1")]);
-    let _ = ctd.kill();
-    let _ = ctd.wait();
+    drop(ctd);
 
     // docker: the daemon trusts the CA through certs.d (the registry is not marked insecure).
     if have("dockerd") && have("docker") {
@@ -382,4 +368,68 @@ fn admin_api_over_tls() {
         .output()
         .unwrap();
     assert_ne!(String::from_utf8_lossy(&plain.stdout), "200", "plain HTTP must not be served on the TLS port");
+}
+
+/// oras (the Python SDK) with token auth over TLS: login, push, pull back.
+#[test]
+fn oras_over_tls_with_tokens() {
+    if !(have("openssl") && have("curl") && have("python3")) {
+        return;
+    }
+    if !Command::new("python3").args(["-c", "import oras"]).status().is_ok_and(|s| s.success()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let b = tls_node(tmp.path(), &pki);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/oras_tls_token.py");
+    let out = run(Command::new("python3").arg(script).arg(&b.addr).arg(pki.path("ca.pem")).arg("ci").arg("ci-pass"));
+    assert!(out.contains("OK"), "{out}");
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(log.contains("endpoint=\"token\""), "oras did not use the token endpoint");
+}
+
+/// `internal.tls`: the internal API over TLS with the same certificate; the CLI and the
+/// sidecar trust it through their CA setting.
+#[test]
+fn internal_api_over_tls() {
+    if !have("openssl") || !have("curl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let b = tls_node_with(tmp.path(), &pki, "[internal]\ntls = true\n");
+    let url = std::fs::read_to_string(b.dir.join("internal.url")).unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let cli = |ca: Option<&str>| {
+        let mut c = Command::new(berth_bin());
+        c.args(["user", "list", "--data-dir"]).arg(&b.dir);
+        if let Some(ca) = ca {
+            c.args(["--node-ca", ca]);
+        }
+        c.output().unwrap()
+    };
+    let out = cli(Some(&pki.path("ca.pem")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ci"));
+    let out = cli(None);
+    assert!(!out.status.success(), "a certificate of an unknown CA must not be trusted");
+    // Plain HTTP to the internal port gets nowhere.
+    let plain = Command::new("curl")
+        .args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", &url.replace("https://", "http://")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), "000");
+    // The sidecar follows the node over TLS.
+    let Some(pg) = common::pg::Postgres::start(tmp.path()) else { return };
+    let admin = common::pg::Admin::start(
+        &pg,
+        &b.dir,
+        tmp.path().join("admin.log"),
+        &[("BERTH_ADMIN_NODE_CA", &pki.path("ca.pem"))],
+    );
+    let (st, accounts) = admin.get("/api/v1/accounts");
+    assert_eq!(st, 200, "{accounts}");
+    assert_eq!(accounts["users"][0]["name"], "ci");
+    wait_for("the sidecar's sync", 30, || admin.get("/api/v1/stats").1["feed"]["node_reachable"] == true);
 }

@@ -405,7 +405,7 @@ async fn scan_image(
         s
     } else {
         let node = sc.node.snapshot();
-        let registry = node.url().trim_start_matches("http://").to_string();
+        let registry = node.url().trim_start_matches("http://").trim_start_matches("https://").to_string();
         trivy.sbom(&registry, node.token(), &job.repo, digest, &sbom_path).await.map_err(|e| e.to_string())?;
         let bytes = tokio::fs::read(&sbom_path).await.map_err(|e| e.to_string())?;
         serde_json::from_slice(&bytes).map_err(|e| format!("unreadable SBOM: {e}"))?

@@ -33,11 +33,60 @@ enum Source {
 pub type RawAnswer = (u16, Vec<Option<String>>, Vec<u8>);
 
 /// A node's internal API: base URL and bearer token.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InternalClient {
     url: String,
     token: String,
     source: Source,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for InternalClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalClient").field("url", &self.url).field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
+/// The node's internal URL: `internal.url` (written by nodes that know their scheme), else
+/// `http://` + `internal.addr`.
+fn url_in(dir: &Path) -> Result<String, ResolveError> {
+    match read(dir, "internal.url") {
+        Ok(u) if !u.is_empty() => Ok(u),
+        _ => Ok(format!("http://{}", read(dir, "internal.addr")?)),
+    }
+}
+
+/// An agent; with the `tls` feature it speaks HTTPS with the ring provider, trusting `ca` (a
+/// PEM bundle) or, without one, the system's bundle.
+fn agent(ca: Option<&Path>) -> Result<ureq::Agent, String> {
+    #[cfg(feature = "tls")]
+    {
+        use rustls_pki_types::pem::PemObject as _;
+        let bundle = ca.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+        let mut roots = rustls::RootCertStore::empty();
+        match rustls_pki_types::CertificateDer::pem_file_iter(&bundle) {
+            Ok(certs) => {
+                for c in certs {
+                    let c = c.map_err(|e| format!("{}: {e}", bundle.display()))?;
+                    let _ = roots.add(c);
+                }
+            }
+            Err(e) if ca.is_some() => return Err(format!("{}: {e}", bundle.display())),
+            Err(_) => {}
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(ureq::AgentBuilder::new().tls_config(std::sync::Arc::new(cfg)).build())
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = ca;
+        Ok(ureq::AgentBuilder::new().build())
+    }
 }
 
 fn read(dir: &Path, name: &str) -> Result<String, ResolveError> {
@@ -59,13 +108,18 @@ impl InternalClient {
         };
         let url = match url {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("http://{}", read(data_dir, "internal.addr")?),
+            None => url_in(data_dir)?,
         };
         let token = match token {
             Some(t) => t,
             None => read(data_dir, "internal.token")?,
         };
-        Ok(InternalClient { url, token, source })
+        Ok(InternalClient {
+            url,
+            token,
+            source,
+            agent: agent(None).unwrap_or_else(|_| ureq::AgentBuilder::new().build()),
+        })
     }
 
     /// A client for an explicit URL and token.
@@ -74,7 +128,14 @@ impl InternalClient {
             url: url.into().trim_end_matches('/').to_string(),
             token: token.into(),
             source: Source::Explicit,
+            agent: agent(None).unwrap_or_else(|_| ureq::AgentBuilder::new().build()),
         }
+    }
+
+    /// Trust `ca` (PEM) for an `https://` internal API (the node's `internal.tls`).
+    pub fn with_ca(mut self, ca: &Path) -> Result<Self, String> {
+        self.agent = agent(Some(ca))?;
+        Ok(self)
     }
 
     /// Base URL, e.g. `http://127.0.0.1:5001`.
@@ -98,7 +159,9 @@ impl InternalClient {
         want_headers: &[&str],
         timeout: Duration,
     ) -> Result<RawAnswer, String> {
-        let req = ureq::request(method, &format!("{}{path}", self.url))
+        let req = self
+            .agent
+            .request(method, &format!("{}{path}", self.url))
             .set("Authorization", &format!("Bearer {}", self.token))
             .timeout(timeout);
         let res = match body {
@@ -124,8 +187,7 @@ impl InternalClient {
         let Source::DataDir { dir, url_given, token_given } = &self.source else { return false };
         let mut changed = false;
         if !url_given {
-            if let Ok(a) = read(dir, "internal.addr") {
-                let u = format!("http://{a}");
+            if let Ok(u) = url_in(dir) {
                 changed |= u != self.url;
                 self.url = u;
             }
@@ -149,7 +211,9 @@ impl InternalClient {
         body: Option<serde_json::Value>,
         timeout: Duration,
     ) -> Result<(u16, serde_json::Value), String> {
-        let req = ureq::request(method, &format!("{}{path}", self.url))
+        let req = self
+            .agent
+            .request(method, &format!("{}{path}", self.url))
             .set("Authorization", &format!("Bearer {}", self.token))
             .timeout(timeout);
         let res = match body {

@@ -175,6 +175,11 @@ impl App {
         // Auth first: a wrong htpasswd path must not leave a half-created data directory.
         Auth::validate(&cfg.auth)?;
         let tls = cfg.tls.as_ref().map(crate::http::tls::Acceptor::new).transpose()?;
+        if cfg.internal.tls && tls.is_none() {
+            return Err(StartError::Tls(crate::http::tls::TlsError(
+                "internal.tls = true needs [tls] (cert and key): the internal API uses the same certificate".into(),
+            )));
+        }
         create_private_dir(&cfg.data_dir).map_err(data_dir_err)?;
         let auth = Auth::from_config(&cfg.auth, &cfg.data_dir)?;
         let blobs = Arc::new(BlobStore::open(&cfg.data_dir).map_err(data_dir_err)?);

@@ -147,11 +147,16 @@ pub struct InternalConfig {
     /// Shared bearer token. Unset: a random one is generated once and kept in
     /// `<data_dir>/internal.token` (mode 0600).
     pub token: Option<String>,
+    /// Serve the internal API over TLS with the `[tls]` certificate (for an internal listener
+    /// on a network, not loopback). Clients trust it through their CA setting
+    /// (`node_ca` of the sidecar, `--node-ca` of the CLI). The URL in use is written to
+    /// `<data_dir>/internal.url`.
+    pub tls: bool,
 }
 
 impl Default for InternalConfig {
     fn default() -> Self {
-        InternalConfig { listen: "127.0.0.1:0".into(), token: None }
+        InternalConfig { listen: "127.0.0.1:0".into(), token: None, tls: false }
     }
 }
 
@@ -415,6 +420,11 @@ impl Config {
         crate::auth::Auth::validate(&self.auth).map_err(|e| e.to_string())?;
         if let Some(t) = &self.tls {
             crate::http::tls::Acceptor::new(t).map_err(|e| e.to_string())?;
+        }
+        if self.internal.tls && self.tls.is_none() {
+            return Err(
+                "internal.tls = true needs [tls] (cert and key): the internal API uses the same certificate".into()
+            );
         }
         if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(format!(

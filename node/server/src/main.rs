@@ -170,6 +170,20 @@ struct NodeArgs {
     /// Internal API token instead of the one in the data directory.
     #[arg(long, env = "BERTH_INTERNAL_TOKEN", global = true)]
     token: Option<String>,
+    /// CA bundle (PEM) to trust for an internal API served over TLS (`internal.tls`).
+    #[arg(long, env = "BERTH_INTERNAL_CA", global = true)]
+    node_ca: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn client(self) -> anyhow::Result<berth_internal_api::InternalClient> {
+        let c = berth_internal_api::InternalClient::resolve(&self.data_dir, self.node, self.token)
+            .map_err(|e| anyhow::anyhow!("{e}; or pass --node and --token"))?;
+        match self.node_ca {
+            Some(ca) => c.with_ca(&ca).map_err(anyhow::Error::msg),
+            None => Ok(c),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -581,8 +595,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::HashPassword { user, cost } => hash_password(user, cost),
         Command::User { command, node } => {
-            let c = berth_internal_api::InternalClient::resolve(&node.data_dir, node.node, node.token)
-                .map_err(|e| anyhow::anyhow!("{e}; or pass --node and --token"))?;
+            let c = node.client()?;
             match command {
                 UserCommand::Add { name } => {
                     let password = read_password()?;
@@ -594,8 +607,7 @@ fn run() -> anyhow::Result<()> {
             }
         }
         Command::Robot { command, node } => {
-            let c = berth_internal_api::InternalClient::resolve(&node.data_dir, node.node, node.token)
-                .map_err(|e| anyhow::anyhow!("{e}; or pass --node and --token"))?;
+            let c = node.client()?;
             match command {
                 RobotCommand::Add { name, description, expires, json } => {
                     let r = berth_internal_api::accounts::NewRobot {

@@ -218,6 +218,11 @@ pub fn start_on(app: App, listeners: Listeners) -> std::io::Result<Node> {
     let addr = listener.local_addr()?;
     let internal_addr = internal.local_addr()?;
     crate::app::write_private(&app.cfg.data_dir.join("internal.addr"), internal_addr.to_string().as_bytes())?;
+    let scheme = if app.cfg.internal.tls { "https" } else { "http" };
+    crate::app::write_private(
+        &app.cfg.data_dir.join("internal.url"),
+        format!("{scheme}://{internal_addr}").as_bytes(),
+    )?;
     let mut threads = Vec::with_capacity(workers);
     for core in 0..workers {
         let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
@@ -469,8 +474,9 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut limits: L
         limits.head_timeout = limits.head_timeout.min(Duration::from_secs(5));
         limits.idle_timeout = limits.idle_timeout.min(Duration::from_secs(5));
     }
-    let mut conn = match (&app.tls, internal) {
-        (Some(acceptor), false) => match acceptor
+    let tls_here = !internal || app.cfg.internal.tls;
+    let mut conn = match (&app.tls, tls_here) {
+        (Some(acceptor), true) => match acceptor
             .session()
             .and_then(|s| Conn::new_tls(stream, limits, s).map_err(|e| crate::http::tls::TlsError(e.to_string())))
         {

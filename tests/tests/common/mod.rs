@@ -77,22 +77,15 @@ pub struct Berth {
 impl Berth {
     /// Start the binary on a free port with its data in `dir` and extra environment.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Berth {
-        let port = free_port();
-        let mut b = Berth {
-            port,
-            addr: format!("127.0.0.1:{port}"),
-            dir: dir.to_path_buf(),
-            child: None,
-            extra: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            log: dir.with_extension("log"),
-            tls_ca: None,
-        };
-        b.spawn();
-        b
+        Self::launch(dir, env, None)
     }
 
     /// `start` for a node that serves TLS with a certificate of `ca`.
     pub fn start_tls(dir: &Path, env: &[(&str, &str)], ca: &str) -> Berth {
+        Self::launch(dir, env, Some(ca))
+    }
+
+    fn launch(dir: &Path, env: &[(&str, &str)], tls_ca: Option<&str>) -> Berth {
         let port = free_port();
         let mut b = Berth {
             port,
@@ -101,7 +94,7 @@ impl Berth {
             child: None,
             extra: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log: dir.with_extension("log"),
-            tls_ca: Some(ca.to_owned()),
+            tls_ca: tls_ca.map(str::to_owned),
         };
         b.spawn();
         b
@@ -325,6 +318,60 @@ pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, layer_size: usize) 
     )
     .unwrap();
     layer_bytes
+}
+
+/// A private containerd (own root, state and socket), stopped on drop.
+pub struct Containerd {
+    pub sock: PathBuf,
+    child: Child,
+}
+
+impl Containerd {
+    pub fn start(dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = dir.join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{0}/ctd.sock\"\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start containerd");
+        let c = Containerd { sock: dir.join("ctd.sock"), child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !c.ctr(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "containerd did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        c
+    }
+
+    /// Run `ctr` against this daemon.
+    pub fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr").arg("-a").arg(&self.sock).args(args).output().unwrap()
+    }
+
+    /// `ctr`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A private Docker daemon (own data, exec root and socket), stopped on drop.

@@ -587,6 +587,47 @@ mod tests {
         assert_eq!(t.verify_refresh(&r).unwrap(), "alice");
     }
 
+    /// Tokens of a configured external issuer are accepted (verified with its JWKS), with
+    /// their own `iss`; a token claiming that issuer but signed by our key is not.
+    #[test]
+    fn trusted_external_issuer() {
+        let ext_dir = tempfile::tempdir().unwrap();
+        let external = Tokens::new(
+            &TokenConfig {
+                issuer: "https://auth.example".into(),
+                algorithm: KeyAlgorithm::EdDsa,
+                ..TokenConfig::default()
+            },
+            ext_dir.path(),
+        )
+        .unwrap();
+        let jwks = ext_dir.path().join("issuer.jwks");
+        std::fs::write(&jwks, external.jwks().to_string()).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let ours = Tokens::new(
+            &TokenConfig {
+                trusted_issuers: vec![TrustedIssuer {
+                    issuer: "https://auth.example".into(),
+                    jwks_file: Some(jwks),
+                    jwks_url: None,
+                }],
+                ..TokenConfig::default()
+            },
+            d.path(),
+        )
+        .unwrap();
+        let (t, _) = external.issue("svc", access("a/b", &["pull"])).unwrap();
+        let g = ours.verify(&t).unwrap();
+        assert_eq!(g.subject, "svc");
+        assert_eq!(g.actions("a/b").names(), vec!["pull"]);
+        // Our own key with the external issuer's name: the key's issuer must match.
+        let impostor =
+            Tokens::new(&TokenConfig { issuer: "https://auth.example".into(), ..TokenConfig::default() }, d.path())
+                .unwrap();
+        let (t, _) = impostor.issue("svc", access("a/b", &["push"])).unwrap();
+        assert_eq!(ours.verify(&t).unwrap_err(), TokenError::WrongAudience);
+    }
+
     #[test]
     fn expired_wrong_audience_and_rotation() {
         let d = tempfile::tempdir().unwrap();
