@@ -618,7 +618,10 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut limits: L
         }
         if !keep {
             if unread_body && refused {
-                conn.linger_for(Duration::from_secs(1), 64 * 1024).await;
+                // Long enough for a client that is still sending a modest body (a manifest, a
+                // small blob) to read the answer instead of a reset; short enough that it
+                // costs an unauthenticated flood little.
+                conn.linger_for(Duration::from_secs(2), 1 << 20).await;
             } else if unread_body {
                 conn.linger().await;
             }
