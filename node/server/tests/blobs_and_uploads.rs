@@ -322,3 +322,25 @@ fn regression_crash_between_publish_and_commit_completes_on_retry() {
     let r = n.req("PATCH", &loc2, &[], Some(b"x"));
     assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
 }
+
+/// Small blobs answered from the per-core memory cache: whole, ranged and HEAD, byte for byte
+/// the same as from the file (the first GET fills the cache on its core; repeat to reach both).
+#[test]
+fn small_blobs_from_memory_whole_ranged_and_head() {
+    let n = TestNode::start();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let d = n.push_blob("small", &data);
+    for _ in 0..6 {
+        let r = n.get(&format!("/v2/small/blobs/{d}"));
+        assert_eq!(r.body, data);
+        assert_eq!(r.header("content-length"), Some("10000"));
+        let r = n.req("GET", &format!("/v2/small/blobs/{d}"), &[("Range", "bytes=100-199")], None);
+        assert_eq!(r.status, 206);
+        assert_eq!(r.body, &data[100..200]);
+        assert_eq!(r.header("content-range"), Some("bytes 100-199/10000"));
+        let r = n.req("HEAD", &format!("/v2/small/blobs/{d}"), &[], None);
+        assert_eq!((r.status, r.body.len()), (200, 0));
+        assert_eq!(r.header("content-length"), Some("10000"));
+    }
+    assert!(n.metrics().lines().any(|l| l.starts_with("berth_small_blob_cache_hits_total") && !l.ends_with(" 0")));
+}

@@ -64,13 +64,13 @@ fn partial(resp: Response, offset: u64, len: u64, size: u64) -> Response {
 }
 
 /// A small blob from this core's memory: the repository link was checked by the caller.
-fn serve_memory(app: &App, req: &Request, digest: &Digest, bytes: &[u8]) -> Response {
+fn serve_memory(app: &App, req: &Request, digest: &Digest, bytes: std::rc::Rc<[u8]>) -> Response {
     let size = bytes.len() as u64;
     let mut resp = match wanted(req, size) {
         Err(r) => return r,
-        Ok(Wanted::Whole) => headers(digest).with_body(ResponseBody::Bytes(bytes.to_vec())),
+        Ok(Wanted::Whole) => headers(digest).with_body(ResponseBody::Shared { len: bytes.len(), bytes, offset: 0 }),
         Ok(Wanted::Part(offset, len)) => partial(
-            headers(digest).with_body(ResponseBody::Bytes(bytes[offset as usize..(offset + len) as usize].to_vec())),
+            headers(digest).with_body(ResponseBody::Shared { bytes, offset: offset as usize, len: len as usize }),
             offset,
             len,
             size,
@@ -104,7 +104,7 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
     }
     if let Some(bytes) = crate::store::small::get(digest) {
         crate::store::access::used(&app.index, digest);
-        return Ok(serve_memory(app, req, digest, &bytes));
+        return Ok(serve_memory(app, req, digest, bytes));
     }
     let mut meta = app.index.blob(digest).map_err(index_error)?.ok_or_else(unknown)?;
     // GETs and HEADs both count as use: a client that HEADs a blob before pushing a manifest
@@ -116,7 +116,7 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
                 if meta.size <= app.cfg.limits.small_blob_max_bytes && app.cfg.limits.small_blob_cache_bytes > 0 =>
             {
                 if let Some(bytes) = load_small(app, digest, &file, meta.size) {
-                    return Ok(serve_memory(app, req, digest, &bytes));
+                    return Ok(serve_memory(app, req, digest, bytes));
                 }
                 return serve_local(app, req, digest, &meta, file);
             }

@@ -430,6 +430,11 @@ impl Conn {
                 self.write_all(head).await?;
                 Ok(memory(0))
             }
+            ResponseBody::Shared { bytes, offset, len } => {
+                head.extend_from_slice(&bytes[offset..offset + len]);
+                self.write_all(head).await?;
+                Ok(memory(len as u64))
+            }
             ResponseBody::Bytes(b) => {
                 let n = b.len() as u64;
                 head.extend_from_slice(&b);

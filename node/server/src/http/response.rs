@@ -13,6 +13,16 @@ pub enum ResponseBody {
     Empty,
     /// Bytes from memory.
     Bytes(Vec<u8>),
+    /// `len` bytes from `offset` of a buffer shared with a cache (the small-blob cache): copied
+    /// once, into the response head's write.
+    Shared {
+        /// The cached bytes.
+        bytes: std::rc::Rc<[u8]>,
+        /// Start offset.
+        offset: usize,
+        /// Byte count.
+        len: usize,
+    },
     /// `len` bytes of `file` starting at `offset`, sent with `sendfile(2)`.
     File {
         /// Open file.
@@ -80,6 +90,7 @@ impl Response {
         match &self.body {
             ResponseBody::Empty => 0,
             ResponseBody::Bytes(b) => b.len() as u64,
+            ResponseBody::Shared { len, .. } => *len as u64,
             ResponseBody::File { len, .. } | ResponseBody::Fill { len, .. } => *len,
             ResponseBody::Stream(s) => s.len,
         }
