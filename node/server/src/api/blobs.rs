@@ -68,9 +68,9 @@ fn serve_memory(app: &App, req: &Request, digest: &Digest, bytes: std::rc::Rc<[u
     let size = bytes.len() as u64;
     let mut resp = match wanted(req, size) {
         Err(r) => return r,
-        Ok(Wanted::Whole) => headers(digest).with_body(ResponseBody::Shared { len: bytes.len(), bytes, offset: 0 }),
+        Ok(Wanted::Whole) => headers(digest).with_body(ResponseBody::Shared { len: size as u32, bytes, offset: 0 }),
         Ok(Wanted::Part(offset, len)) => partial(
-            headers(digest).with_body(ResponseBody::Shared { bytes, offset: offset as usize, len: len as usize }),
+            headers(digest).with_body(ResponseBody::Shared { bytes, offset: offset as u32, len: len as u32 }),
             offset,
             len,
             size,

@@ -431,9 +431,9 @@ impl Conn {
                 Ok(memory(0))
             }
             ResponseBody::Shared { bytes, offset, len } => {
-                head.extend_from_slice(&bytes[offset..offset + len]);
+                head.extend_from_slice(&bytes[offset as usize..(offset + len) as usize]);
                 self.write_all(head).await?;
-                Ok(memory(len as u64))
+                Ok(memory(u64::from(len)))
             }
             ResponseBody::Bytes(b) => {
                 let n = b.len() as u64;

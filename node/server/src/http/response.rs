@@ -18,10 +18,10 @@ pub enum ResponseBody {
     Shared {
         /// The cached bytes.
         bytes: std::rc::Rc<[u8]>,
-        /// Start offset.
-        offset: usize,
+        /// Start offset (small blobs only: 32 bits keep the response small).
+        offset: u32,
         /// Byte count.
-        len: usize,
+        len: u32,
     },
     /// `len` bytes of `file` starting at `offset`, sent with `sendfile(2)`.
     File {
@@ -90,7 +90,7 @@ impl Response {
         match &self.body {
             ResponseBody::Empty => 0,
             ResponseBody::Bytes(b) => b.len() as u64,
-            ResponseBody::Shared { len, .. } => *len as u64,
+            ResponseBody::Shared { len, .. } => u64::from(*len),
             ResponseBody::File { len, .. } | ResponseBody::Fill { len, .. } => *len,
             ResponseBody::Stream(s) => s.len,
         }
