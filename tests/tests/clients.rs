@@ -26,35 +26,14 @@ fn skopeo_podman_ctr_round_trip() {
         .args(["copy", "--src-tls-verify=false"])
         .arg(format!("docker://{reg}/skopeo/img:v1"))
         .arg(format!("oci:{}:v1", dst.display())));
-    for l in &layers {
-        let d = sha256(l);
-        let pulled = std::fs::read(dst.join("blobs/sha256").join(&d[7..])).unwrap_or_else(|e| {
-            panic!(
-                "{e}: {d} not in {:?}",
-                std::fs::read_dir(dst.join("blobs/sha256"))
-                    .unwrap()
-                    .map(|e| e.unwrap().file_name())
-                    .collect::<Vec<_>>()
-            )
-        });
-        assert_eq!(&pulled, l, "skopeo layer {d}");
-    }
+    assert_layout_has(&dst, &layers);
     let tags =
         run(Command::new("skopeo").args(["list-tags", "--tls-verify=false"]).arg(format!("docker://{reg}/skopeo/img")));
     assert!(tags.contains("\"v1\""), "{tags}");
 
     // podman (vfs): pull, tag into another repository, push (cross-repo mount), pull again.
     let p = tmp.path().join("podman");
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(p.join("root"))
-            .arg("--runroot")
-            .arg(p.join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args);
-        run(&mut c)
-    };
+    let podman = |args: &[&str]| podman_ok(&p, args);
     podman(&["pull", "--tls-verify=false", &format!("{reg}/skopeo/img:v1")]);
     podman(&["tag", &format!("{reg}/skopeo/img:v1"), &format!("{reg}/podman/img:v2")]);
     podman(&["push", "--tls-verify=false", &format!("{reg}/podman/img:v2")]);

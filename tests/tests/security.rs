@@ -88,24 +88,11 @@ fn skopeo_podman_ctr_through_token_auth() {
         .args(["copy", "--src-tls-verify=false", "--src-creds", "reader:read-pass"])
         .arg(format!("docker://{reg}/team/app:v1"))
         .arg(format!("oci:{}:v1", dst.display())));
-    for l in &layers {
-        let d = sha256(l);
-        assert_eq!(&std::fs::read(dst.join("blobs/sha256").join(&d[7..])).unwrap(), l);
-    }
+    assert_layout_has(&dst, &layers);
 
     // podman: login, push into public/ (mount from team/ needs pull there: ci has it), anonymous pull.
     let p = tmp.path().join("podman");
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(p.join("root"))
-            .arg("--runroot")
-            .arg(p.join("run"))
-            .args(["--storage-driver", "vfs"])
-            .env("REGISTRY_AUTH_FILE", p.join("auth.json"))
-            .args(args);
-        c.output().unwrap()
-    };
+    let podman = |args: &[&str]| podman(&p, args);
     let ok = |o: std::process::Output| {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()

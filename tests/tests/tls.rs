@@ -236,22 +236,10 @@ fn skopeo_podman_ctr_docker_over_tls() {
         .args(["copy", "--src-cert-dir", &certs, "--src-creds", "ci:ci-pass"])
         .arg(format!("docker://{reg}/team/app:v1"))
         .arg(format!("oci:{}:v1", dst.display())));
-    for l in &layers {
-        let d = sha256(l);
-        assert_eq!(&std::fs::read(dst.join("blobs/sha256").join(&d[7..])).unwrap(), l);
-    }
+    assert_layout_has(&dst, &layers);
     // podman with the CA directory.
     let p = tmp.path().join("podman");
-    let podman = |args: &[&str]| {
-        run(Command::new("podman")
-            .arg("--root")
-            .arg(p.join("root"))
-            .arg("--runroot")
-            .arg(p.join("run"))
-            .args(["--storage-driver", "vfs"])
-            .env("REGISTRY_AUTH_FILE", p.join("auth.json"))
-            .args(args))
-    };
+    let podman = |args: &[&str]| podman_ok(&p, args);
     podman(&["login", "--cert-dir", &certs, "-u", "ci", "-p", "ci-pass", &reg]);
     podman(&["pull", "--cert-dir", &certs, &format!("{reg}/team/app:v1")]);
     podman(&["tag", &format!("{reg}/team/app:v1"), &format!("{reg}/team/podman:v1")]);

@@ -320,6 +320,42 @@ pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, layer_size: usize) 
     layer_bytes
 }
 
+/// Assert every layer is in the OCI layout at `dir`, byte for byte.
+pub fn assert_layout_has(dir: &Path, layers: &[Vec<u8>]) {
+    for l in layers {
+        let d = sha256(l);
+        let pulled = std::fs::read(dir.join("blobs/sha256").join(&d[7..]))
+            .unwrap_or_else(|e| panic!("{e}: layer {d} not in the layout at {}", dir.display()));
+        assert!(&pulled == l, "layer {d} differs");
+    }
+}
+
+/// `podman` with its own vfs storage and auth file under `dir`.
+pub fn podman(dir: &Path, args: &[&str]) -> std::process::Output {
+    let auth = dir.join("auth.json");
+    if !auth.exists() {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&auth, r#"{"auths":{}}"#).unwrap();
+    }
+    Command::new("podman")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `podman`, asserting success; returns stdout.
+pub fn podman_ok(dir: &Path, args: &[&str]) -> String {
+    let out = podman(dir, args);
+    assert!(out.status.success(), "podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A private containerd (own root, state and socket), stopped on drop.
 pub struct Containerd {
     pub sock: PathBuf,
