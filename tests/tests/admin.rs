@@ -456,9 +456,6 @@ fn doctor_names_the_broken_dependency() {
 #[test]
 fn accounts_and_audit_through_the_admin_api() {
     let Some(e) = setup_with(&[], &[("BERTH_AUTH__ENABLED", "true")]) else { return };
-    use base64::Engine as _;
-    let basic =
-        |u: &str, p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
     let (st, _) = e.admin.send("PUT", "/api/v1/users/erin", Some(serde_json::json!({"password": "erin-pw"})));
     assert_eq!(st, 204);
     assert_eq!(http("GET", &e.node.url("/v2/"), &[("Authorization", &basic("erin", "erin-pw"))], None).status, 200);

@@ -136,9 +136,3 @@ fn docker_demo_script_with_login() {
         run(Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &b.url("/v2/_catalog")]));
     assert_eq!(unauth, "401");
 }
-
-fn bcrypt_hash(password: &str) -> String {
-    let out =
-        run(Command::new(berth_bin()).arg("hash-password").arg("--cost").arg("5").env("BERTH_PASSWORD", password));
-    out.trim().to_owned()
-}

@@ -9,17 +9,11 @@ use std::process::Command;
 
 use common::*;
 
-fn hash(password: &str) -> String {
-    let out =
-        run(Command::new(berth_bin()).arg("hash-password").arg("--cost").arg("5").env("BERTH_PASSWORD", password));
-    out.trim().to_owned()
-}
-
 /// A node with token auth: `ci` may push and pull `team/**`, `reader` may pull it, anonymous
 /// may pull `public/**`.
 fn token_node(tmp: &Path) -> Berth {
     let htpasswd = tmp.join("htpasswd");
-    std::fs::write(&htpasswd, format!("ci:{}\nreader:{}\n", hash("ci-pass"), hash("read-pass"))).unwrap();
+    std::fs::write(&htpasswd, format!("ci:{}\nreader:{}\n", bcrypt_hash("ci-pass"), bcrypt_hash("read-pass"))).unwrap();
     let cfg = tmp.join("berth.toml");
     std::fs::write(
         &cfg,
@@ -259,8 +253,7 @@ fn user_and_robot_cli() {
     let out = cli(&["user", "add", "fay"], &[("BERTH_PASSWORD", "fay-pw")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status = |u: &str, p: &str| {
-        use base64::Engine as _;
-        let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
+        let auth = basic(u, p);
         http("GET", &b.url("/v2/"), &[("Authorization", &auth)], None).status
     };
     assert_eq!(status("fay", "fay-pw"), 200);

@@ -149,8 +149,7 @@ fn htpasswd(path: &Path, user: &str, pass: &str) {
 }
 
 fn status_as(node: &Berth, user: &str, pass: &str) -> u16 {
-    use base64::Engine as _;
-    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")));
+    let auth = basic(user, pass);
     http("GET", &node.url("/v2/"), &[("Authorization", &auth)], None).status
 }
 

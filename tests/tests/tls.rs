@@ -96,12 +96,6 @@ impl Pki {
     }
 }
 
-fn hash(password: &str) -> String {
-    run(Command::new(berth_bin()).args(["hash-password", "--cost", "5"]).env("BERTH_PASSWORD", password))
-        .trim()
-        .to_owned()
-}
-
 /// TLS, client certificates optional, token auth, `ci` may push `team/**`.
 fn tls_node(tmp: &Path, pki: &Pki) -> Berth {
     tls_node_with(tmp, pki, "")
@@ -110,7 +104,7 @@ fn tls_node(tmp: &Path, pki: &Pki) -> Berth {
 /// `tls_node` with extra configuration appended.
 fn tls_node_with(tmp: &Path, pki: &Pki, extra: &str) -> Berth {
     let htpasswd = tmp.join("htpasswd");
-    std::fs::write(&htpasswd, format!("ci:{}\n", hash("ci-pass"))).unwrap();
+    std::fs::write(&htpasswd, format!("ci:{}\n", bcrypt_hash("ci-pass"))).unwrap();
     let cfg = tmp.join("berth.toml");
     std::fs::write(
         &cfg,

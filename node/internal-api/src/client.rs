@@ -211,24 +211,9 @@ impl InternalClient {
         body: Option<serde_json::Value>,
         timeout: Duration,
     ) -> Result<(u16, serde_json::Value), String> {
-        let req = self
-            .agent
-            .request(method, &format!("{}{path}", self.url))
-            .set("Authorization", &format!("Bearer {}", self.token))
-            .timeout(timeout);
-        let res = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = match res {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(format!("{}{path}: {e}", self.url)),
-        };
-        let status = resp.status();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes)
-            .map_err(|e| format!("{}{path}: {e}", self.url))?;
+        let body = body.map(|b| serde_json::to_vec(&b).unwrap_or_default());
+        let (status, _, bytes) =
+            self.raw(method, path, body.as_deref().map(|b| (b, "application/json")), &[], timeout)?;
         let v = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok((status, v))

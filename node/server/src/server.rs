@@ -475,6 +475,7 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut limits: L
         limits.idle_timeout = limits.idle_timeout.min(Duration::from_secs(5));
     }
     let tls_here = !internal || app.cfg.internal.tls;
+    let mut cert_user: Option<Option<String>> = None;
     let mut conn = match (&app.tls, tls_here) {
         (Some(acceptor), true) => match acceptor
             .session()
@@ -515,11 +516,10 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut limits: L
                 break;
             }
         };
-        let client = api::Client {
-            addr: Some(peer.ip()),
-            cert_user: conn.tls().and_then(crate::http::tls::peer_common_name),
-            tls: conn.tls().is_some(),
-        };
+        // The client certificate (if any) is known once the handshake is done, before the first
+        // request: read its name once per connection.
+        let cert_user = cert_user.get_or_insert_with(|| conn.tls().and_then(crate::http::tls::peer_common_name));
+        let client = api::Client { addr: Some(peer.ip()), cert_user: cert_user.clone(), tls: conn.tls().is_some() };
         if let Some(status) = mode.only_health {
             let health = matches!(req.path.as_str(), "/healthz" | "/readyz");
             let resp = if health {

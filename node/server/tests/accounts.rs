@@ -3,13 +3,8 @@
 
 mod common;
 
-use base64::Engine as _;
 use berth_node::config::User;
-use common::{sha256, TestNode};
-
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
-}
+use common::{basic, sha256, TestNode};
 
 fn internal(n: &TestNode, method: &str, path: &str, body: Option<serde_json::Value>) -> common::Resp {
     let token = std::fs::read_to_string(n.dir.path().join("internal.token")).unwrap();

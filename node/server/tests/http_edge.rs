@@ -183,11 +183,6 @@ fn with_auth(anon: bool) -> TestNode {
     })
 }
 
-fn basic(u: &str, p: &str) -> String {
-    use base64::Engine as _;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
-}
-
 #[test]
 fn basic_auth_required() {
     let n = with_auth(false);

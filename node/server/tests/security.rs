@@ -9,13 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use berth_node::config::{Config, User};
-use common::{sha256, TestNode};
-
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
-}
+use common::{basic, sha256, TestNode};
 
 /// A node with user `alice` (password `secret`, bcrypt cost 10 like `berth hash-password`).
 fn with_alice(f: impl FnOnce(&mut Config)) -> TestNode {

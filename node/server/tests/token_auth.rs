@@ -11,11 +11,7 @@ use base64::Engine as _;
 use berth_node::auth::policy::{Effect, RuleConfig};
 use berth_node::auth::token::TokenConfig;
 use berth_node::config::User;
-use common::{sha256, TestNode};
-
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
-}
+use common::{basic, sha256, TestNode};
 
 fn rule(subjects: &[&str], repos: &[&str], actions: &[&str]) -> RuleConfig {
     RuleConfig {

@@ -320,6 +320,19 @@ pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, layer_size: usize) 
     layer_bytes
 }
 
+/// A bcrypt hash of `password` made by `berth hash-password` (cost 5: quick in tests).
+pub fn bcrypt_hash(password: &str) -> String {
+    run(Command::new(berth_bin()).args(["hash-password", "--cost", "5"]).env("BERTH_PASSWORD", password))
+        .trim()
+        .to_owned()
+}
+
+/// An `Authorization: Basic` value.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
 /// Assert every layer is in the OCI layout at `dir`, byte for byte.
 pub fn assert_layout_has(dir: &Path, layers: &[Vec<u8>]) {
     for l in layers {
