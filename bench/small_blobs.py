@@ -22,10 +22,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--secs", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sizes", default="4KiB,64KiB", help="comma-separated: 4KiB, 16KiB, 64KiB, 256KiB")
+    ap.add_argument("--conns", default="16,100", help="comma-separated wrk connection counts")
+    ap.add_argument("--berth", default=os.path.join(TARGET, "release", "berth"), help="the binary to measure")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="berth-small-")
     bport, nport = free_port(), free_port()
-    berth = Proc([os.path.join(TARGET, "release", "berth"), "serve", "--listen", f"127.0.0.1:{bport}",
+    berth = Proc([args.berth, "serve", "--listen", f"127.0.0.1:{bport}",
                   "--data-dir", f"{tmp}/data", "--workers", "2"], f"{tmp}/berth.log", dict(os.environ, RUST_LOG="warn"))
     os.makedirs(f"{tmp}/www")
     write_nginx_conf(tmp, nport, "open_file_cache max=10000 inactive=60s;\n  open_file_cache_valid 60s;")
@@ -35,12 +38,14 @@ def main():
     wait_http(nbase + "/")
     rows = []
     try:
-        for size, name in [(4096, "4KiB"), (65536, "64KiB")]:
+        sizes = {"4KiB": 4096, "16KiB": 16384, "64KiB": 65536, "256KiB": 262144}
+        for name in args.sizes.split(","):
+            size = sizes[name]
             data = os.urandom(size)
             push_blob(bbase, "bench/small", data)
             with open(f"{tmp}/www/{name}", "wb") as f:
                 f.write(data)
-            for c in (16, 100):
+            for c in [int(x) for x in args.conns.split(",")]:
                 best = {"nginx": None, "berth": None}
                 for r in range(args.rounds):
                     order = ["nginx", "berth"] if r % 2 == 0 else ["berth", "nginx"]

@@ -114,5 +114,42 @@ fn index(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hashing, parsing, index);
+/// What a local blob GET does before it can send: before the open-file cache (link check,
+/// blob record read and decode, `open` and `close` of the file) and after (link check, a
+/// per-core cache hit). Issue "Performance, round 2".
+fn blob_lookup(c: &mut Criterion) {
+    use berth_node::store::open_files::{self, OpenBlob};
+    use berth_node::store::BlobStore;
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(&dir.path().join("index"), false).unwrap();
+    let blobs = BlobStore::open(dir.path()).unwrap();
+    let repo: RepoName = "bench/repo".parse().unwrap();
+    let data = vec![7u8; 64 * 1024];
+    let d = Digest::of(Algorithm::Sha256, &data);
+    let tmp = dir.path().join("uploads/x");
+    std::fs::write(&tmp, &data).unwrap();
+    blobs.publish(&tmp, &d).unwrap();
+    idx.commit_blob(&repo, &d, data.len() as u64, None).unwrap();
+    let mut g = c.benchmark_group("blob_get_lookup_64KiB");
+    g.bench_function("link_record_open", |b| {
+        b.iter(|| {
+            assert!(idx.repo_has_blob(&repo, black_box(&d)).unwrap());
+            let meta = idx.blob(&d).unwrap().unwrap();
+            let f = blobs.open_blob(&d).unwrap();
+            (meta.size, f)
+        })
+    });
+    let generation = blobs.removal_generation();
+    let f = std::rc::Rc::new(blobs.open_blob(&d).unwrap());
+    open_files::put(&d, OpenBlob { file: f, size: data.len() as u64 }, generation, generation, 1024);
+    g.bench_function("link_cached_file", |b| {
+        b.iter(|| {
+            assert!(idx.repo_has_blob(&repo, black_box(&d)).unwrap());
+            open_files::get(&d, blobs.removal_generation()).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hashing, parsing, index, blob_lookup);
 criterion_main!(benches);

@@ -492,3 +492,65 @@ fn small_blob_cache_races_delete_and_gc() {
     let r = http("GET", &url, &[], None);
     assert_eq!((r.status, r.body == data), (200, true));
 }
+
+/// Blobs above the small-blob limit are served from per-core cached descriptors: readers
+/// racing a delete + GC and a re-push get the right bytes or 404 (never bytes after GC), and
+/// once GC removed the file no core keeps it open (its disk space is freed).
+#[test]
+fn open_blob_files_race_delete_gc_and_repush() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let node = Berth::start(&data_dir, &[]);
+    let data = layer(91, 256 * 1024);
+    let d = push_blob(&node, "race/big", &data);
+    let url = node.url(&format!("/v2/race/big/blobs/{d}"));
+    for _ in 0..8 {
+        let r = http("GET", &url, &[], None);
+        assert_eq!((r.status, r.body == data), (200, true));
+    }
+    let r = http("GET", &url, &[("Range", "bytes=100000-100009")], None);
+    assert_eq!((r.status, r.body.as_slice()), (206, &data[100000..100010]));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let gone = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(Mutex::new(Vec::new()));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, gone, bad, url, data) = (stop.clone(), gone.clone(), bad.clone(), url.clone(), data.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let after_gc = gone.load(Ordering::SeqCst);
+                    let r = http("GET", &url, &[], None);
+                    match r.status {
+                        200 if r.body != data => bad.lock().unwrap().push("wrong bytes".to_string()),
+                        200 if after_gc => bad.lock().unwrap().push("served after GC".to_string()),
+                        200 | 404 => {}
+                        s => bad.lock().unwrap().push(format!("status {s}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(http("DELETE", &url, &[], None).status, 202);
+    let report = gc(&node, false, json!({"grace_secs": 0}));
+    assert!(digests(&report, "blobs").contains(&d), "{report}");
+    gone.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    // The file is gone from disk; no core may still hold it open.
+    assert!(!data_dir.join("blobs/sha256").join(&d[7..9]).join(&d[7..]).exists());
+    wait_for("cached descriptors of the removed file to close", 5, || {
+        deleted_blob_fds(node.pid(), &data_dir).is_empty()
+    });
+    gone.store(false, Ordering::SeqCst);
+    // Pushed again while readers run: they see 404 or the whole new file, never a partial one.
+    push_blob(&node, "race/big", &data);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(bad.lock().unwrap().is_empty(), "{:?}", bad.lock().unwrap());
+    let r = http("GET", &url, &[], None);
+    assert_eq!((r.status, r.body == data), (200, true));
+}

@@ -496,3 +496,36 @@ fn missing_bucket_is_named_at_start() {
     assert!(err.contains("no-such-bucket") && err.contains("bucket does not exist"), "{err}");
     assert!(!err.contains("object not found"), "{err}");
 }
+
+/// Readers of a blob served from cached descriptors while the evictor removes its file (a
+/// 1-byte budget evicts it as soon as it is in S3, again after every read-through): every GET
+/// gets the whole blob, and after the readers stop no core holds a removed file open.
+#[test]
+fn open_blob_files_race_eviction() {
+    let Some(e) = setup(1, &[]) else { return };
+    let data = random_bytes(300 * 1024, 7);
+    let d = push_blob(&e.node, "race/evict", &data);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, url, data) = (stop.clone(), e.node.url(&format!("/v2/race/evict/blobs/{d}")), data.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = http("GET", &url, &[], None);
+                    assert_eq!((r.status, r.body.len(), r.body == data), (200, data.len(), true));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    wait_for("an eviction", 60, || metric(&e.node, "berth_tier_evictions_total") >= 1.0);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 10, "{reads}");
+    wait_evicted(&e.node);
+    let data_dir = e.tmp.path().join("data");
+    wait_for("descriptors of evicted files to close", 5, || deleted_blob_fds(e.node.pid(), &data_dir).is_empty());
+}

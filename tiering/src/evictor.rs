@@ -56,9 +56,8 @@ async fn evict_down_to(t: &Arc<Tiering>, low: u64) -> Result<(), String> {
         if !t.index.set_tier(&c.digest, TierState::LocalAndRemote, TierState::Remote).map_err(|e| e.to_string())? {
             continue;
         }
-        match std::fs::remove_file(t.local.path(&c.digest)) {
+        match t.local.remove(&c.digest) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(digest = %c.digest, error = %e, "evicted blob's file could not be removed"),
         }
         n += 1;

@@ -95,6 +95,9 @@ pub trait LocalBlobs: Send + Sync + 'static {
     fn scratch_dir(&self) -> PathBuf;
     /// Atomically move a complete, synced temp file into place as `digest` (durable).
     fn publish(&self, tmp: &Path, digest: &Digest) -> std::io::Result<()>;
+    /// Remove a blob's file (eviction); a missing file is not an error. The node's store uses
+    /// this to drop its cached descriptors of the file.
+    fn remove(&self, digest: &Digest) -> std::io::Result<()>;
 }
 
 /// Striped per-digest locks: uploader, evictor, read-through and deleter of one blob never

@@ -91,7 +91,8 @@ impl Admission {
     }
 }
 
-fn fd_limit() -> usize {
+/// The open-file limit (soft), capped at 2^20.
+pub(crate) fn fd_limit() -> usize {
     // SAFETY: getrlimit into a zeroed local struct.
     unsafe {
         let mut r: libc::rlimit = std::mem::zeroed();

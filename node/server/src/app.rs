@@ -45,6 +45,8 @@ pub struct App {
     pub admission: Arc<crate::admission::Admission>,
     /// TLS on the public listener, when `[tls]` is set.
     pub tls: Option<crate::http::tls::Acceptor>,
+    /// Blob files each core keeps open (`store::open_files`).
+    pub open_files_per_core: usize,
 }
 
 /// The internal API token: configured, or generated once and kept in the data directory
@@ -229,7 +231,10 @@ impl App {
             cfg.limits.max_connections,
             cfg.limits.max_connections_per_address,
         ));
+        let open_files_per_core =
+            cfg.limits.open_blob_files.min(crate::admission::fd_limit() / 8) / cfg.worker_count().max(1);
         Ok(App {
+            open_files_per_core,
             tls,
             admission,
             scans,

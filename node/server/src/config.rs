@@ -212,6 +212,9 @@ pub struct LimitsConfig {
     pub small_blob_max_bytes: u64,
     /// Memory for those small blobs, over all cores.
     pub small_blob_cache_bytes: u64,
+    /// Blob files kept open for reuse, over all cores (at most an eighth of the open-file
+    /// limit); 0 opens every blob per request.
+    pub open_blob_files: usize,
     /// Most open client connections over all cores; 0: three quarters of the open-file limit.
     /// Beyond it a few more are accepted for `/healthz` and `/readyz` only.
     pub max_connections: usize,
@@ -342,6 +345,7 @@ impl Default for LimitsConfig {
             io_timeout_secs: 60,
             small_blob_max_bytes: 16 * 1024,
             small_blob_cache_bytes: 64 * 1024 * 1024,
+            open_blob_files: 1024,
             max_connections: 0,
             max_connections_per_address: 512,
         }

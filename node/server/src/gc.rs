@@ -395,12 +395,9 @@ pub fn run(
                 if index.blob(&d).map_err(|e| e.to_string())?.is_some_and(|m| m.tier.is_local()) {
                     continue;
                 }
-                let f = blobs.path(&d);
-                match std::fs::remove_file(&f) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                if let Err(e) = blobs.remove(&d) {
                     // The index no longer has it: the file is an orphan the next run removes.
-                    Err(e) => tracing::warn!(path = %f.display(), error = %e, "GC could not remove a blob file"),
+                    tracing::warn!(path = %blobs.path(&d).display(), error = %e, "GC could not remove a blob file");
                 }
             }
         }
@@ -426,11 +423,9 @@ pub fn run(
             continue;
         }
         if !dry_run {
-            if let Err(e) = std::fs::remove_file(path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %e, "GC could not remove an orphan file");
-                    continue;
-                }
+            if let Err(e) = blobs.remove_path(path) {
+                tracing::warn!(path = %path.display(), error = %e, "GC could not remove an orphan file");
+                continue;
             }
         }
         r.orphan_files.push(path.display().to_string());

@@ -237,6 +237,8 @@ pub fn start_on(app: App, listeners: Listeners) -> std::io::Result<Node> {
                 let expiry = (core == 0).then(|| monoio::spawn(expiry_worker(app2.clone())));
                 let app3 = app2.clone();
                 let flusher = monoio::spawn(crate::store::access::flusher(app2.index.clone(), move || {
+                    // An idle core drops descriptors of removed blob files here.
+                    crate::store::open_files::refresh(app3.blobs.removal_generation());
                     app3.shutting_down.load(Ordering::Relaxed)
                 }));
                 let internal = internal_listener.map(|l| monoio::spawn(accept_loop(app2.clone(), l, core, true)));

@@ -214,6 +214,21 @@ pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Descriptors the process `pid` holds on blob files that were deleted (a cache that kept a
+/// removed file open would hold its disk space).
+pub fn deleted_blob_fds(pid: u32, data_dir: &Path) -> Vec<String> {
+    let blobs = data_dir.join("blobs").display().to_string();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.display().to_string())
+                .filter(|t| t.starts_with(&blobs) && t.ends_with("(deleted)"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Push a blob monolithically (`POST ?digest=`), asserting 201; returns its digest.
 pub fn push_blob(node: &Berth, repo: &str, data: &[u8]) -> String {
     let d = sha256(data);

@@ -6,14 +6,16 @@
 //! client receives the bytes; a ranged GET of such a blob is streamed from S3 without caching;
 //! with `presign_redirect` the client gets a 307 to a presigned S3 URL instead.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
-use berth_index::{BlobMeta, TierState};
+use berth_index::TierState;
 use berth_tiering::{TierError, Tiering};
 use berth_types::{ByteRange, Digest, ErrorKind, OciError, RangeError, RepoName};
 
 use crate::app::App;
 use crate::http::{Method, Request, Response, ResponseBody};
+use crate::store::open_files::{self, OpenBlob};
 use crate::store::{index_error, io_error};
 
 pub(super) async fn handle(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
@@ -64,7 +66,7 @@ fn partial(resp: Response, offset: u64, len: u64, size: u64) -> Response {
 }
 
 /// A small blob from this core's memory: the repository link was checked by the caller.
-fn serve_memory(app: &App, req: &Request, digest: &Digest, bytes: std::rc::Rc<[u8]>) -> Response {
+fn serve_memory(app: &App, req: &Request, digest: &Digest, bytes: Rc<[u8]>) -> Response {
     let size = bytes.len() as u64;
     let mut resp = match wanted(req, size) {
         Err(r) => return r,
@@ -85,11 +87,11 @@ fn serve_memory(app: &App, req: &Request, digest: &Digest, bytes: std::rc::Rc<[u
 }
 
 /// Read a small local blob whole and keep it in this core's cache.
-fn load_small(app: &App, digest: &Digest, file: &std::fs::File, size: u64) -> Option<std::rc::Rc<[u8]>> {
+fn load_small(app: &App, digest: &Digest, file: &std::fs::File, size: u64) -> Option<Rc<[u8]>> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; size as usize];
     file.read_exact_at(&mut buf, 0).ok()?;
-    let bytes: std::rc::Rc<[u8]> = buf.into();
+    let bytes: Rc<[u8]> = buf.into();
     let per_core = (app.cfg.limits.small_blob_cache_bytes / app.cfg.worker_count().max(1) as u64) as usize;
     crate::store::small::put(digest, bytes.clone(), per_core);
     Some(bytes)
@@ -97,18 +99,25 @@ fn load_small(app: &App, digest: &Digest, file: &std::fs::File, size: u64) -> Op
 
 async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
     let unknown = || OciError::new(ErrorKind::BlobUnknown).detail(serde_json::json!({ "digest": digest.to_string() }));
+    // Read before any index read: a removal that starts after this keeps the file we may open
+    // below out of the open-file cache (store::open_files).
+    let generation = app.blobs.removal_generation();
     // The link decides whether the blob may be served (GC and deletes remove it); only then
-    // may bytes come from anywhere, the small-blob cache included.
+    // may bytes come from anywhere, the caches included.
     if !app.index.repo_has_blob(repo, digest).map_err(index_error)? {
         return Err(unknown());
     }
+    // GETs and HEADs both count as use: a client that HEADs a blob before pushing a manifest
+    // that references it is protected by GC's grace period.
     if let Some(bytes) = crate::store::small::get(digest) {
         crate::store::access::used(&app.index, digest);
         return Ok(serve_memory(app, req, digest, bytes));
     }
+    if let Some(open) = open_files::get(digest, generation) {
+        crate::store::access::used(&app.index, digest);
+        return Ok(serve_local(app, req, digest, open.size, open.file));
+    }
     let mut meta = app.index.blob(digest).map_err(index_error)?.ok_or_else(unknown)?;
-    // GETs and HEADs both count as use: a client that HEADs a blob before pushing a manifest
-    // that references it is protected by GC's grace period.
     crate::store::access::used(&app.index, digest);
     if meta.tier.is_local() {
         match app.blobs.open_blob(digest) {
@@ -118,15 +127,20 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
                 if let Some(bytes) = load_small(app, digest, &file, meta.size) {
                     return Ok(serve_memory(app, req, digest, bytes));
                 }
-                return serve_local(app, req, digest, &meta, file);
+                return Ok(serve_local(app, req, digest, meta.size, Rc::new(file)));
             }
-            Ok(file) => return serve_local(app, req, digest, &meta, file),
+            Ok(file) => {
+                let file = Rc::new(file);
+                let open = OpenBlob { file: file.clone(), size: meta.size };
+                open_files::put(digest, open, generation, app.blobs.removal_generation(), app.open_files_per_core);
+                return Ok(serve_local(app, req, digest, meta.size, file));
+            }
             // Evicted between our index read and the open: look again.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && app.tier.is_some() => {
                 meta = app.index.blob(digest).map_err(index_error)?.ok_or_else(unknown)?;
                 if meta.tier.is_local() {
                     let file = app.blobs.open_blob(digest).map_err(|e| io_error(e, "open blob"))?;
-                    return serve_local(app, req, digest, &meta, file);
+                    return Ok(serve_local(app, req, digest, meta.size, Rc::new(file)));
                 }
             }
             Err(e) => return Err(io_error(e, "open blob")),
@@ -139,16 +153,9 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
     serve_remote(app, tier, req, digest, meta.size).await
 }
 
-fn serve_local(
-    app: &App,
-    req: &Request,
-    digest: &Digest,
-    meta: &BlobMeta,
-    file: std::fs::File,
-) -> Result<Response, OciError> {
-    let size = meta.size;
+fn serve_local(app: &App, req: &Request, digest: &Digest, size: u64, file: Rc<std::fs::File>) -> Response {
     let mut resp = match wanted(req, size) {
-        Err(r) => return Ok(r),
+        Err(r) => return r,
         Ok(Wanted::Whole) => headers(digest).with_body(ResponseBody::File { file, offset: 0, len: size }),
         Ok(Wanted::Part(offset, len)) => {
             partial(headers(digest).with_body(ResponseBody::File { file, offset, len }), offset, len, size)
@@ -158,7 +165,7 @@ fn serve_local(
         app.metrics.blob_read("local", resp.body_len());
         resp.source = Some("local");
     }
-    Ok(resp)
+    resp
 }
 
 /// The blob is only in S3 and S3 failed: the detail (endpoint, SDK message) goes to the log,

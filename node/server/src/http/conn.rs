@@ -92,9 +92,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Wrap an accepted stream.
+    /// Wrap an accepted stream. The socket becomes non-blocking for good: io_uring reads and
+    /// writes on it still wait in the kernel (io_uring arms a poll), and `sendfile`/`send` can
+    /// then be called directly without toggling the flag around every response (three `fcntl`
+    /// per blob GET before).
     pub fn new(stream: TcpStream, limits: Limits) -> Conn {
+        use std::os::fd::AsRawFd;
         let _ = stream.set_nodelay(true);
+        let _ = super::tls::set_nonblocking(stream.as_raw_fd());
         Conn {
             stream,
             buf: Vec::with_capacity(limits.max_head_bytes.max(16 * 1024)),
@@ -107,8 +112,6 @@ impl Conn {
 
     /// Wrap an accepted stream that speaks TLS with `session`.
     pub fn new_tls(stream: TcpStream, limits: Limits, mut session: rustls::ServerConnection) -> io::Result<Conn> {
-        use std::os::fd::AsRawFd;
-        super::tls::set_nonblocking(stream.as_raw_fd())?;
         // Fewer, larger writes of records to the socket.
         session.set_buffer_limit(Some(1 << 20));
         let mut c = Conn::new(stream, limits);
@@ -447,8 +450,7 @@ impl Conn {
                 Ok(Sent { bytes, zero_copy: false })
             }
             ResponseBody::File { file, offset, len } => {
-                self.write_all(head).await?;
-                let bytes = send_file(&self.stream, &file, offset, len, self.limits.write_timeout).await?;
+                let bytes = send_file(&self.stream, &head, &file, offset, len, self.limits.write_timeout).await?;
                 Ok(Sent { bytes, zero_copy: true })
             }
             ResponseBody::Fill { fill, offset, len } => {
@@ -461,7 +463,7 @@ impl Conn {
                     at += if self.tls.is_some() {
                         self.send_file_tls(fill.file(), at, avail - at).await?
                     } else {
-                        send_file(&self.stream, fill.file(), at, avail - at, self.limits.write_timeout).await?
+                        send_file(&self.stream, &[], fill.file(), at, avail - at, self.limits.write_timeout).await?
                     };
                 }
                 Ok(Sent { bytes: len, zero_copy: self.tls.is_none() })

@@ -25,8 +25,8 @@ pub enum ResponseBody {
     },
     /// `len` bytes of `file` starting at `offset`, sent with `sendfile(2)`.
     File {
-        /// Open file.
-        file: File,
+        /// Open file (shared with the per-core cache of open blob files).
+        file: std::rc::Rc<File>,
         /// Start offset.
         offset: u64,
         /// Byte count.

@@ -1,8 +1,8 @@
 //! Zero-copy file → socket transfer with `sendfile(2)`.
 //!
-//! monoio's own splice support takes no file offset, so we call `sendfile` directly: the socket
-//! is switched to non-blocking for the transfer, and on `EAGAIN` we wait for writability with an
-//! io_uring poll (or epoll in the fallback driver) before continuing. The core never blocks on a
+//! monoio's own splice support takes no file offset, so we call `sendfile` directly on the
+//! connection's non-blocking socket, and on `EAGAIN` we wait for writability with an io_uring
+//! poll (or epoll in the fallback driver) before continuing. The core never blocks on a
 //! slow reader; bytes go from the page cache to the socket without a user-space copy.
 
 use std::io;
@@ -11,49 +11,48 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-/// Restores the socket's original flags when dropped.
-struct NonBlocking {
-    fd: i32,
-    flags: i32,
-}
-
-impl NonBlocking {
-    fn set(fd: i32) -> io::Result<NonBlocking> {
-        // SAFETY: fcntl on a descriptor we own through `stream` for the guard's lifetime.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if flags & libc::O_NONBLOCK == 0 {
-            // SAFETY: as above.
-            if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(NonBlocking { fd, flags })
+/// Wait until the socket takes bytes again, at most `stall`.
+async fn writable(stream: &TcpStream, stall: Duration) -> io::Result<()> {
+    match monoio::time::timeout(stall, stream.writable(false)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
     }
 }
 
-impl Drop for NonBlocking {
-    fn drop(&mut self) {
-        if self.flags & libc::O_NONBLOCK == 0 {
-            // SAFETY: restoring the flags read in `set` on the same descriptor.
-            unsafe { libc::fcntl(self.fd, libc::F_SETFL, self.flags) };
-        }
-    }
-}
-
-/// Send `len` bytes of `file` from `offset` to `stream`. `stall` bounds how long the peer may
-/// refuse to take bytes before the transfer fails with `TimedOut`.
+/// Send the response `head`, then `len` bytes of `file` from `offset`, to `stream`. `stall`
+/// bounds how long the peer may refuse to take bytes before the transfer fails with
+/// `TimedOut`. Returns the file bytes sent.
+///
+/// The head goes out with `MSG_MORE`: the kernel holds it until the file's first bytes join
+/// it, so a small blob leaves as one segment instead of a head segment and a body segment (the
+/// socket has `TCP_NODELAY`), and the head costs a plain `send` on the already non-blocking
+/// socket rather than an io_uring write of its own.
 pub(crate) async fn send_file(
     stream: &TcpStream,
+    head: &[u8],
     file: &std::fs::File,
     mut offset: u64,
     len: u64,
     stall: Duration,
 ) -> io::Result<u64> {
+    // The socket is non-blocking (`Conn::new`): EAGAIN means wait for writability.
     let sock = stream.as_raw_fd();
-    let _guard = NonBlocking::set(sock)?;
+    let mut at = 0;
+    while at < head.len() {
+        let flags = libc::MSG_NOSIGNAL | if len > 0 { libc::MSG_MORE } else { 0 };
+        // SAFETY: the pointer and length describe the live slice `head[at..]`.
+        let n = unsafe { libc::send(sock, head[at..].as_ptr().cast(), head.len() - at, flags) };
+        if n >= 0 {
+            at += n as usize;
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) => writable(stream, stall).await?,
+            Some(libc::EINTR) => {}
+            _ => return Err(err),
+        }
+    }
     let end = offset + len;
     let mut sent = 0u64;
     while offset < end {
@@ -73,10 +72,7 @@ pub(crate) async fn send_file(
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::EAGAIN) => match monoio::time::timeout(stall, stream.writable(false)).await {
-                Ok(r) => r?,
-                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
-            },
+            Some(libc::EAGAIN) => writable(stream, stall).await?,
             Some(libc::EINTR) => {}
             _ => return Err(err),
         }

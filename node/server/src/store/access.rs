@@ -57,7 +57,8 @@ pub fn flush(index: &Index) {
     }
 }
 
-/// Per-core task: flush every second until `stop` says so.
+/// Per-core task: flush every second until `stop` says so (`stop` runs every 200 ms, and may do
+/// other per-core housekeeping).
 pub async fn flusher(index: Arc<Index>, stop: impl Fn() -> bool) {
     let mut last = std::time::Instant::now();
     while !stop() {

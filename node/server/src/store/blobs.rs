@@ -3,6 +3,7 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use berth_types::Digest;
 
@@ -15,6 +16,9 @@ use berth_types::Digest;
 pub struct BlobStore {
     root: PathBuf,
     locks: Vec<std::sync::Mutex<()>>,
+    /// Bumped before every removal of a blob file: per-core caches of open files drop what they
+    /// hold when it moves (`store::open_files`).
+    removals: AtomicU64,
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -28,7 +32,11 @@ impl BlobStore {
         for d in ["blobs/sha256", "blobs/sha512", "uploads"] {
             fs::create_dir_all(root.join(d))?;
         }
-        Ok(BlobStore { root, locks: (0..256).map(|_| std::sync::Mutex::new(())).collect() })
+        Ok(BlobStore {
+            root,
+            locks: (0..256).map(|_| std::sync::Mutex::new(())).collect(),
+            removals: AtomicU64::new(0),
+        })
     }
 
     /// Final path of a blob. Safe by construction: the digest's hex is validated.
@@ -70,6 +78,26 @@ impl BlobStore {
         sync_dir(shard)
     }
 
+    /// The removal generation: changes whenever a blob file is about to be removed.
+    pub fn removal_generation(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
+    }
+
+    /// Remove `digest`'s file (GC, eviction): the only way blob files go while serving, so
+    /// cached descriptors are dropped (see `store::open_files`). A missing file is not an error.
+    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
+        self.remove_path(&self.path(digest))
+    }
+
+    /// Remove a file under `blobs/` by path (GC's orphan files), like [`BlobStore::remove`].
+    pub fn remove_path(&self, path: &Path) -> io::Result<()> {
+        self.removals.fetch_add(1, Ordering::AcqRel);
+        match fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
     /// Whether a blob file exists (fsck; the index is the authority for visibility).
     pub fn exists(&self, digest: &Digest) -> bool {
         self.path(digest).exists()
@@ -85,5 +113,8 @@ impl berth_tiering::LocalBlobs for BlobStore {
     }
     fn publish(&self, tmp: &Path, digest: &Digest) -> io::Result<()> {
         BlobStore::publish(self, tmp, digest)
+    }
+    fn remove(&self, digest: &Digest) -> io::Result<()> {
+        BlobStore::remove(self, digest)
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod access;
 mod blobs;
+pub mod open_files;
 pub mod small;
 mod uploads;
 
