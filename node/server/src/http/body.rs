@@ -90,7 +90,13 @@ impl<'c> Body<'c> {
 
     /// Read the next piece of the body into `buf` (cleared first; at most its capacity).
     /// Returns 0 at the end of the body.
-    pub async fn read(&mut self, buf: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
+    pub async fn read(&mut self, mut buf: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
+        buf.clear();
+        self.append(buf).await
+    }
+
+    /// Like [`Body::read`], but appends to what `buf` holds.
+    async fn append(&mut self, buf: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
         if self.state == State::Broken {
             return (Err(BodyError::Malformed("body already failed")), buf);
         }
@@ -101,8 +107,28 @@ impl<'c> Body<'c> {
         (r, buf)
     }
 
-    async fn read_inner(&mut self, mut buf: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
+    /// Fill `buf` to its capacity, across chunk boundaries of a chunked body, stopping early
+    /// only at the end of the body: a client that streams many small chunks (the Docker daemon
+    /// writes 32 KiB ones) then costs one file write per buffer, not several per chunk. On an
+    /// error the bytes read before it are in `buf` (the caller keeps them: a broken upload is
+    /// resumable from what arrived).
+    pub async fn read_full(&mut self, mut buf: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
         buf.clear();
+        while buf.len() < buf.capacity() {
+            let (r, b) = self.append(buf).await;
+            buf = b;
+            match r {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        let n = buf.len();
+        (Ok(n), buf)
+    }
+
+    /// Append the next piece of the body to `buf` (at most its spare capacity).
+    async fn read_inner(&mut self, buf: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
         if let Err(e) = self.send_continue().await {
             return (Err(e.into()), buf);
         }
@@ -179,9 +205,11 @@ impl<'c> Body<'c> {
         }
     }
 
-    /// Up to `limit` body bytes into `buf`: buffered bytes first, then straight from the socket.
+    /// Up to `limit` body bytes appended to `buf` (within its capacity): buffered bytes first,
+    /// then straight from the socket.
     async fn read_data(&mut self, mut buf: Vec<u8>, limit: u64) -> (io::Result<usize>, Vec<u8>) {
-        let cap = buf.capacity().min(limit.min(usize::MAX as u64) as usize);
+        let start = buf.len();
+        let cap = (buf.capacity() - start).min(limit.min(usize::MAX as u64) as usize);
         let avail = self.conn.buffered().len();
         if avail > 0 {
             let n = avail.min(cap);
@@ -208,7 +236,7 @@ impl<'c> Body<'c> {
         if let Err(e) = self.conn.wait_readable(timeout).await {
             return (Err(e), buf);
         }
-        let (r, slice) = self.conn.stream.read(buf.slice_mut(0..cap)).await;
+        let (r, slice) = self.conn.stream.read(buf.slice_mut(start..start + cap)).await;
         let buf = slice.into_inner();
         if let Ok(n) = r {
             self.received += n as u64;

@@ -270,13 +270,15 @@ impl Uploads {
         }
         let mut buf = Vec::with_capacity(IO_BUF);
         loop {
-            let (r, b) = body.read(buf).await;
+            // Whole buffers, however the client framed its chunks (one write per 256 KiB).
+            let (r, b) = body.read_full(buf).await;
             buf = b;
-            let n = match r {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => return Appended { offset, hasher, error: Some(body_error(e)) },
-            };
+            // On a broken body, what arrived before the break is kept (resumable) as well.
+            let n = buf.len();
+            let read_error = r.err().map(body_error);
+            if n == 0 {
+                return Appended { offset, hasher, error: read_error };
+            }
             if self.max_blob_bytes > 0 && offset + n as u64 > self.max_blob_bytes {
                 return Appended { offset, hasher, error: Some(too_large()) };
             }
@@ -287,8 +289,10 @@ impl Uploads {
             }
             hasher.update(&buf[..n]);
             offset += n as u64;
+            if read_error.is_some() {
+                return Appended { offset, hasher, error: read_error };
+            }
         }
-        Appended { offset, hasher, error: None }
     }
 
     /// Append a chunk (PATCH). `start` is the chunk's first offset from `Content-Range`, which
