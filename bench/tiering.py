@@ -50,6 +50,43 @@ def timed_get(port, path, headers=None):
     return r.status, ttfb, total, n, h.hexdigest()
 
 
+def cpu_secs(pid):
+    """utime + stime of a process (all threads), seconds."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy():
+    """(busy, total) jiffies of all cores from /proc/stat."""
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+class CpuMeter:
+    """CPU seconds of each process and the machine's busy fraction over a block."""
+
+    def __init__(self, pids):
+        self.pids = pids
+
+    def __enter__(self):
+        self.start = {k: cpu_secs(p) for k, p in self.pids.items()}
+        self.busy = machine_busy()
+        return self
+
+    def __exit__(self, *exc):
+        self.used = {k: cpu_secs(p) - self.start[k] for k, p in self.pids.items()}
+        b, t = machine_busy()
+        self.busy_fraction = (b - self.busy[0]) / max(1, t - self.busy[1])
+
+
+def sha256_secs_per_gib():
+    data = os.urandom(64 << 20)
+    t = time.perf_counter()
+    hashlib.sha256(data).digest()
+    return (time.perf_counter() - t) * 16
+
+
 def metric(port, name):
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     for line in text.splitlines():
@@ -90,6 +127,7 @@ def main():
                    BERTH_STORAGE__S3__ACCESS_KEY_ID="test", BERTH_STORAGE__S3__SECRET_ACCESS_KEY="test",
                    BERTH_CACHE__MAX_BYTES="1", BERTH_CACHE__CHECK_INTERVAL_SECS="1", RUST_LOG="warn",
                    BERTH_METRICS__PUBLIC="open")
+        moto_pid = procs[0].pid
         procs.append(subprocess.Popen([berth_bin, "serve", "--listen", f"127.0.0.1:{node_port}",
                                        "--data-dir", f"{tmp}/data", "--workers", "2"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/berth.log", "w")))
@@ -103,13 +141,19 @@ def main():
             assert c.getresponse().status == 201
             digests.append(d)
         rows = {"raw": [], "cold": [], "warm": []}
+        pids = {"moto": moto_pid, "berth": procs[1].pid, "client": os.getpid()}
+        cpu = {"raw": [], "cold": []}
         for _ in range(args.rounds):
             for d in digests:
                 wait_evicted(node_port)
-                st, ttfb, total, n, h = timed_get(s3_port, f"/bench/registry/blobs/sha256/{d[7:]}", {"Authorization": AUTH})
+                with CpuMeter(pids) as m:
+                    st, ttfb, total, n, h = timed_get(s3_port, f"/bench/registry/blobs/sha256/{d[7:]}", {"Authorization": AUTH})
+                cpu["raw"].append((m, total))
                 assert st == 200 and "sha256:" + h == d, (st, n)
                 rows["raw"].append((ttfb, total, n))
-                st, ttfb, total, n, h = timed_get(node_port, f"/v2/bench/cold/blobs/{d}")
+                with CpuMeter(pids) as m:
+                    st, ttfb, total, n, h = timed_get(node_port, f"/v2/bench/cold/blobs/{d}")
+                cpu["cold"].append((m, total))
                 assert st == 200 and "sha256:" + h == d, (st, n)
                 rows["cold"].append((ttfb, total, n))
                 # Warm: the read-through cached it (wait until it is published, before eviction).
@@ -122,6 +166,15 @@ def main():
         print(f"blob {args.size_mib} MiB x {args.blobs} x {args.rounds} rounds; read-through fills: {fills:.0f}")
         for k in ("raw", "cold", "warm"):
             print(f"{k:5} TTFB median {med[k][0]:8.2f} ms   throughput median {med[k][1]:8.1f} MB/s")
+        for k in ("raw", "cold"):
+            per = {p: statistics.median(m.used[p] for m, _ in cpu[k]) * 1000 for p in pids}
+            busy = statistics.median(m.busy_fraction for m, _ in cpu[k]) * 100
+            print(f"{k:5} CPU ms per GET (median): " + ", ".join(f"{p} {v:.0f}" for p, v in per.items())
+                  + f"; machine busy {busy:.0f}% of {os.cpu_count()} cores during the GET")
+        cold_bytes = sum(n for _, _, n in rows["cold"])
+        berth_cpu = sum(m.used["berth"] for m, _ in cpu["cold"])
+        print(f"berth CPU per cold GiB read through: {berth_cpu / (cold_bytes / (1 << 30)):.2f} s "
+              f"(single-core SHA-256 of 1 GiB alone: {sha256_secs_per_gib():.2f} s)")
         print(f"cold/raw: TTFB {med['cold'][0] / med['raw'][0]:.2f}x, throughput {med['cold'][1] / med['raw'][1]:.2f}x; "
               f"warm/raw throughput {med['warm'][1] / med['raw'][1]:.2f}x")
     finally:
