@@ -2,7 +2,8 @@
 """Side-by-side macro benchmark: Berth vs CNCF Distribution (Debian's docker-registry) vs nginx
 (sendfile on), all on 127.0.0.1, same content, same load generator (wrk), same run.
 
-    python3 bench/compare.py            # full run (~5 min), writes bench/RESULTS.md
+    python3 bench/compare.py            # full run (~8 min), writes bench/RESULTS.md
+    python3 bench/compare.py --berth /tmp/old-berth --out /tmp/before.md   # same run, another binary
     python3 bench/compare.py --quick    # 2 s per scenario (smoke test)
 
 Every figure is reported as measured and as a ratio to a reference measured in the same run:
@@ -233,6 +234,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="2 s per scenario, 256 MiB push")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    ap.add_argument("--berth", help="measure this binary instead of building the release one (a before/after run)")
     args = ap.parse_args()
     secs = 2 if args.quick else 8
     push_mib = 256 if args.quick else 1024
@@ -240,9 +242,12 @@ def main():
     for tool in ["wrk", "nginx", "docker-registry", "cargo"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is required (apt-get install wrk nginx-light docker-registry)")
-    subprocess.run(["cargo", "build", "--release", "--bin", "berth", "-q"], cwd=ROOT, check=True)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    berth_bin = os.path.join(target, "release", "berth")
+    if args.berth:
+        berth_bin = args.berth
+    else:
+        subprocess.run(["cargo", "build", "--release", "--bin", "berth", "-q"], cwd=ROOT, check=True)
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        berth_bin = os.path.join(target, "release", "berth")
 
     tmp = tempfile.mkdtemp(prefix="berth-bench-")
     procs = []
@@ -260,7 +265,8 @@ http: {{addr: 127.0.0.1:{ports['distribution']}}}
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         procs.append(Proc(["docker-registry", "serve", f"{tmp}/registry.yml"], f"{tmp}/distribution.log", env=env))
         os.makedirs(f"{tmp}/www", exist_ok=True)
-        write_nginx_conf(tmp, ports["nginx"])
+        # As a production nginx runs: descriptors of served files cached.
+        write_nginx_conf(tmp, ports["nginx"], "open_file_cache max=10000 inactive=60s;\n  open_file_cache_valid 60s;")
         procs.append(Proc(["nginx", "-c", f"{tmp}/nginx.conf", "-g", "daemon off;"], f"{tmp}/nginx.log"))
         bases = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
         for k in ("berth", "distribution"):
@@ -268,7 +274,7 @@ http: {{addr: 127.0.0.1:{ports['distribution']}}}
         wait_http(bases["nginx"] + "/")
 
         rnd = os.urandom
-        blobs = {"4KiB": rnd(4096), "1MiB": rnd(1 << 20), "64MiB": rnd(64 << 20)}
+        blobs = {"4KiB": rnd(4096), "64KiB": rnd(64 << 10), "1MiB": rnd(1 << 20), "64MiB": rnd(64 << 20)}
         config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
         manifest = None
         for k in ("berth", "distribution"):
@@ -295,7 +301,8 @@ http: {{addr: 127.0.0.1:{ports['distribution']}}}
                 f"{k} {v['rps']:.0f} req/s {v['bps'] / 1e9:.2f} GB/s p99 {v['p99']:.2f} ms" for k, v in res.items()), flush=True)
 
         mpath = {"nginx": "/manifest", "berth": "/v2/bench/img/manifests/latest", "distribution": "/v2/bench/img/manifests/latest"}
-        scenario("manifest GET by tag", mpath, 100, {"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        for c in (16, 100):
+            scenario("manifest GET by tag", mpath, c, {"Accept": "application/vnd.oci.image.manifest.v1+json"})
         for name, b in blobs.items():
             paths = {"nginx": f"/{name}", "berth": f"/v2/bench/img/blobs/{digest(b)}", "distribution": f"/v2/bench/img/blobs/{digest(b)}"}
             for c in (16, 100):
@@ -314,12 +321,17 @@ http: {{addr: 127.0.0.1:{ports['distribution']}}}
             t = time.perf_counter()
             push_blob(bases[k], f"bench/push{push_mib}", big)
             push[k] = len(big) / (time.perf_counter() - t)
-        chunked = {}
+        from push import push_streamed  # bench/push.py (imports this module)
+        chunked, streamed = {}, {}
         for k in ("berth", "distribution"):
             os.sync()
             t = time.perf_counter()
             push_chunked(bases[k], f"bench/chunked{push_mib}", big[:len(big) // 2] + b"c", 16 << 20)
             chunked[k] = (len(big) // 2 + 1) / (time.perf_counter() - t)
+            os.sync()
+            t = time.perf_counter()
+            push_streamed(bases[k], f"bench/streamed{push_mib}", big[:len(big) // 2] + b"s")
+            streamed[k] = (len(big) // 2 + 1) / (time.perf_counter() - t)
         # Whole-image pull of a 5-layer image with skopeo (a real client), Berth vs Distribution.
         skopeo = {}
         if shutil.which("skopeo"):
@@ -350,7 +362,7 @@ http: {{addr: 127.0.0.1:{ports['distribution']}}}
             f"Run {now} on {os.cpu_count()} cores ({cpu}), kernel {platform.release()}; "
             f"command: `python3 bench/compare.py{' --quick' if args.quick else ''}`; wrk -t2, {secs} s per scenario, "
             "server and load generator share the machine. Berth: release build, 2 cores, io_uring. "
-            "Distribution: Debian docker-registry 2.8 (filesystem driver). nginx: sendfile on, 2 workers, same files.",
+            "Distribution: Debian docker-registry 2.8 (filesystem driver). nginx: sendfile on, open_file_cache, 2 workers, same files.",
             "",
             "Ratios are Berth / nginx (the static-file reference) and Berth / Distribution, measured in the same run.",
             "",
@@ -376,6 +388,13 @@ http: {{addr: 127.0.0.1:{ports['distribution']}}}
             f"| chunked {push_mib // 2} MiB (16 MiB chunks) | {chunked['berth'] / 1e9:.2f} | {chunked['distribution'] / 1e9:.2f} | "
             f"{sha / 1e9:.2f} | {disk / 1e9:.2f} | {chunked['berth'] / sha:.2f}x | {chunked['berth'] / disk:.2f}x | "
             f"{chunked['berth'] / chunked['distribution']:.2f}x |",
+            f"| streamed PATCH {push_mib // 2} MiB (32 KiB chunked encoding, as the Docker daemon) | {streamed['berth'] / 1e9:.2f} | "
+            f"{streamed['distribution'] / 1e9:.2f} | {sha / 1e9:.2f} | {disk / 1e9:.2f} | {streamed['berth'] / sha:.2f}x | "
+            f"{streamed['berth'] / disk:.2f}x | {streamed['berth'] / streamed['distribution']:.2f}x |",
+            "",
+            f"Chunked and streamed pushes relative to Berth's monolithic push in this run: "
+            f"{chunked['berth'] / push['berth']:.2f}x and {streamed['berth'] / push['berth']:.2f}x "
+            "(one push each; `bench/push.py` measures them against each other over alternating rounds).",
             "",
         ]
         if skopeo:

@@ -11,6 +11,7 @@ the disk's durable write speed (write + fsync of the same bytes) as the ceiling.
 import argparse
 import http.client as httpc
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -89,6 +90,7 @@ def main():
         res, disk = measure(base, os.urandom(args.mib << 20), args.rounds, tmp)
     finally:
         berth.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     mono = res["monolithic"]
     print(f"| push {args.mib} MiB (median of {args.rounds}) | GB/s | / monolithic | / durable disk write ({disk / 1e9:.2f} GB/s) |")
     print("|---|---|---|---|")

@@ -9,6 +9,7 @@ Needs a release build (cargo build --release --bin berth), wrk and nginx (apt).
 """
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 
@@ -22,7 +23,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--secs", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--sizes", default="4KiB,64KiB", help="comma-separated: 4KiB, 16KiB, 64KiB, 256KiB")
+    ap.add_argument("--sizes", default="4KiB,64KiB", help="comma-separated: 4KiB, 16KiB, 64KiB, 256KiB, 1MiB")
     ap.add_argument("--conns", default="16,100", help="comma-separated wrk connection counts")
     ap.add_argument("--berth", default=os.path.join(TARGET, "release", "berth"), help="the binary to measure")
     args = ap.parse_args()
@@ -38,7 +39,7 @@ def main():
     wait_http(nbase + "/")
     rows = []
     try:
-        sizes = {"4KiB": 4096, "16KiB": 16384, "64KiB": 65536, "256KiB": 262144}
+        sizes = {"4KiB": 4096, "16KiB": 16384, "64KiB": 65536, "256KiB": 262144, "1MiB": 1 << 20}
         for name in args.sizes.split(","):
             size = sizes[name]
             data = os.urandom(size)
@@ -59,6 +60,7 @@ def main():
     finally:
         berth.stop()
         nginx.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     print("| blob GET | c | nginx (open_file_cache) req/s | Berth req/s | Berth p50 / p99 ms | Berth/nginx |")
     print("|---|---|---|---|---|---|")
     for name, c, b in rows:

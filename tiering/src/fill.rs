@@ -22,7 +22,7 @@ use crate::remote::scratch_path;
 use crate::{TierError, Tiering};
 
 #[derive(Debug, Clone)]
-enum FillState {
+pub(crate) enum FillState {
     /// Waiting for S3 to answer.
     Connecting,
     /// This many bytes are in the file.
@@ -81,84 +81,184 @@ impl Fill {
     }
 }
 
-/// Join the fetch running for `digest`, or start one.
-pub(crate) fn join_or_start(t: &Arc<Tiering>, digest: &Digest, size: u64) -> Result<Arc<Fill>, TierError> {
-    let mut fills = t.fills.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(f) = fills.get(digest) {
-        return Ok(f.clone());
+/// Fills in progress, one per digest: the single-flight registry of a read-through source
+/// (the S3 tier, a pull-through upstream).
+#[derive(Default)]
+pub struct Fills {
+    map: std::sync::Mutex<std::collections::HashMap<Digest, Arc<Fill>>>,
+}
+
+/// The producer side of a [`Fill`]: writes the bytes as they arrive, hashes them, tells the
+/// readers, and at the end verifies and syncs the file. Dropping it without [`FillWriter::finish`]
+/// fails the fill (readers see an error) and removes the file.
+pub struct FillWriter {
+    fill: Arc<Fill>,
+    tmp: PathBuf,
+    tx: watch::Sender<FillState>,
+    hasher: berth_types::Hasher,
+    off: u64,
+    fills: Arc<Fills>,
+    done: bool,
+}
+
+impl Fills {
+    /// Join the fill running for `digest` (`None` writer), or start one (a writer the caller
+    /// must feed from its source; `scratch` is a directory on the blob store's filesystem).
+    pub fn join_or_start(
+        self: &Arc<Self>,
+        scratch: &std::path::Path,
+        digest: &Digest,
+        size: u64,
+    ) -> std::io::Result<(Arc<Fill>, Option<FillWriter>)> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = map.get(digest) {
+            return Ok((f.clone(), None));
+        }
+        let tmp = scratch_path(scratch, "fill", digest);
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp)?;
+        let (tx, rx) = watch::channel(FillState::Connecting);
+        let fill = Arc::new(Fill { digest: digest.clone(), size, file, state: rx });
+        map.insert(digest.clone(), fill.clone());
+        let writer = FillWriter {
+            fill: fill.clone(),
+            tmp,
+            tx,
+            hasher: digest.algorithm().hasher(),
+            off: 0,
+            fills: self.clone(),
+            done: false,
+        };
+        Ok((fill, Some(writer)))
     }
-    let tmp = scratch_path(&t.local.scratch_dir(), "fill", digest);
-    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp)?;
-    let (tx, rx) = watch::channel(FillState::Connecting);
-    let fill = Arc::new(Fill { digest: digest.clone(), size, file, state: rx });
-    fills.insert(digest.clone(), fill.clone());
-    drop(fills);
-    let (t2, f2) = (t.clone(), fill.clone());
-    t.handle.spawn(async move {
-        let res = fetch(&t2, &f2, &tmp, &tx).await;
-        TierMetrics::result(&t2.metrics.fills, res.is_ok());
-        match res {
+
+    /// The fill running for `digest`, if any.
+    pub fn running(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(digest).cloned()
+    }
+
+    fn remove(&self, fill: &Arc<Fill>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&fill.digest).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            map.remove(&fill.digest);
+        }
+    }
+}
+
+impl FillWriter {
+    /// The blob being filled.
+    pub fn digest(&self) -> &Digest {
+        &self.fill.digest
+    }
+
+    /// The source answered: readers may start (a source that fails before this never sent a
+    /// byte to anyone).
+    pub fn started(&self) {
+        let _ = self.tx.send(FillState::Streaming(0));
+    }
+
+    /// Append the next bytes from the source.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), TierError> {
+                if self.off + chunk.len() as u64 > self.fill.size {
+            return Err(TierError::Verify("the source sent more bytes than the blob has".into()));
+        }
+        self.fill.file.write_all_at(chunk, self.off)?;
+        self.hasher.update(chunk);
+        self.off += chunk.len() as u64;
+        let _ = self.tx.send(FillState::Streaming(self.off));
+        Ok(())
+    }
+
+    /// Check the size and digest and sync the file; returns the verified file's path for the
+    /// caller to publish. The fill stays running (readers keep sending from the file) until
+    /// [`FillWriter::done`].
+    pub async fn verify(&mut self) -> Result<PathBuf, TierError> {
+        if self.off != self.fill.size {
+            return Err(TierError::Verify(format!("the source sent {} of {} bytes", self.off, self.fill.size)));
+        }
+        let got = std::mem::replace(&mut self.hasher, self.fill.digest.algorithm().hasher()).finish();
+        if got != self.fill.digest {
+            return Err(TierError::Verify(format!("the bytes hash to {got}")));
+        }
+        let f = self.fill.file.try_clone()?;
+        tokio::task::spawn_blocking(move || f.sync_all()).await.map_err(|e| TierError::Io(std::io::Error::other(e)))??;
+        Ok(self.tmp.clone())
+    }
+
+    /// Finish: on success readers have every byte (the file was published or removed by the
+    /// caller); on failure they see the error and the temp file goes.
+    pub fn done(mut self, result: &Result<(), TierError>) {
+        self.done = true;
+        match result {
             Ok(()) => {
-                tracing::info!(target: "berth::tier", digest = %f2.digest, size = f2.size, "read-through complete; cached");
-                let _ = tx.send(FillState::Done);
+                let _ = self.tx.send(FillState::Done);
             }
             Err(e) => {
-                t2.metrics.s3_error("read_through");
-                let _ = std::fs::remove_file(&tmp);
-                tracing::warn!(target: "berth::tier", digest = %f2.digest, error = %e, "read-through failed; nothing cached");
-                let _ = tx.send(FillState::Failed(e.to_string()));
+                let _ = std::fs::remove_file(&self.tmp);
+                let _ = self.tx.send(FillState::Failed(e.to_string()));
             }
         }
-        let mut fills = t2.fills.lock().unwrap_or_else(|p| p.into_inner());
-        if fills.get(&f2.digest).is_some_and(|f| Arc::ptr_eq(f, &f2)) {
-            fills.remove(&f2.digest);
+        self.fills.remove(&self.fill);
+    }
+}
+
+impl Drop for FillWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+            let _ = self.tx.send(FillState::Failed("the fill was abandoned".into()));
+            self.fills.remove(&self.fill);
         }
+    }
+}
+
+/// Join the S3 fetch running for `digest`, or start one.
+pub(crate) fn join_or_start(t: &Arc<Tiering>, digest: &Digest, size: u64) -> Result<Arc<Fill>, TierError> {
+    let (fill, writer) = t.fills.join_or_start(&t.local.scratch_dir(), digest, size)?;
+    let Some(mut writer) = writer else { return Ok(fill) };
+    let t2 = t.clone();
+    t.handle.spawn(async move {
+        let res = fetch(&t2, &mut writer).await;
+        TierMetrics::result(&t2.metrics.fills, res.is_ok());
+        match &res {
+            Ok(()) => tracing::info!(target: "berth::tier", digest = %writer.digest(), size, "read-through complete; cached"),
+            Err(e) => {
+                t2.metrics.s3_error("read_through");
+                tracing::warn!(target: "berth::tier", digest = %writer.digest(), error = %e, "read-through failed; nothing cached");
+            }
+        }
+        writer.done(&res);
     });
     Ok(fill)
 }
 
-async fn fetch(t: &Arc<Tiering>, fill: &Fill, tmp: &PathBuf, tx: &watch::Sender<FillState>) -> Result<(), TierError> {
-    let mut dl = t.remote.get(&t.layout.blob(&fill.digest), None).await?;
-    if dl.len != fill.size {
-        return Err(TierError::Verify(format!("S3 holds {} bytes, the index says {}", dl.len, fill.size)));
+async fn fetch(t: &Arc<Tiering>, w: &mut FillWriter) -> Result<(), TierError> {
+    let digest = w.digest().clone();
+    let size = w.fill.size;
+    let mut dl = t.remote.get(&t.layout.blob(&digest), None).await?;
+    if dl.len != size {
+        return Err(TierError::Verify(format!("S3 holds {} bytes, the index says {size}", dl.len)));
     }
-    let _ = tx.send(FillState::Streaming(0));
-    let mut hasher = fill.digest.algorithm().hasher();
-    let mut off = 0u64;
+    w.started();
     while let Some(chunk) =
         dl.body.try_next().await.map_err(|e| TierError::S3 { op: "get_object", reason: e.to_string() })?
     {
-        if off + chunk.len() as u64 > fill.size {
-            return Err(TierError::Verify("S3 sent more bytes than the blob has".into()));
-        }
-        fill.file.write_all_at(&chunk, off)?;
-        hasher.update(&chunk);
-        off += chunk.len() as u64;
+        w.write(&chunk)?;
         t.metrics.s3_read_bytes.inc_by(chunk.len() as u64);
-        let _ = tx.send(FillState::Streaming(off));
     }
-    if off != fill.size {
-        return Err(TierError::Verify(format!("S3 sent {off} of {} bytes", fill.size)));
-    }
-    let got = hasher.finish();
-    if got != fill.digest {
-        return Err(TierError::Verify(format!("S3 copy hashes to {got}")));
-    }
-    let f = fill.file.try_clone()?;
-    tokio::task::spawn_blocking(move || f.sync_all()).await.map_err(|e| TierError::Io(std::io::Error::other(e)))??;
-    let _g = t.locks.lock(&fill.digest).await;
-    match t.index.blob(&fill.digest)? {
+    let tmp = w.verify().await?;
+    let _g = t.locks.lock(&digest).await;
+    match t.index.blob(&digest)? {
         Some(m) if m.tier == TierState::Remote => {
-            let (local, tmp2, d) = (t.local.clone(), tmp.clone(), fill.digest.clone());
-            tokio::task::spawn_blocking(move || local.publish(&tmp2, &d))
+            let (local, d) = (t.local.clone(), digest.clone());
+            tokio::task::spawn_blocking(move || local.publish(&tmp, &d))
                 .await
                 .map_err(|e| TierError::Io(std::io::Error::other(e)))??;
-            t.index.set_tier(&fill.digest, TierState::Remote, TierState::LocalAndRemote)?;
+            t.index.set_tier(&digest, TierState::Remote, TierState::LocalAndRemote)?;
             t.wake_evict.notify_one();
         }
         // Removed, or cached by someone else meanwhile: serve what we have, keep nothing.
         _ => {
-            let _ = std::fs::remove_file(tmp);
+            let _ = std::fs::remove_file(&tmp);
         }
     }
     Ok(())

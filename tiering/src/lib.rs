@@ -35,7 +35,6 @@ mod remote;
 mod uploader;
 mod workers;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +47,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 pub use config::{CacheConfig, S3Config};
-pub use fill::Fill;
+pub use fill::{Fill, FillWriter, Fills};
 pub use layout::{Layout, Object};
 pub use metrics::TierMetrics;
 pub use mirror::CURSOR as MIRROR_CURSOR;
@@ -127,7 +126,7 @@ pub struct Tiering {
     cfg: Arc<S3Config>,
     cache: CacheConfig,
     locks: Locks,
-    fills: Mutex<HashMap<Digest, Arc<Fill>>>,
+    fills: Arc<Fills>,
     wake_upload: Notify,
     wake_evict: Notify,
     wake_mirror: Notify,
@@ -174,7 +173,7 @@ impl Tiering {
             cfg,
             cache,
             locks: Locks::new(),
-            fills: Mutex::new(HashMap::new()),
+            fills: Arc::default(),
             wake_upload: Notify::new(),
             wake_evict: Notify::new(),
             wake_mirror: Notify::new(),

@@ -47,6 +47,8 @@ pub struct App {
     pub tls: Option<crate::http::tls::Acceptor>,
     /// Blob files each core keeps open (`store::open_files`).
     pub open_files_per_core: usize,
+    /// The pull-through cache, when `[[proxy.upstreams]]` are configured.
+    pub pull_through: Option<crate::pull_through::PullThrough>,
 }
 
 /// The internal API token: configured, or generated once and kept in the data directory
@@ -139,6 +141,9 @@ pub enum StartError {
     /// `[scan.policy]` does not compile.
     #[error("{0}")]
     ScanPolicy(String),
+    /// `[proxy]` is invalid (a name, a URL, an unreadable CA or certificate file).
+    #[error("{0}")]
+    Proxy(String),
     /// The S3 tier could not be set up.
     #[error("storage.s3 (bucket {bucket:?}): {reason}")]
     S3 {
@@ -231,9 +236,17 @@ impl App {
             cfg.limits.max_connections,
             cfg.limits.max_connections_per_address,
         ));
+        let pull_through = if cfg.proxy.enabled() {
+            let proxy = berth_proxy::Proxy::new(&cfg.proxy).map_err(StartError::Proxy)?;
+            proxy.metrics.register(metrics.registry_mut());
+            Some(crate::pull_through::PullThrough::new(proxy))
+        } else {
+            None
+        };
         let open_files_per_core =
             cfg.limits.open_blob_files.min(crate::admission::fd_limit() / 8) / cfg.worker_count().max(1);
         Ok(App {
+            pull_through,
             open_files_per_core,
             tls,
             admission,

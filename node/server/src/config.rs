@@ -71,6 +71,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// TLS on the registry port: set `[tls]` (`cert`, `key`; `client_ca` for mTLS).
     pub tls: Option<crate::http::tls::TlsConfig>,
+    /// Pull-through cache: `[[proxy.upstreams]]` (see `berth_proxy::ProxyConfig`).
+    pub proxy: berth_proxy::ProxyConfig,
 }
 
 /// Which children of a pushed index must already be in the repository.
@@ -311,6 +313,7 @@ impl Default for Config {
             scan: crate::scan::ScanConfig::default(),
             metrics: MetricsConfig::default(),
             tls: None,
+            proxy: berth_proxy::ProxyConfig::default(),
         }
     }
 }
@@ -347,7 +350,7 @@ impl Default for LimitsConfig {
             small_blob_cache_bytes: 64 * 1024 * 1024,
             open_blob_files: 1024,
             max_connections: 0,
-            max_connections_per_address: 512,
+            max_connections_per_address: 4096,
         }
     }
 }

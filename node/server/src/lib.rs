@@ -18,6 +18,7 @@ pub mod gc_cli;
 pub mod http;
 pub mod manifest;
 pub mod metrics;
+pub mod pull_through;
 pub mod rebuild;
 pub mod routes;
 pub mod scan;

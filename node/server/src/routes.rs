@@ -45,6 +45,29 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The repository a read endpoint (GET/HEAD of manifests, blobs, tags, referrers) names:
+    /// the pull-through cache may serve it under another name.
+    pub fn read_repo_mut(&mut self) -> Option<&mut RepoName> {
+        match self {
+            Endpoint::Tags(r)
+            | Endpoint::Manifest(r, _)
+            | Endpoint::ManifestBadReference(r, _)
+            | Endpoint::Blob(r, _)
+            | Endpoint::Referrers(r, _) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The repository a write endpoint (uploads, manifest PUT, DELETE) changes, given `method`.
+    pub fn written_repo(&self, method: crate::http::Method) -> Option<&RepoName> {
+        use crate::http::Method;
+        match (self, method) {
+            (Endpoint::UploadStart(r) | Endpoint::Upload(r, _), _) => Some(r),
+            (Endpoint::Manifest(r, _) | Endpoint::Blob(r, _), Method::Put | Method::Delete) => Some(r),
+            _ => None,
+        }
+    }
+
     /// Stable name for logs and metric labels.
     pub fn name(&self) -> &'static str {
         match self {

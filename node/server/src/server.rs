@@ -46,6 +46,9 @@ impl Node {
         if let Some(tier) = &self.app.tier {
             tier.shutdown(Duration::from_secs(5));
         }
+        if let Some(pt) = &self.app.pull_through {
+            pt.proxy.shutdown(Duration::from_secs(2));
+        }
         if let Err(e) = self.app.index.flush() {
             tracing::error!(error = %e, "index flush at shutdown failed");
         }

@@ -196,6 +196,36 @@ fn connections_are_capped_with_room_for_health_checks() {
     assert!(n.metrics().contains("berth_http_connections_refused_total{reason=\"total\"}"));
 }
 
+/// Found by the k6 load test (100 users, 6 parallel blob GETs each, one machine): the default
+/// per-address cap of 512 refused 6.5 % of a single busy client's requests with 429. One host
+/// (a CI runner, a Kubernetes node pulling for many pods, a NAT gateway) legitimately holds many
+/// connections; the default must serve at least a thousand from one address.
+#[test]
+fn default_per_address_cap_serves_a_busy_client_host() {
+    // This test holds a thousand sockets itself.
+    // SAFETY: plain getrlimit/setrlimit on a zeroed local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max.min(8192).max(r.rlim_cur);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+    let n = TestNode::start_with(|_| {});
+    let mut conns: Vec<TcpStream> = (0..1000).map(|_| TcpStream::connect(n.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused = 0;
+    for c in conns.iter_mut().step_by(10) {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 12];
+        c.read_exact(&mut buf).unwrap();
+        if !buf.starts_with(b"HTTP/1.1 200") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 0, "requests refused on a host holding 1,000 connections");
+}
+
 #[test]
 fn connections_per_address_are_capped() {
     let n = TestNode::start_with(|c| c.limits.max_connections_per_address = 4);

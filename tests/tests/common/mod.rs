@@ -448,6 +448,11 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start(dir: &Path, insecure: &str) -> Dockerd {
+        Self::start_with(dir, insecure, &[])
+    }
+
+    /// `start` with extra daemon flags (e.g. `--registry-mirror URL`).
+    pub fn start_with(dir: &Path, insecure: &str, extra: &[&str]) -> Dockerd {
         std::fs::create_dir_all(dir).unwrap();
         let sock = dir.join("docker.sock");
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
@@ -461,6 +466,7 @@ impl Dockerd {
             .arg("-H")
             .arg(format!("unix://{}", sock.display()))
             .args(["--bridge=none", "--iptables=false", "--ip-masq=false", "--insecure-registry", insecure])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -112,6 +112,11 @@ struct ProxyState {
     /// Bytes per second from the server to the client; 0 = unlimited.
     rate: AtomicU64,
     stop: AtomicBool,
+    /// Flip bytes of server → client data past each connection's first 8 KiB.
+    corrupt: AtomicBool,
+    /// HTTP requests seen client → server, and those for `/blobs/` (request lines counted).
+    requests: AtomicU64,
+    blob_requests: AtomicU64,
 }
 
 /// A TCP proxy to 127.0.0.1:`target` whose faults the test switches on and off.
@@ -130,6 +135,9 @@ impl FaultProxy {
             down: AtomicBool::new(false),
             rate: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            corrupt: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            blob_requests: AtomicU64::new(0),
         });
         let st = state.clone();
         std::thread::spawn(move || {
@@ -146,8 +154,8 @@ impl FaultProxy {
                         client.set_nonblocking(false).unwrap();
                         let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                         let (a, b) = (st.clone(), st.clone());
-                        std::thread::spawn(move || pump(client, server, a, true));
-                        std::thread::spawn(move || pump(s2, c2, b, true));
+                        std::thread::spawn(move || pump(client, server, a, true, Dir::Up));
+                        std::thread::spawn(move || pump(s2, c2, b, true, Dir::Down));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -166,6 +174,21 @@ impl FaultProxy {
         self.state.rate.store(bytes_per_sec, Ordering::SeqCst);
     }
 
+    /// Flip bytes in responses (past each connection's first 8 KiB) or stop.
+    pub fn set_corrupt(&self, on: bool) {
+        self.state.corrupt.store(on, Ordering::SeqCst);
+    }
+
+    /// HTTP requests that went through so far.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// HTTP requests for blobs (`/blobs/` in the request line) so far.
+    pub fn blob_requests(&self) -> u64 {
+        self.state.blob_requests.load(Ordering::SeqCst)
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -178,9 +201,35 @@ impl Drop for FaultProxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, st: Arc<ProxyState>, limited: bool) {
+#[derive(Clone, Copy, PartialEq)]
+enum Dir {
+    /// Client to server (requests).
+    Up,
+    /// Server to client (responses).
+    Down,
+}
+
+/// Count request lines (`… HTTP/1.1\r\n`) in client → server bytes; those naming `/blobs/` too.
+fn count_requests(st: &ProxyState, chunk: &[u8]) {
+    const END: &[u8] = b" HTTP/1.1\r\n";
+    let mut line_start = 0;
+    for i in 0..chunk.len().saturating_sub(END.len() - 1) {
+        if chunk[i] == b'\n' {
+            line_start = i + 1;
+        }
+        if &chunk[i..i + END.len()] == END {
+            st.requests.fetch_add(1, Ordering::SeqCst);
+            if chunk[line_start..i].windows(7).any(|w| w == b"/blobs/") {
+                st.blob_requests.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, st: Arc<ProxyState>, limited: bool, dir: Dir) {
     from.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut passed = 0usize;
     loop {
         if st.down.load(Ordering::Relaxed) {
             let _ = from.shutdown(Shutdown::Both);
@@ -199,6 +248,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, st: Arc<ProxyState>, limited: bo
                 return;
             }
         };
+        match dir {
+            Dir::Up => count_requests(&st, &buf[..n]),
+            Dir::Down if st.corrupt.load(Ordering::Relaxed) && passed + n > 8192 => buf[n - 1] ^= 0x5a,
+            Dir::Down => {}
+        }
+        passed += n;
         if to.write_all(&buf[..n]).is_err() {
             let _ = from.shutdown(Shutdown::Both);
             return;

@@ -15,6 +15,8 @@ use berth_types::{ByteRange, Digest, ErrorKind, OciError, RangeError, RepoName};
 
 use crate::app::App;
 use crate::http::{Method, Request, Response, ResponseBody};
+use berth_proxy::Fetch;
+
 use crate::store::open_files::{self, OpenBlob};
 use crate::store::{index_error, io_error};
 
@@ -105,7 +107,15 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
     // The link decides whether the blob may be served (GC and deletes remove it); only then
     // may bytes come from anywhere, the caches included.
     if !app.index.repo_has_blob(repo, digest).map_err(index_error)? {
-        return Err(unknown());
+        let Some((pt, route)) = app.pull_through.as_ref().and_then(|pt| pt.route(repo).map(|r| (pt, r))) else {
+            return Err(unknown());
+        };
+        // A cached upstream's namespace: stream it from the upstream while caching it.
+        match pt.blob(app, &route, repo, digest).await? {
+            Fetch::Missing => return Err(unknown()),
+            Fetch::Local => {}
+            Fetch::Fill(fill) => return Ok(serve_fill(app, req, digest, fill, "upstream")),
+        }
     }
     // GETs and HEADs both count as use: a client that HEADs a blob before pushing a manifest
     // that references it is protected by GC's grace period.
@@ -168,6 +178,24 @@ fn serve_local(app: &App, req: &Request, digest: &Digest, size: u64, file: Rc<st
     resp
 }
 
+/// A blob being filled (read through from S3, or fetched from a pull-through upstream): the
+/// whole blob or a range of it, from the fill's file as far as it is written.
+fn serve_fill(app: &App, req: &Request, digest: &Digest, fill: Arc<berth_tiering::Fill>, source: &'static str) -> Response {
+    let size = fill.size;
+    let mut resp = match wanted(req, size) {
+        Err(r) => return r,
+        Ok(Wanted::Whole) => headers(digest).with_body(ResponseBody::Fill { fill, offset: 0, len: size }),
+        Ok(Wanted::Part(offset, len)) => {
+            partial(headers(digest).with_body(ResponseBody::Fill { fill, offset, len }), offset, len, size)
+        }
+    };
+    if req.method == Method::Get {
+        app.metrics.blob_read(source, resp.body_len());
+        resp.source = Some(source);
+    }
+    resp
+}
+
 /// The blob is only in S3 and S3 failed: the detail (endpoint, SDK message) goes to the log,
 /// the client gets a short spec error (and `Retry-After`, added for every 503).
 fn s3_unavailable(digest: &Digest) -> impl FnOnce(TierError) -> OciError + '_ {
@@ -210,9 +238,7 @@ async fn serve_remote(
     let mut resp = match want {
         Wanted::Whole => {
             let fill = tier.read_through(digest, size).await.map_err(s3_unavailable(digest))?;
-            let mut r = headers(digest).with_body(ResponseBody::Fill { fill, offset: 0, len: size });
-            r.source = Some("s3");
-            r
+            return Ok(serve_fill(app, req, digest, fill, "s3"));
         }
         Wanted::Part(offset, len) => {
             let stream = tier.read_range(digest, offset, len).await.map_err(s3_unavailable(digest))?;

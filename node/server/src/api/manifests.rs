@@ -18,7 +18,7 @@ pub(super) async fn handle(
     enforce_policy: bool,
 ) -> Result<Response, OciError> {
     match req.method {
-        Method::Get | Method::Head => get(app, repo, reference, enforce_policy),
+        Method::Get | Method::Head => get(app, repo, reference, enforce_policy).await,
         Method::Put => put(app, req, body, repo, reference).await,
         Method::Delete => delete(app, repo, reference),
         _ => super::method_not_allowed("GET, HEAD, PUT, DELETE"),
@@ -52,8 +52,12 @@ fn resolve(app: &App, repo: &RepoName, reference: &Reference) -> Result<Digest, 
     }
 }
 
-fn get(app: &App, repo: &RepoName, reference: &Reference, enforce_policy: bool) -> Result<Response, OciError> {
-    let digest = resolve(app, repo, reference)?;
+async fn get(app: &App, repo: &RepoName, reference: &Reference, enforce_policy: bool) -> Result<Response, OciError> {
+    let digest = match app.pull_through.as_ref().and_then(|pt| pt.route(repo).map(|r| (pt, r))) {
+        // A cached upstream's namespace: fetched or revalidated as its age requires.
+        Some((pt, route)) => pt.manifest(app, &route, repo, reference).await?.ok_or_else(|| unknown(app, repo, reference))?,
+        None => resolve(app, repo, reference)?,
+    };
     // The pull policy, decided from the node's own scan records (no I/O: an in-memory map).
     if enforce_policy {
         if let Some(reason) = app.scans.as_ref().and_then(|b| b.denies(repo, &digest)) {

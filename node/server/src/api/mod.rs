@@ -102,7 +102,7 @@ pub async fn handle_as(
     client: &Client,
 ) -> (Response, &'static str) {
     let peer = client.addr;
-    let ep = match route(&req.path) {
+    let mut ep = match route(&req.path) {
         Ok(ep) => ep,
         Err(e) => {
             let mut r = Response::from(e);
@@ -112,6 +112,24 @@ pub async fn handle_as(
             return (r, "unknown");
         }
     };
+    if let Some(pt) = &app.pull_through {
+        if matches!(req.method, Method::Get | Method::Head) {
+            // Mirror mode: containerd's `?ns=<upstream>`, Docker's registry-mirrors (plain names).
+            if let Some(repo) = ep.read_repo_mut() {
+                if let Some(local) = pt.local_name(app, repo, req.query("ns")) {
+                    *repo = local;
+                }
+            }
+        } else if let Some(route) = ep.written_repo(req.method).and_then(|r| pt.route(r)) {
+            if !route.upstream.cfg.allow_push {
+                let msg = format!(
+                    "this repository is a pull-through cache of upstream {}; pushes and deletes are refused here",
+                    route.upstream.name()
+                );
+                return (Response::from(OciError::new(ErrorKind::Denied).msg(msg)).header(API_VERSION.0, API_VERSION.1), ep.name());
+            }
+        }
+    }
     let name = ep.name();
     let registry_api = ep.is_registry_api();
     let access = match view {

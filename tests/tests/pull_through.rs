@@ -1,0 +1,350 @@
+//! Pull-through cache against real registries on loopback: Debian's docker-registry with
+//! htpasswd over TLS (a CA the test makes), a second Berth with token auth (the Bearer dance),
+//! and a plain-HTTP docker-registry behind a fault proxy that counts requests, goes down and
+//! flips bytes. Clients: skopeo, podman, the Docker daemon (registry-mirrors), containerd
+//! (hosts.toml, `?ns=`), and plain HTTP.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::s3::FaultProxy;
+use common::*;
+
+/// Debian's docker-registry (CNCF Distribution) on a free port.
+struct Registry {
+    port: u16,
+    child: Child,
+}
+
+impl Registry {
+    fn start(dir: &Path, storage: &Path, htpasswd: Option<&Path>, tls: Option<(&Path, &Path)>) -> Option<Registry> {
+        if !have("docker-registry") {
+            eprintln!("docker-registry not installed: skipping");
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let mut cfg = format!(
+            "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        );
+        if let Some((cert, key)) = tls {
+            cfg += &format!("  tls: {{certificate: {}, key: {}}}\n", cert.display(), key.display());
+        }
+        if let Some(h) = htpasswd {
+            cfg += &format!("auth: {{htpasswd: {{realm: test, path: {}}}}}\n", h.display());
+        }
+        let file = dir.join(format!("registry-{port}.yml"));
+        std::fs::write(&file, cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&file)
+            .env_remove("AWS_CA_BUNDLE")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("registry-{port}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Registry { port, child })
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it.
+fn make_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ossl = |args: &[&str]| {
+        let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    ossl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=upstream CA"]].concat());
+    std::fs::write(dir.join("srv.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    ossl(&[&["req"][..], &ec, &["-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost"]].concat());
+    ossl(&[
+        "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem",
+        "-days", "2", "-extfile", "srv.ext",
+    ]);
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+/// An OCI layout with `layers` layers of `size` bytes (content depends on `size`), pushed to
+/// `dest` (a `docker://` reference) with skopeo. Returns the layers.
+fn seed(tmp: &Path, name: &str, layers: usize, size: usize, dest: &str, creds: Option<&str>) -> Vec<Vec<u8>> {
+    let layout = tmp.join(format!("layout-{name}"));
+    let bytes = make_oci_layout(&layout, "v1", layers, size);
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+    if let Some(c) = creds {
+        cmd.args(["--dest-creds", c]);
+    }
+    cmd.arg(format!("oci:{}:v1", layout.display())).arg(dest);
+    run(&mut cmd);
+    bytes
+}
+
+/// skopeo copy from the pull-through node into an OCI layout; returns the layout directory.
+fn pull(tmp: &Path, node: &Berth, reference: &str, name: &str) -> PathBuf {
+    let out = tmp.join(format!("pulled-{name}"));
+    let _ = std::fs::remove_dir_all(&out);
+    run(Command::new("skopeo").args(["copy", "--quiet", "--src-tls-verify=false"]).arg(format!("docker://{}/{reference}", node.addr)).arg(format!("oci:{}:v1", out.display())));
+    out
+}
+
+fn metric(node: &Berth, series: &str) -> f64 {
+    let text = String::from_utf8(http("GET", &node.internal_url("/metrics"), &[], None).body).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn write_config(path: &Path, text: &str) -> String {
+    std::fs::write(path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Two protected upstreams (TLS + htpasswd Distribution; Berth with token auth), pulled
+/// through with skopeo and podman: byte-for-byte the upstream's layers; the second pull makes
+/// no upstream request; writes into the cached namespaces are refused.
+#[test]
+fn pulls_through_tls_basic_and_token_upstreams() {
+    if !have("skopeo") || !have("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // Upstream A: Distribution over TLS with htpasswd, seeded through a plain twin on the same storage.
+    let (ca, cert, key) = make_ca(&t.join("pki"));
+    let htpasswd = t.join("htpasswd");
+    std::fs::write(&htpasswd, format!("alice:{}\n", bcrypt_hash("wonderland"))).unwrap();
+    let Some(seed_a) = Registry::start(&t.join("a-seed"), &t.join("a-storage"), None, None) else { return };
+    let layers_a = seed(t, "a", 2, 300_000, &format!("docker://127.0.0.1:{}/team/app:v1", seed_a.port), None);
+    let a = Registry::start(&t.join("a"), &t.join("a-storage"), Some(&htpasswd), Some((&cert, &key))).unwrap();
+    // Upstream B: a Berth with token auth.
+    let b_cfg = write_config(
+        &t.join("b.toml"),
+        &format!("[auth]\nenabled = true\n[[auth.users]]\nname = \"bob\"\npassword_hash = \"{}\"\n[auth.token]\nenabled = true\n", bcrypt_hash("builder")),
+    );
+    let b = Berth::start(&t.join("b-data"), &[("BERTH_CONFIG", &b_cfg)]);
+    let layers_b = seed(t, "b", 3, 200_000, &format!("docker://{}/lib/tool:v1", b.addr), Some("bob:builder"));
+
+    let cfg = write_config(
+        &t.join("proxy.toml"),
+        &format!(
+            "[[proxy.upstreams]]\nname = \"upstream-a.example\"\nurl = \"https://127.0.0.1:{}\"\nusername = \"alice\"\npassword = \"wonderland\"\nca = \"{}\"\n\n[[proxy.upstreams]]\nname = \"upstream-b\"\nurl = \"http://{}\"\nusername = \"bob\"\npassword = \"builder\"\n",
+            a.port,
+            ca.display(),
+            b.addr
+        ),
+    );
+    let node = Berth::start(&t.join("proxy-data"), &[("BERTH_CONFIG", &cfg)]);
+    let got = pull(t, &node, "upstream-a.example/team/app:v1", "a");
+    assert_layout_has(&got, &layers_a);
+    let got = pull(t, &node, "upstream-b/lib/tool:v1", "b");
+    assert_layout_has(&got, &layers_b);
+    assert!(metric(&node, "berth_proxy_cache_total{upstream=\"upstream-b\",what=\"miss\"}") >= 4.0);
+
+    // Second pull: served here (the upstreams are gone).
+    drop(a);
+    drop(seed_a);
+    let got = pull(t, &node, "upstream-a.example/team/app:v1", "a2");
+    assert_layout_has(&got, &layers_a);
+    // The cached content is an ordinary repository: in the catalog, with its tag.
+    let cat = String::from_utf8(http("GET", &node.url("/v2/_catalog"), &[], None).body).unwrap();
+    assert!(cat.contains("upstream-a.example/team/app") && cat.contains("upstream-b/lib/tool"), "{cat}");
+    // podman pulls through too.
+    let pdir = t.join("podman");
+    podman_ok(&pdir, &["pull", "--tls-verify=false", &format!("{}/upstream-b/lib/tool:v1", node.addr)]);
+
+    // Writes into a cached namespace are refused.
+    let r = http("POST", &node.url("/v2/upstream-b/lib/tool/blobs/uploads/"), &[], None);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("pull-through cache"));
+    let r = http("DELETE", &node.url("/v2/upstream-b/lib/tool/manifests/v1"), &[], None);
+    assert_eq!(r.status, 403);
+    // Wrong upstream credentials: a clear error, not a 500.
+    let bad = write_config(
+        &t.join("bad.toml"),
+        &format!("[[proxy.upstreams]]\nname = \"upstream-b\"\nurl = \"http://{}\"\nusername = \"bob\"\npassword = \"nope\"\n", b.addr),
+    );
+    let node2 = Berth::start(&t.join("proxy2-data"), &[("BERTH_CONFIG", &bad)]);
+    let r = http("GET", &node2.url("/v2/upstream-b/lib/tool/manifests/v1"), &[], None);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("upstream upstream-b refused"), "{}", String::from_utf8_lossy(&r.body));
+}
+
+struct Plain {
+    _tmp: tempfile::TempDir,
+    _reg: Registry,
+    fault: FaultProxy,
+    node: Berth,
+    reg_port: u16,
+}
+
+/// A plain-HTTP Distribution behind a fault proxy, seeded with `app:v1`, and a pull-through
+/// node that calls it `up` (tag TTL `ttl` seconds; `extra` config lines).
+fn plain(ttl: u64, extra: &str) -> Option<(Plain, Vec<Vec<u8>>)> {
+    if !have("skopeo") {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&tmp.path().join("reg"), &tmp.path().join("storage"), None, None)?;
+    let layers = seed(tmp.path(), "v1", 2, 400_000, &format!("docker://127.0.0.1:{}/app:v1", reg.port), None);
+    let fault = FaultProxy::start(reg.port);
+    let cfg = write_config(
+        &tmp.path().join("proxy.toml"),
+        &format!("{extra}\n[[proxy.upstreams]]\nname = \"up\"\nurl = \"{}\"\ntag_ttl_secs = {ttl}\n", fault.endpoint()),
+    );
+    let node = Berth::start(&tmp.path().join("data"), &[("BERTH_CONFIG", &cfg)]);
+    let reg_port = reg.port;
+    Some((Plain { _tmp: tmp, _reg: reg, fault, node, reg_port }, layers))
+}
+
+/// Tags: served from the cache within the TTL with no upstream call, revalidated after it (the
+/// moved tag is seen), and served stale while the upstream is down.
+#[test]
+fn tags_revalidate_after_ttl_and_serve_stale_when_upstream_is_down() {
+    let Some((p, layers)) = plain(2, "") else { return };
+    let tmp = p._tmp.path();
+    let got = pull(tmp, &p.node, "up/app:v1", "first");
+    assert_layout_has(&got, &layers);
+    let before = p.fault.requests();
+    let got = pull(tmp, &p.node, "up/app:v1", "second");
+    assert_layout_has(&got, &layers);
+    assert_eq!(p.fault.requests(), before, "a pull within the TTL must not reach the upstream");
+
+    // The tag moves upstream: still the old image within the TTL, the new one after it.
+    let moved = seed(tmp, "v2", 1, 123_457, &format!("docker://127.0.0.1:{}/app:v1", p.reg_port), None);
+    let old = http("GET", &p.node.url("/v2/up/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    std::thread::sleep(Duration::from_millis(2200));
+    let got = pull(tmp, &p.node, "up/app:v1", "moved");
+    assert_layout_has(&got, &moved);
+    let new = http("GET", &p.node.url("/v2/up/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    assert_ne!(old.header("docker-content-digest"), new.header("docker-content-digest"));
+    assert!(metric(&p.node, "berth_proxy_cache_total{upstream=\"up\",what=\"changed\"}") >= 1.0);
+
+    // The upstream goes down: the cached tag is still served (stale), after the TTL too.
+    p.fault.set_down(true);
+    std::thread::sleep(Duration::from_millis(2200));
+    let got = pull(tmp, &p.node, "up/app:v1", "stale");
+    assert_layout_has(&got, &moved);
+    assert!(metric(&p.node, "berth_proxy_cache_total{upstream=\"up\",what=\"stale\"}") >= 1.0);
+    // Something never cached: a clean 503 naming the upstream.
+    let r = http("GET", &p.node.url("/v2/up/other/manifests/v1"), &[], None);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("up"));
+}
+
+/// 40 concurrent cold GETs of each blob: one upstream request per blob, every client gets the
+/// whole blob.
+#[test]
+fn concurrent_cold_pulls_share_one_upstream_fetch() {
+    let Some((p, layers)) = plain(300, "") else { return };
+    // The manifest first (one request), then the blobs, all at once.
+    let m = http("GET", &p.node.url("/v2/up/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    assert_eq!(m.status, 200);
+    let before = p.fault.blob_requests();
+    let barrier = Arc::new(Barrier::new(40));
+    let threads: Vec<_> = (0..40)
+        .map(|i| {
+            let (barrier, url, want) =
+                (barrier.clone(), p.node.url(&format!("/v2/up/app/blobs/{}", sha256(&layers[i % 2]))), layers[i % 2].clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = http("GET", &url, &[], None);
+                assert_eq!((r.status, r.body.len()), (200, want.len()));
+                assert!(r.body == want, "bytes differ");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(p.fault.blob_requests() - before, 2, "one upstream GET per blob");
+    // And they are cached: more GETs make no upstream request.
+    for l in &layers {
+        assert_eq!(http("GET", &p.node.url(&format!("/v2/up/app/blobs/{}", sha256(l))), &[], None).status, 200);
+    }
+    assert_eq!(p.fault.blob_requests() - before, 2);
+}
+
+/// The upstream sends corrupted bytes: the pull fails, nothing is cached; once it is healthy
+/// again the same pull succeeds.
+#[test]
+fn corrupted_upstream_blob_is_never_cached() {
+    let Some((p, layers)) = plain(300, "") else { return };
+    let m = http("GET", &p.node.url("/v2/up/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    assert_eq!(m.status, 200);
+    let d = sha256(&layers[0]);
+    let url = p.node.url(&format!("/v2/up/app/blobs/{d}"));
+    p.fault.set_corrupt(true);
+    let r = try_http("GET", &url, &[], None);
+    let ok = r.as_ref().is_ok_and(|r| r.status == 200 && r.body == layers[0]);
+    assert!(!ok, "corrupted bytes must not be served as the blob");
+    p.fault.set_corrupt(false);
+    // Nothing cached: not linked, no file.
+    wait_for("the failed fill to clean up", 10, || {
+        !p.node.dir.join("blobs/sha256").join(&d[7..9]).join(&d[7..]).exists()
+            && std::fs::read_dir(p.node.dir.join("uploads")).map(|d| d.count()).unwrap_or(0) == 0
+    });
+    assert!(metric(&p.node, "berth_proxy_upstream_errors_total{upstream=\"up\",what=\"invalid\"}") >= 1.0);
+    let r = http("GET", &url, &[], None);
+    assert_eq!((r.status, r.body == layers[0]), (200, true));
+}
+
+/// Mirror modes: containerd's `?ns=` and Docker's registry-mirrors (plain names through a
+/// default upstream), with the real clients.
+#[test]
+fn mirror_modes_for_containerd_and_docker() {
+    let Some((p, layers)) = plain(300, "[proxy]\ndefault_upstream = \"up\"") else { return };
+    let tmp = p._tmp.path();
+    // Plain HTTP first: ?ns= and a plain name both land in `up/app`.
+    let ns = http("GET", &p.node.url("/v2/app/manifests/v1?ns=up"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    assert_eq!(ns.status, 200, "{}", String::from_utf8_lossy(&ns.body));
+    let plain = http("GET", &p.node.url("/v2/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    assert_eq!(plain.status, 200);
+    let got = pull(tmp, &p.node, "app:v1", "mirror");
+    assert_layout_has(&got, &layers);
+    // A repository pushed here stays local (the default upstream only serves unknown names).
+    push_blob(&p.node, "mine/app", b"local");
+    let r = http("GET", &p.node.url("/v2/mine/app/manifests/v1"), &[], None);
+    assert_eq!(r.status, 404);
+
+    if have("containerd") && have("ctr") {
+        let c = Containerd::start(&tmp.join("containerd"));
+        let hosts = tmp.join("hosts.d/up");
+        std::fs::create_dir_all(&hosts).unwrap();
+        std::fs::write(
+            hosts.join("hosts.toml"),
+            format!("server = \"http://127.0.0.1:1\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n", p.node.addr),
+        )
+        .unwrap();
+        c.ok(&["images", "pull", "--hosts-dir", tmp.join("hosts.d").to_str().unwrap(), "up/app:v1"]);
+    }
+    if have("dockerd") && have("docker") {
+        // Docker Hub names: `app` is `library/app` there.
+        let lib = seed(tmp, "lib", 1, 222_222, &format!("docker://127.0.0.1:{}/library/app:v1", p.reg_port), None);
+        let d = common::Dockerd::start_with(&tmp.join("docker"), &p.node.addr, &["--registry-mirror", &format!("http://{}", p.node.addr)]);
+        // Docker asks mirrors only for Docker Hub names: with no internet, the pull succeeds
+        // only through the mirror.
+        d.ok(&["pull", "app:v1"]);
+        let cached = http("GET", &p.node.url(&format!("/v2/up/library/app/blobs/{}", sha256(&lib[0]))), &[], None);
+        assert_eq!((cached.status, cached.body == lib[0]), (200, true));
+    }
+}
