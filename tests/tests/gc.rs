@@ -13,34 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-fn internal(node: &Berth) -> (String, String) {
-    let addr = std::fs::read_to_string(node.dir.join("internal.addr")).unwrap();
-    let token = std::fs::read_to_string(node.dir.join("internal.token")).unwrap();
-    (format!("http://{}", addr.trim()), token.trim().to_string())
-}
-
-/// Run a GC through the internal API and return its report.
-fn gc(node: &Berth, dry_run: bool, policy: Value) -> Value {
-    let (url, token) = internal(node);
-    let auth = format!("Bearer {token}");
-    let body = serde_json::to_vec(&json!({"dry_run": dry_run, "policy": policy})).unwrap();
-    let r = http("POST", &format!("{url}/internal/v1/gc"), &[("Authorization", &auth)], Some(&body));
-    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-    let id = serde_json::from_slice::<Value>(&r.body).unwrap()["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = http("GET", &format!("{url}/internal/v1/jobs/{id}"), &[("Authorization", &auth)], None);
-        let v: Value = serde_json::from_slice(&r.body).unwrap();
-        match v["state"].as_str() {
-            Some("succeeded") => return v["report"].clone(),
-            Some("running") => {}
-            other => panic!("gc {other:?}: {v}"),
-        }
-        assert!(Instant::now() < deadline, "gc did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn digests(report: &Value, what: &str) -> BTreeSet<String> {
     report[what]
         .as_array()

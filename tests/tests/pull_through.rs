@@ -72,12 +72,32 @@ fn make_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    ossl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=upstream CA"]].concat());
+    ossl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=upstream CA"],
+        ]
+        .concat(),
+    );
     std::fs::write(dir.join("srv.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
     ossl(&[&["req"][..], &ec, &["-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost"]].concat());
     ossl(&[
-        "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem",
-        "-days", "2", "-extfile", "srv.ext",
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "srv.ext",
     ]);
     (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
 }
@@ -101,7 +121,10 @@ fn seed(tmp: &Path, name: &str, layers: usize, size: usize, dest: &str, creds: O
 fn pull(tmp: &Path, node: &Berth, reference: &str, name: &str) -> PathBuf {
     let out = tmp.join(format!("pulled-{name}"));
     let _ = std::fs::remove_dir_all(&out);
-    run(Command::new("skopeo").args(["copy", "--quiet", "--src-tls-verify=false"]).arg(format!("docker://{}/{reference}", node.addr)).arg(format!("oci:{}:v1", out.display())));
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/{reference}", node.addr))
+        .arg(format!("oci:{}:v1", out.display())));
     out
 }
 
@@ -139,7 +162,10 @@ fn pulls_through_tls_basic_and_token_upstreams() {
     // Upstream B: a Berth with token auth.
     let b_cfg = write_config(
         &t.join("b.toml"),
-        &format!("[auth]\nenabled = true\n[[auth.users]]\nname = \"bob\"\npassword_hash = \"{}\"\n[auth.token]\nenabled = true\n", bcrypt_hash("builder")),
+        &format!(
+            "[auth]\nenabled = true\n[[auth.users]]\nname = \"bob\"\nbcrypt = \"{}\"\n[auth.token]\nttl_secs = 300\n",
+            bcrypt_hash("builder")
+        ),
     );
     let b = Berth::start(&t.join("b-data"), &[("BERTH_CONFIG", &b_cfg)]);
     let layers_b = seed(t, "b", 3, 200_000, &format!("docker://{}/lib/tool:v1", b.addr), Some("bob:builder"));
@@ -186,7 +212,11 @@ fn pulls_through_tls_basic_and_token_upstreams() {
     let node2 = Berth::start(&t.join("proxy2-data"), &[("BERTH_CONFIG", &bad)]);
     let r = http("GET", &node2.url("/v2/upstream-b/lib/tool/manifests/v1"), &[], None);
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
-    assert!(String::from_utf8_lossy(&r.body).contains("upstream upstream-b refused"), "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("upstream upstream-b refused"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
 }
 
 struct Plain {
@@ -231,11 +261,21 @@ fn tags_revalidate_after_ttl_and_serve_stale_when_upstream_is_down() {
 
     // The tag moves upstream: still the old image within the TTL, the new one after it.
     let moved = seed(tmp, "v2", 1, 123_457, &format!("docker://127.0.0.1:{}/app:v1", p.reg_port), None);
-    let old = http("GET", &p.node.url("/v2/up/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    let old = http(
+        "GET",
+        &p.node.url("/v2/up/app/manifests/v1"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        None,
+    );
     std::thread::sleep(Duration::from_millis(2200));
     let got = pull(tmp, &p.node, "up/app:v1", "moved");
     assert_layout_has(&got, &moved);
-    let new = http("GET", &p.node.url("/v2/up/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    let new = http(
+        "GET",
+        &p.node.url("/v2/up/app/manifests/v1"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        None,
+    );
     assert_ne!(old.header("docker-content-digest"), new.header("docker-content-digest"));
     assert!(metric(&p.node, "berth_proxy_cache_total{upstream=\"up\",what=\"changed\"}") >= 1.0);
 
@@ -251,20 +291,45 @@ fn tags_revalidate_after_ttl_and_serve_stale_when_upstream_is_down() {
     assert!(String::from_utf8_lossy(&r.body).contains("up"));
 }
 
-/// 40 concurrent cold GETs of each blob: one upstream request per blob, every client gets the
-/// whole blob.
+/// Push `data` to a Distribution registry (POST, then PUT `?digest=` with the body).
+fn push_upstream(port: u16, repo: &str, data: &[u8]) -> String {
+    let d = sha256(data);
+    let r = http("POST", &format!("http://127.0.0.1:{port}/v2/{repo}/blobs/uploads/"), &[], None);
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").unwrap().to_owned();
+    let loc = if loc.starts_with('/') { format!("http://127.0.0.1:{port}{loc}") } else { loc };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = http("PUT", &format!("{loc}{sep}digest={d}"), &[("Content-Type", "application/octet-stream")], Some(data));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    d
+}
+
+/// 20 concurrent cold GETs of each of three 4 MiB blobs (the upstream's bandwidth limited so
+/// the fetches overlap): one upstream request per blob, every client gets the whole blob.
 #[test]
 fn concurrent_cold_pulls_share_one_upstream_fetch() {
-    let Some((p, layers)) = plain(300, "") else { return };
-    // The manifest first (one request), then the blobs, all at once.
-    let m = http("GET", &p.node.url("/v2/up/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
-    assert_eq!(m.status, 200);
+    let Some((p, _)) = plain(300, "") else { return };
+    let blobs: Vec<Vec<u8>> = (0..3u64)
+        .map(|s| {
+            let mut x = s.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+            (0..4 << 20)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        })
+        .collect();
+    let digests: Vec<String> = blobs.iter().map(|b| push_upstream(p.reg_port, "app", b)).collect();
+    p.fault.set_rate(16 << 20);
     let before = p.fault.blob_requests();
-    let barrier = Arc::new(Barrier::new(40));
-    let threads: Vec<_> = (0..40)
+    let barrier = Arc::new(Barrier::new(60));
+    let threads: Vec<_> = (0..60)
         .map(|i| {
             let (barrier, url, want) =
-                (barrier.clone(), p.node.url(&format!("/v2/up/app/blobs/{}", sha256(&layers[i % 2]))), layers[i % 2].clone());
+                (barrier.clone(), p.node.url(&format!("/v2/up/app/blobs/{}", digests[i % 3])), blobs[i % 3].clone());
             std::thread::spawn(move || {
                 barrier.wait();
                 let r = http("GET", &url, &[], None);
@@ -276,12 +341,12 @@ fn concurrent_cold_pulls_share_one_upstream_fetch() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(p.fault.blob_requests() - before, 2, "one upstream GET per blob");
-    // And they are cached: more GETs make no upstream request.
-    for l in &layers {
-        assert_eq!(http("GET", &p.node.url(&format!("/v2/up/app/blobs/{}", sha256(l))), &[], None).status, 200);
+    assert_eq!(p.fault.blob_requests() - before, 3, "one upstream GET per blob");
+    // Cached: more GETs make no upstream request.
+    for d in &digests {
+        assert_eq!(http("GET", &p.node.url(&format!("/v2/up/app/blobs/{d}")), &[], None).status, 200);
     }
-    assert_eq!(p.fault.blob_requests() - before, 2);
+    assert_eq!(p.fault.blob_requests() - before, 3);
 }
 
 /// The upstream sends corrupted bytes: the pull fails, nothing is cached; once it is healthy
@@ -289,14 +354,23 @@ fn concurrent_cold_pulls_share_one_upstream_fetch() {
 #[test]
 fn corrupted_upstream_blob_is_never_cached() {
     let Some((p, layers)) = plain(300, "") else { return };
-    let m = http("GET", &p.node.url("/v2/up/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    let m = http(
+        "GET",
+        &p.node.url("/v2/up/app/manifests/v1"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        None,
+    );
     assert_eq!(m.status, 200);
     let d = sha256(&layers[0]);
     let url = p.node.url(&format!("/v2/up/app/blobs/{d}"));
     p.fault.set_corrupt(true);
-    let r = try_http("GET", &url, &[], None);
+    let r = try_http(&ureq::agent(), "GET", &url, &[], None);
     let ok = r.as_ref().is_ok_and(|r| r.status == 200 && r.body == layers[0]);
-    assert!(!ok, "corrupted bytes must not be served as the blob");
+    assert!(
+        !ok,
+        "corrupted bytes must not be served as the blob: {}",
+        std::fs::read_to_string(&p.node.log).unwrap_or_default()
+    );
     p.fault.set_corrupt(false);
     // Nothing cached: not linked, no file.
     wait_for("the failed fill to clean up", 10, || {
@@ -315,9 +389,19 @@ fn mirror_modes_for_containerd_and_docker() {
     let Some((p, layers)) = plain(300, "[proxy]\ndefault_upstream = \"up\"") else { return };
     let tmp = p._tmp.path();
     // Plain HTTP first: ?ns= and a plain name both land in `up/app`.
-    let ns = http("GET", &p.node.url("/v2/app/manifests/v1?ns=up"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    let ns = http(
+        "GET",
+        &p.node.url("/v2/app/manifests/v1?ns=up"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        None,
+    );
     assert_eq!(ns.status, 200, "{}", String::from_utf8_lossy(&ns.body));
-    let plain = http("GET", &p.node.url("/v2/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    let plain = http(
+        "GET",
+        &p.node.url("/v2/app/manifests/v1"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        None,
+    );
     assert_eq!(plain.status, 200);
     let got = pull(tmp, &p.node, "app:v1", "mirror");
     assert_layout_has(&got, &layers);
@@ -332,7 +416,10 @@ fn mirror_modes_for_containerd_and_docker() {
         std::fs::create_dir_all(&hosts).unwrap();
         std::fs::write(
             hosts.join("hosts.toml"),
-            format!("server = \"http://127.0.0.1:1\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n", p.node.addr),
+            format!(
+                "server = \"http://127.0.0.1:1\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+                p.node.addr
+            ),
         )
         .unwrap();
         c.ok(&["images", "pull", "--hosts-dir", tmp.join("hosts.d").to_str().unwrap(), "up/app:v1"]);
@@ -340,11 +427,52 @@ fn mirror_modes_for_containerd_and_docker() {
     if have("dockerd") && have("docker") {
         // Docker Hub names: `app` is `library/app` there.
         let lib = seed(tmp, "lib", 1, 222_222, &format!("docker://127.0.0.1:{}/library/app:v1", p.reg_port), None);
-        let d = common::Dockerd::start_with(&tmp.join("docker"), &p.node.addr, &["--registry-mirror", &format!("http://{}", p.node.addr)]);
+        let d = common::Dockerd::start_with(
+            &tmp.join("docker"),
+            &p.node.addr,
+            &["--registry-mirror", &format!("http://{}", p.node.addr)],
+        );
         // Docker asks mirrors only for Docker Hub names: with no internet, the pull succeeds
         // only through the mirror.
         d.ok(&["pull", "app:v1"]);
         let cached = http("GET", &p.node.url(&format!("/v2/up/library/app/blobs/{}", sha256(&lib[0]))), &[], None);
         assert_eq!((cached.status, cached.body == lib[0]), (200, true));
     }
+}
+
+/// Pruning through GC retention: a cached tag's time is its last confirmation with the
+/// upstream, so `keep_younger_than_secs` on the upstream's namespace prunes what nobody pulls
+/// (dry run first, then for real); a pull afterwards fetches it again.
+#[test]
+fn unused_cached_tags_are_pruned_by_gc_retention() {
+    let Some((p, layers)) = plain(1, "") else { return };
+    let tmp = p._tmp.path();
+    pull(tmp, &p.node, "up/app:v1", "cached");
+    let policy = serde_json::json!({
+        "grace_secs": 0,
+        "retention": [{"repositories": "up/**", "keep_younger_than_secs": 2}]
+    });
+    let tags = |r: &serde_json::Value| -> Vec<String> {
+        r["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| format!("{}:{}", t["repo"].as_str().unwrap(), t["tag"].as_str().unwrap()))
+            .collect()
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    let report = gc(&p.node, true, policy.clone());
+    assert_eq!(tags(&report), vec!["up/app:v1"], "{report}");
+    // Pulled again (the TTL of 1 s is over: one HEAD confirms it): in use, kept.
+    pull(tmp, &p.node, "up/app:v1", "again");
+    let report = gc(&p.node, true, policy.clone());
+    assert!(tags(&report).is_empty(), "{report}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let report = gc(&p.node, false, policy);
+    assert_eq!(tags(&report), vec!["up/app:v1"], "{report}");
+    assert!(!report["blobs"].as_array().unwrap().is_empty(), "its blobs go too: {report}");
+    let misses = metric(&p.node, "berth_proxy_cache_total{upstream=\"up\",what=\"miss\"}");
+    let got = pull(tmp, &p.node, "up/app:v1", "refetched");
+    assert_layout_has(&got, &layers);
+    assert!(metric(&p.node, "berth_proxy_cache_total{upstream=\"up\",what=\"miss\"}") > misses);
 }

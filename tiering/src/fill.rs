@@ -158,7 +158,7 @@ impl FillWriter {
 
     /// Append the next bytes from the source.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), TierError> {
-                if self.off + chunk.len() as u64 > self.fill.size {
+        if self.off + chunk.len() as u64 > self.fill.size {
             return Err(TierError::Verify("the source sent more bytes than the blob has".into()));
         }
         self.fill.file.write_all_at(chunk, self.off)?;
@@ -180,7 +180,9 @@ impl FillWriter {
             return Err(TierError::Verify(format!("the bytes hash to {got}")));
         }
         let f = self.fill.file.try_clone()?;
-        tokio::task::spawn_blocking(move || f.sync_all()).await.map_err(|e| TierError::Io(std::io::Error::other(e)))??;
+        tokio::task::spawn_blocking(move || f.sync_all())
+            .await
+            .map_err(|e| TierError::Io(std::io::Error::other(e)))??;
         Ok(self.tmp.clone())
     }
 

@@ -411,6 +411,23 @@ impl Index {
         Ok(())
     }
 
+    /// Record that `tag` of `repo` was used now (its time is what GC retention's
+    /// `keep_younger_than_secs` and `keep_last` order by). The pull-through cache calls this
+    /// when it confirms a cached tag with its upstream, so retention prunes cached tags by last
+    /// use. Unsynced: a lost update only makes a tag look older. No-op for an absent tag.
+    pub fn touch_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
+        let tkey = key2(repo.as_str(), tag.as_str());
+        if self.db.get_pinned_cf(self.cf(CF_TAGS), &tkey)?.is_none() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_TAG_TIMES), &tkey, now_ms().to_be_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
     /// Look up an upload session of `repo`.
     pub fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadSession>> {
         match self.db.get_pinned_cf(self.cf(CF_UPLOADS), key2(repo.as_str(), id))? {

@@ -105,7 +105,9 @@ mod tests {
 
     #[test]
     fn docker_hub_challenge() {
-        let c = parse(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#);
+        let c = parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        );
         assert_eq!(
             c,
             Some(Challenge::Bearer {
@@ -118,7 +120,8 @@ mod tests {
 
     #[test]
     fn quoting_spacing_and_other_schemes() {
-        let c = parse(r#"bearer  realm = "http://x/t?a=1" , scope="repository:a/b:pull,push",error="insufficient_scope""#);
+        let c =
+            parse(r#"bearer  realm = "http://x/t?a=1" , scope="repository:a/b:pull,push",error="insufficient_scope""#);
         assert_eq!(
             c,
             Some(Challenge::Bearer {
@@ -130,7 +133,10 @@ mod tests {
         assert_eq!(parse(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(parse("Negotiate abc"), None);
         assert_eq!(parse("Bearer service=x"), None, "no realm");
-        assert_eq!(parse(r#"Bearer realm="a\"b""#), Some(Challenge::Bearer { realm: "a\"b".into(), service: None, scope: None }));
+        assert_eq!(
+            parse(r#"Bearer realm="a\"b""#),
+            Some(Challenge::Bearer { realm: "a\"b".into(), service: None, scope: None })
+        );
     }
 
     #[test]

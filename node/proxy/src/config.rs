@@ -135,7 +135,8 @@ mod tests {
 
     #[test]
     fn validates_names_and_urls() {
-        let ok = ProxyConfig { upstreams: vec![up("registry.k8s.io", "https://registry.k8s.io")], ..Default::default() };
+        let ok =
+            ProxyConfig { upstreams: vec![up("registry.k8s.io", "https://registry.k8s.io")], ..Default::default() };
         assert!(ok.validate().is_ok());
         for bad in ["Docker.io", "localhost:5000", "a/b", "", "a..b"] {
             let c = ProxyConfig { upstreams: vec![up(bad, "https://x")], ..Default::default() };

@@ -124,9 +124,7 @@ impl Proxy {
         T: Send + 'static,
     {
         let h = self.handle.spawn(fut);
-        async move {
-            h.await.unwrap_or_else(|e| Err(UpstreamError::Unreachable("proxy".into(), format!("stopped: {e}"))))
-        }
+        async move { h.await.unwrap_or_else(|e| Err(UpstreamError::Unreachable("proxy".into(), format!("stopped: {e}")))) }
     }
 
     /// Stop the runtime; in-flight fetches get `grace`.
@@ -239,7 +237,9 @@ impl Proxy {
         }
         .await;
         match &res {
-            Ok(()) => tracing::info!(target: "berth::proxy", upstream = %name, %digest, size = len, "blob fetched, verified and cached"),
+            Ok(()) => {
+                tracing::info!(target: "berth::proxy", upstream = %name, %digest, size = len, "blob fetched, verified and cached")
+            }
             Err(e) => {
                 self.metrics.error(&name, if matches!(e, TierError::Verify(_)) { "invalid" } else { "blob_stream" });
                 tracing::warn!(target: "berth::proxy", upstream = %name, %digest, error = %e, "blob fetch failed; nothing cached");

@@ -134,7 +134,8 @@ impl Upstream {
             }
             (None, None) => None,
         };
-        let allow = cfg.allow.iter().map(|g| glob::Pattern::new(g).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+        let allow =
+            cfg.allow.iter().map(|g| glob::Pattern::new(g).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
         Ok(Upstream {
             base: cfg.url.trim_end_matches('/').to_owned(),
             cfg,
@@ -210,7 +211,13 @@ impl Upstream {
 
     /// Send a request for `repo` with what authenticated us last time; on a 401, answer the
     /// challenge (Basic, or a token for the scope) and retry once.
-    async fn send(&self, method: Method, path: &str, repo: &str, accept: Option<&str>) -> Result<reqwest::Response, UpstreamError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &str,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let scope = format!("repository:{repo}:pull");
         let url = format!("{}/v2/{}", self.base, path);
         let build = |auth: Option<String>| {
@@ -255,7 +262,10 @@ impl Upstream {
         };
         let resp = build(Some(auth)).send().await.map_err(|e| self.unreachable(e))?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
-            return Err(UpstreamError::Denied(self.cfg.name.clone(), format!("{} after authenticating", resp.status())));
+            return Err(UpstreamError::Denied(
+                self.cfg.name.clone(),
+                format!("{} after authenticating", resp.status()),
+            ));
         }
         Ok(resp)
     }
@@ -268,7 +278,12 @@ impl Upstream {
     }
 
     /// `HEAD` (`get` false) or `GET` a manifest; `None` when the upstream has no such manifest.
-    pub async fn manifest(&self, repo: &str, reference: &str, get: bool) -> Result<Option<ManifestInfo>, UpstreamError> {
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        get: bool,
+    ) -> Result<Option<ManifestInfo>, UpstreamError> {
         let started = Instant::now();
         let method = if get { Method::GET } else { Method::HEAD };
         let resp = self.send(method, &format!("{repo}/manifests/{reference}"), repo, Some(MANIFEST_ACCEPT)).await;

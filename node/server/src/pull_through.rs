@@ -23,14 +23,17 @@ use crate::app::App;
 use crate::manifest;
 use crate::store::{index_error, BlobStore};
 
+/// A cached tag: (repository, tag).
+type TagKey = (String, String);
+
 /// The pull-through cache's state on this node.
 pub struct PullThrough {
     /// Upstreams and fills.
     pub proxy: Arc<Proxy>,
     /// When each cached tag (`repo`, `tag`) was last confirmed with its upstream.
-    checked: Mutex<HashMap<(String, String), Instant>>,
+    checked: Mutex<HashMap<TagKey, Instant>>,
     /// One upstream check at a time per tag: the others wait and find it fresh.
-    tag_locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    tag_locks: Mutex<HashMap<TagKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn upstream_error(e: UpstreamError) -> OciError {
@@ -72,15 +75,15 @@ impl PullThrough {
         format!("{prefix}/{repo}").parse().ok()
     }
 
-    fn fresh(&self, key: &(String, String), ttl: Duration) -> bool {
+    fn fresh(&self, key: &TagKey, ttl: Duration) -> bool {
         self.checked.lock().unwrap_or_else(|p| p.into_inner()).get(key).is_some_and(|t| t.elapsed() < ttl)
     }
 
-    fn mark(&self, key: (String, String)) {
+    fn mark(&self, key: TagKey) {
         self.checked.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Instant::now());
     }
 
-    fn tag_lock(&self, key: &(String, String)) -> Arc<tokio::sync::Mutex<()>> {
+    fn tag_lock(&self, key: &TagKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.tag_locks.lock().unwrap_or_else(|p| p.into_inner());
         if locks.len() > 10_000 {
             locks.retain(|_, l| Arc::strong_count(l) > 1);
@@ -153,6 +156,10 @@ impl PullThrough {
         };
         if let (Some(l), Some(d)) = (&local, &head.digest) {
             if &l.to_string() == d {
+                // Last use, for GC retention (pruning cached tags nobody pulls any more).
+                if let Err(e) = app.index.touch_tag(repo, tag) {
+                    tracing::warn!(error = %e, "could not record a cached tag's use");
+                }
                 self.mark(key);
                 self.proxy.metrics.outcome(&name, "revalidated");
                 return Ok(local);
@@ -218,7 +225,13 @@ impl PullThrough {
 
 /// Put a fetched, verified blob file in place (unless the blob is already stored) and link it
 /// into `repo` — under the digest's lock, as uploads publish.
-fn publish(blobs: &BlobStore, index: &berth_index::Index, repo: &RepoName, digest: &Digest, tmp: &Path) -> Result<(), String> {
+fn publish(
+    blobs: &BlobStore,
+    index: &berth_index::Index,
+    repo: &RepoName,
+    digest: &Digest,
+    tmp: &Path,
+) -> Result<(), String> {
     let size = std::fs::metadata(tmp).map_err(|e| e.to_string())?.len();
     let _g = blobs.lock(digest);
     if index.blob(digest).map_err(|e| e.to_string())?.is_some_and(|m| m.tier.is_local()) {
@@ -233,7 +246,14 @@ fn publish(blobs: &BlobStore, index: &berth_index::Index, repo: &RepoName, diges
 
 /// Store a manifest fetched from an upstream: sparse (whatever it references that is not here
 /// yet is recorded as absent and fetched when asked for), tagged with `tag`.
-fn store(app: &App, repo: &RepoName, digest: &Digest, bytes: &[u8], media_type: &str, tag: Option<&Tag>) -> Result<(), OciError> {
+fn store(
+    app: &App,
+    repo: &RepoName,
+    digest: &Digest,
+    bytes: &[u8],
+    media_type: &str,
+    tag: Option<&Tag>,
+) -> Result<(), OciError> {
     let ct = (!media_type.is_empty()).then_some(media_type);
     let parsed = manifest::parse(bytes, ct)?;
     let mut absent = Vec::new();

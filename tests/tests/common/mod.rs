@@ -536,3 +536,32 @@ impl Drop for Dockerd {
         let _ = std::fs::remove_dir_all(self.dir.join("exec"));
     }
 }
+
+/// The node's internal API URL and token.
+pub fn internal(node: &Berth) -> (String, String) {
+    let addr = std::fs::read_to_string(node.dir.join("internal.addr")).unwrap();
+    let token = std::fs::read_to_string(node.dir.join("internal.token")).unwrap();
+    (format!("http://{}", addr.trim()), token.trim().to_string())
+}
+
+/// Run a GC through the internal API and return its report.
+pub fn gc(node: &Berth, dry_run: bool, policy: serde_json::Value) -> serde_json::Value {
+    let (url, token) = internal(node);
+    let auth = format!("Bearer {token}");
+    let body = serde_json::to_vec(&serde_json::json!({"dry_run": dry_run, "policy": policy})).unwrap();
+    let r = http("POST", &format!("{url}/internal/v1/gc"), &[("Authorization", &auth)], Some(&body));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let id = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = http("GET", &format!("{url}/internal/v1/jobs/{id}"), &[("Authorization", &auth)], None);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        match v["state"].as_str() {
+            Some("succeeded") => return v["report"].clone(),
+            Some("running") => {}
+            other => panic!("gc {other:?}: {v}"),
+        }
+        assert!(Instant::now() < deadline, "gc did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

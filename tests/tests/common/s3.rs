@@ -112,7 +112,7 @@ struct ProxyState {
     /// Bytes per second from the server to the client; 0 = unlimited.
     rate: AtomicU64,
     stop: AtomicBool,
-    /// Flip bytes of server → client data past each connection's first 8 KiB.
+    /// Flip the last byte of every server → client read that carries body bytes.
     corrupt: AtomicBool,
     /// HTTP requests seen client → server, and those for `/blobs/` (request lines counted).
     requests: AtomicU64,
@@ -174,7 +174,7 @@ impl FaultProxy {
         self.state.rate.store(bytes_per_sec, Ordering::SeqCst);
     }
 
-    /// Flip bytes in responses (past each connection's first 8 KiB) or stop.
+    /// Flip a byte in every piece of response body that passes, or stop.
     pub fn set_corrupt(&self, on: bool) {
         self.state.corrupt.store(on, Ordering::SeqCst);
     }
@@ -229,7 +229,6 @@ fn count_requests(st: &ProxyState, chunk: &[u8]) {
 fn pump(mut from: TcpStream, mut to: TcpStream, st: Arc<ProxyState>, limited: bool, dir: Dir) {
     from.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut passed = 0usize;
     loop {
         if st.down.load(Ordering::Relaxed) {
             let _ = from.shutdown(Shutdown::Both);
@@ -250,10 +249,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, st: Arc<ProxyState>, limited: bo
         };
         match dir {
             Dir::Up => count_requests(&st, &buf[..n]),
-            Dir::Down if st.corrupt.load(Ordering::Relaxed) && passed + n > 8192 => buf[n - 1] ^= 0x5a,
+            // The last byte of every chunk that carries body bytes (not one ending a head).
+            Dir::Down if st.corrupt.load(Ordering::Relaxed) && !buf[..n].ends_with(b"\r\n\r\n") => buf[n - 1] ^= 0x5a,
             Dir::Down => {}
         }
-        passed += n;
         if to.write_all(&buf[..n]).is_err() {
             let _ = from.shutdown(Shutdown::Both);
             return;

@@ -180,7 +180,13 @@ fn serve_local(app: &App, req: &Request, digest: &Digest, size: u64, file: Rc<st
 
 /// A blob being filled (read through from S3, or fetched from a pull-through upstream): the
 /// whole blob or a range of it, from the fill's file as far as it is written.
-fn serve_fill(app: &App, req: &Request, digest: &Digest, fill: Arc<berth_tiering::Fill>, source: &'static str) -> Response {
+fn serve_fill(
+    app: &App,
+    req: &Request,
+    digest: &Digest,
+    fill: Arc<berth_tiering::Fill>,
+    source: &'static str,
+) -> Response {
     let size = fill.size;
     let mut resp = match wanted(req, size) {
         Err(r) => return r,

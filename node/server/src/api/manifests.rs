@@ -55,7 +55,9 @@ fn resolve(app: &App, repo: &RepoName, reference: &Reference) -> Result<Digest, 
 async fn get(app: &App, repo: &RepoName, reference: &Reference, enforce_policy: bool) -> Result<Response, OciError> {
     let digest = match app.pull_through.as_ref().and_then(|pt| pt.route(repo).map(|r| (pt, r))) {
         // A cached upstream's namespace: fetched or revalidated as its age requires.
-        Some((pt, route)) => pt.manifest(app, &route, repo, reference).await?.ok_or_else(|| unknown(app, repo, reference))?,
+        Some((pt, route)) => {
+            pt.manifest(app, &route, repo, reference).await?.ok_or_else(|| unknown(app, repo, reference))?
+        }
         None => resolve(app, repo, reference)?,
     };
     // The pull policy, decided from the node's own scan records (no I/O: an in-memory map).

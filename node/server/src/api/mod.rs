@@ -126,7 +126,10 @@ pub async fn handle_as(
                     "this repository is a pull-through cache of upstream {}; pushes and deletes are refused here",
                     route.upstream.name()
                 );
-                return (Response::from(OciError::new(ErrorKind::Denied).msg(msg)).header(API_VERSION.0, API_VERSION.1), ep.name());
+                return (
+                    Response::from(OciError::new(ErrorKind::Denied).msg(msg)).header(API_VERSION.0, API_VERSION.1),
+                    ep.name(),
+                );
             }
         }
     }
