@@ -476,3 +476,31 @@ fn unused_cached_tags_are_pruned_by_gc_retention() {
     assert_layout_has(&got, &layers);
     assert!(metric(&p.node, "berth_proxy_cache_total{upstream=\"up\",what=\"miss\"}") > misses);
 }
+
+/// `berth preload`: a list of images pulled into the cache through the internal listener; a
+/// missing one is reported and the exit status says so; afterwards the images pull with the
+/// upstream down.
+#[test]
+fn preload_fills_the_cache_for_an_air_gap() {
+    let Some((p, layers)) = plain(300, "") else { return };
+    let tmp = p._tmp.path();
+    let tool = seed(tmp, "tool", 3, 50_000, &format!("docker://127.0.0.1:{}/tools/tool:v2", p.reg_port), None);
+    let list = tmp.join("images.txt");
+    std::fs::write(&list, "# for the air gap\nup/app:v1\nup/tools/tool:v2\nup/nothing:here\n").unwrap();
+    let out = Command::new(berth_bin())
+        .args(["preload", "--file"])
+        .arg(&list)
+        .arg("--data-dir")
+        .arg(&p.node.dir)
+        .args(["--parallel", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a failed image must fail the command: {stdout}");
+    assert!(stdout.contains("ok      up/app:v1") && stdout.contains("ok      up/tools/tool:v2"), "{stdout}");
+    assert!(stdout.contains("FAILED  up/nothing:here"), "{stdout}");
+    assert!(stdout.contains("2 of 3 images loaded"), "{stdout}");
+    p.fault.set_down(true);
+    assert_layout_has(&pull(tmp, &p.node, "up/app:v1", "air-a"), &layers);
+    assert_layout_has(&pull(tmp, &p.node, "up/tools/tool:v2", "air-b"), &tool);
+}

@@ -181,6 +181,48 @@ impl InternalClient {
         Ok((status, headers, bytes))
     }
 
+    /// `GET path` with an `Accept` header: status, `Content-Type`, body (manifests).
+    pub fn get_with_accept(&self, path: &str, accept: &str, timeout: Duration) -> Result<RawAnswer, String> {
+        let res = self
+            .agent
+            .get(&format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .set("Accept", accept)
+            .timeout(timeout)
+            .call();
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(format!("{}{path}: {e}", self.url)),
+        };
+        let status = resp.status();
+        let ct = vec![resp.header("content-type").map(str::to_owned)];
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(resp.into_reader(), 8 << 20), &mut bytes)
+            .map_err(|e| format!("{}{path}: {e}", self.url))?;
+        Ok((status, ct, bytes))
+    }
+
+    /// `GET path` and discard the body (a blob of any size, in constant memory); returns the
+    /// status and the bytes read.
+    pub fn drain(&self, path: &str, timeout: Duration) -> Result<(u16, u64), String> {
+        let res = self
+            .agent
+            .get(&format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .timeout(timeout)
+            .call();
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(format!("{}{path}: {e}", self.url)),
+        };
+        let status = resp.status();
+        let n = std::io::copy(&mut resp.into_reader(), &mut std::io::sink())
+            .map_err(|e| format!("{}{path}: {e}", self.url))?;
+        Ok((status, n))
+    }
+
     /// Re-read what came from the data directory (a restarted node may listen elsewhere or
     /// have a new token). Returns whether anything changed.
     pub fn refresh(&mut self) -> bool {

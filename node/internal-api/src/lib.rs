@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod client;
 pub mod feed;
 pub mod gc;
+pub mod preload;
 pub mod scan;
 #[cfg(feature = "tls")]
 pub mod tls;

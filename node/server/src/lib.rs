@@ -18,6 +18,7 @@ pub mod gc_cli;
 pub mod http;
 pub mod manifest;
 pub mod metrics;
+pub mod preload_cli;
 pub mod pull_through;
 pub mod rebuild;
 pub mod routes;

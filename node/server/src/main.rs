@@ -156,6 +156,29 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Pull a list of images into the running node's pull-through cache (air gaps, planned
+    /// scale-ups): each is pulled through the internal listener (no registry credentials) and
+    /// cached as for a client; the bytes are discarded here. Exit status 1 if any failed.
+    ///
+    /// FILE has one image per line, as named on this registry: `registry.k8s.io/pause:3.9`,
+    /// `docker.io/library/alpine@sha256:…` (`#` comments).
+    Preload {
+        /// The list of images.
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Platforms of multi-platform images to load (`linux/amd64`, `linux/arm64/v8`; repeat),
+        /// or `all`.
+        #[arg(long, default_value = "linux/amd64")]
+        platform: Vec<String>,
+        /// Images pulled at the same time.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 /// How the CLI finds a running node.
@@ -620,6 +643,11 @@ fn run() -> anyhow::Result<()> {
                 RobotCommand::Rm { name } => berth_node::accounts_cli::robot_rm(&c, &name),
                 RobotCommand::List { json } => berth_node::accounts_cli::list(&c, json),
             }
+        }
+        Command::Preload { file, platform, parallel, json, node } => {
+            let c = node.client()?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            berth_node::preload_cli::run(&c, &text, &platform, parallel, json)
         }
         Command::TokenKey(TokenKeyCommand::New { dir, data_dir, algorithm }) => {
             use berth_node::auth::token::{generate_key, KeyAlgorithm};
