@@ -435,6 +435,8 @@ fn mirror_modes_for_containerd_and_docker() {
         // Docker asks mirrors only for Docker Hub names: with no internet, the pull succeeds
         // only through the mirror.
         d.ok(&["pull", "app:v1"]);
+        // The in-path form too (seed 002's quick start: `docker pull <cache>/<upstream>/<repo>:<tag>`).
+        d.ok(&["pull", &format!("{}/up/app:v1", p.node.addr)]);
         let cached = http("GET", &p.node.url(&format!("/v2/up/library/app/blobs/{}", sha256(&lib[0]))), &[], None);
         assert_eq!((cached.status, cached.body == lib[0]), (200, true));
     }

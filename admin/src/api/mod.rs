@@ -6,6 +6,7 @@ mod extract;
 mod gc;
 mod jobs;
 mod metrics;
+mod preload;
 mod repositories;
 mod scans;
 mod stats;
@@ -45,6 +46,7 @@ pub fn router(sc: Arc<Sidecar>) -> Router {
         .route("/api/v1/groups/{name}", put(accounts::put_group).delete(accounts::delete_group))
         .route("/api/v1/rules", get(accounts::get_rules).put(accounts::put_rules))
         .route("/api/v1/audit", get(accounts::audit_log))
+        .route("/api/v1/preload", post(preload::post))
         .route_layer(middleware::from_fn_with_state(sc.clone(), auth));
     api.route("/metrics", get(metrics::get))
         .fallback(not_found)
