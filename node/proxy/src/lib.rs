@@ -223,10 +223,11 @@ impl Proxy {
         w.started();
         let _ = started.send(Ok(Fetch::Fill(fill)));
         let mut body = resp.bytes_stream();
+        let mut fetched = 0u64;
         let res: Result<(), TierError> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| TierError::S3 { op: "upstream blob", reason: e.to_string() })?;
-                self.metrics.fetched(&name, chunk.len() as u64);
+                fetched += chunk.len() as u64;
                 w.write(&chunk)?;
             }
             let tmp = w.verify().await?;
