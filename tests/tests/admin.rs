@@ -543,14 +543,20 @@ fn preload_through_the_admin_api() {
     std::fs::write(&cfg, format!("[[proxy.upstreams]]\nname = \"up\"\nurl = \"http://{}\"\n", upstream.addr)).unwrap();
     let cfg = cfg.display().to_string();
     let Some(e) = setup_with(&[], &[("BERTH_CONFIG", &cfg)]) else { return };
-    let (st, v) = e.admin.send("POST", "/api/v1/preload", Some(json!({"images": ["up/team/app:v1", "up/team/none:v1"]})));
+    let (st, v) =
+        e.admin.send("POST", "/api/v1/preload", Some(json!({"images": ["up/team/app:v1", "up/team/none:v1"]})));
     assert_eq!(st, 207, "{v}");
     assert_eq!((v["loaded"].as_u64(), v["failed"].as_u64()), (Some(1), Some(1)), "{v}");
     assert_eq!(v["images"][0]["blobs"].as_u64(), Some(2), "{v}");
     assert!(v["images"][1]["error"].as_str().unwrap().contains("404"), "{v}");
     // Cached: the node serves it with the upstream gone.
     drop(upstream);
-    let r = http("GET", &e.node.url("/v2/up/team/app/manifests/v1"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None);
+    let r = http(
+        "GET",
+        &e.node.url("/v2/up/team/app/manifests/v1"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        None,
+    );
     assert_eq!((r.status, r.header("docker-content-digest")), (200, Some(digest.as_str())));
     let (st, v) = e.admin.send("POST", "/api/v1/preload", Some(json!({"images": ["not an image"]})));
     assert_eq!(st, 400, "{v}");

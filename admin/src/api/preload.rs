@@ -48,9 +48,10 @@ pub async fn post(State(sc): State<Arc<Sidecar>>, JsonBody(req): JsonBody<Preloa
     };
     let parallel = req.parallel.unwrap_or(4).clamp(1, 32);
     let client = sc.node.snapshot();
-    let report = tokio::task::spawn_blocking(move || preload::load_all(&client, &images, &platforms, parallel, &|_| {}))
-        .await
-        .unwrap_or_default();
+    let report =
+        tokio::task::spawn_blocking(move || preload::load_all(&client, &images, &platforms, parallel, &|_| {}))
+            .await
+            .unwrap_or_default();
     let failed = report.iter().filter(|o| o.error.is_some()).count();
     audit::record(&sc, "preload", &format!("{} images, {failed} failed", report.len())).await;
     let code = if failed == 0 { StatusCode::OK } else { StatusCode::MULTI_STATUS };
