@@ -99,6 +99,26 @@ fn make_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "-extfile",
         "srv.ext",
     ]);
+    // A client certificate (mutual TLS) for the pull-through node.
+    std::fs::write(dir.join("cli.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    ossl(&[&["req"][..], &ec, &["-keyout", "cli.key", "-out", "cli.csr", "-subj", "/CN=berth-proxy"]].concat());
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "cli.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cli.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "cli.ext",
+    ]);
     (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
 }
 
@@ -505,4 +525,143 @@ fn preload_fills_the_cache_for_an_air_gap() {
     p.fault.set_down(true);
     assert_layout_has(&pull(tmp, &p.node, "up/app:v1", "air-a"), &layers);
     assert_layout_has(&pull(tmp, &p.node, "up/tools/tool:v2", "air-b"), &tool);
+}
+
+/// An upstream that requires a client certificate (a Berth with `client_auth = "required"`):
+/// pulled through with the configured certificate; without it the pull fails cleanly (503).
+#[test]
+fn mutual_tls_upstream() {
+    if !have("skopeo") || !have("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pki = t.join("pki");
+    let (ca, cert, key) = make_ca(&pki);
+    let up_cfg = write_config(
+        &t.join("up.toml"),
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nclient_auth = \"required\"\n",
+            cert.display(),
+            key.display(),
+            ca.display()
+        ),
+    );
+    let up = Berth::start_tls(&t.join("up-data"), &[("BERTH_CONFIG", &up_cfg)], ca.to_str().unwrap());
+    // skopeo's certificate directory: the CA and our client certificate.
+    let certs = t.join("skopeo-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    std::fs::copy(pki.join("cli.pem"), certs.join("client.cert")).unwrap();
+    std::fs::copy(pki.join("cli.key"), certs.join("client.key")).unwrap();
+    let layout = t.join("layout");
+    let layers = make_oci_layout(&layout, "v1", 2, 100_000);
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-cert-dir"])
+        .arg(&certs)
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{}/secure/app:v1", up.addr)));
+    let cfg = write_config(
+        &t.join("proxy.toml"),
+        &format!(
+            "[[proxy.upstreams]]\nname = \"secure\"\nurl = \"https://{}\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n\n[[proxy.upstreams]]\nname = \"nocert\"\nurl = \"https://{}\"\nca = \"{}\"\n",
+            up.addr,
+            ca.display(),
+            pki.join("cli.pem").display(),
+            pki.join("cli.key").display(),
+            up.addr,
+            ca.display()
+        ),
+    );
+    let node = Berth::start(&t.join("proxy-data"), &[("BERTH_CONFIG", &cfg)]);
+    assert_layout_has(&pull(t, &node, "secure/secure/app:v1", "mtls"), &layers);
+    let r = http("GET", &node.url("/v2/nocert/secure/app/manifests/v1"), &[], None);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// A multi-platform index: the index is cached, platform manifests and blobs only when asked
+/// for (with the upstream gone, the platform that was pulled still pulls; the other does not);
+/// `berth preload --platform` loads the chosen platform.
+#[test]
+fn multi_arch_index_is_cached_sparsely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let up = Berth::start(&t.join("up-data"), &[]);
+    let mut children = Vec::new();
+    for (arch, seed) in [("amd64", 1u8), ("arm64", 2u8)] {
+        let config = format!(r#"{{"architecture":"{arch}","os":"linux"}}"#).into_bytes();
+        let layer: Vec<u8> = (0..70_000u32).map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed)).collect();
+        let (cd, ld) = (push_blob(&up, "multi/app", &config), push_blob(&up, "multi/app", &layer));
+        let m = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": layer.len()}]
+        }))
+        .unwrap();
+        let md = sha256(&m);
+        let r = http(
+            "PUT",
+            &up.url(&format!("/v2/multi/app/manifests/{md}")),
+            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            Some(&m),
+        );
+        assert_eq!(r.status, 201);
+        children.push((arch, md, m.len(), layer));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": children.iter().map(|(arch, d, n, _)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": n,
+            "platform": {"os": "linux", "architecture": arch}})).collect::<Vec<_>>()
+    }))
+    .unwrap();
+    let r = http(
+        "PUT",
+        &up.url("/v2/multi/app/manifests/v1"),
+        &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+        Some(&index),
+    );
+    assert_eq!(r.status, 201);
+    let cfg = write_config(
+        &t.join("proxy.toml"),
+        &format!("[[proxy.upstreams]]\nname = \"up\"\nurl = \"http://{}\"\n", up.addr),
+    );
+    let node = Berth::start(&t.join("proxy-data"), &[("BERTH_CONFIG", &cfg)]);
+    let accept = [("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json")];
+    let r = http("GET", &node.url("/v2/up/multi/app/manifests/v1"), &accept, None);
+    assert_eq!((r.status, r.body == index), (200, true));
+    // A client picks amd64 from the index, then its manifest and layer.
+    let r = http("GET", &node.url(&format!("/v2/up/multi/app/manifests/{}", children[0].1)), &accept, None);
+    assert_eq!(r.status, 200);
+    let r = http("GET", &node.url(&format!("/v2/up/multi/app/blobs/{}", sha256(&children[0].3))), &[], None);
+    assert_eq!((r.status, r.body == children[0].3), (200, true));
+    // Sparse: the other platform's layer was not fetched.
+    let arm = sha256(&children[1].3);
+    assert!(
+        !node.dir.join("blobs/sha256").join(&arm[7..9]).join(&arm[7..]).exists(),
+        "arm64 fetched without being asked for"
+    );
+    // arm64 through preload.
+    let list = t.join("images.txt");
+    std::fs::write(&list, "up/multi/app:v1\n").unwrap();
+    let out = Command::new(berth_bin())
+        .args(["preload", "--platform", "linux/arm64", "--file"])
+        .arg(&list)
+        .arg("--data-dir")
+        .arg(&node.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(2 manifests, 2 blobs"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(up);
+    for (arch, d, _, layer) in &children {
+        let r = http("GET", &node.url(&format!("/v2/up/multi/app/manifests/{d}")), &accept, None);
+        assert_eq!(r.status, 200, "{arch}");
+        let r = http("GET", &node.url(&format!("/v2/up/multi/app/blobs/{}", sha256(layer))), &[], None);
+        assert_eq!((r.status, r.body == *layer), (200, true), "{arch}");
+    }
 }

@@ -44,7 +44,8 @@ fn auth_params(s: &str) -> HashMap<String, String> {
     while !rest.is_empty() {
         let Some(eq) = rest.find('=') else { break };
         let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        rest = &rest[eq + 1..];
+        // RFC 9110 allows whitespace around '='.
+        rest = rest[eq + 1..].trim_start();
         let value;
         if let Some(r) = rest.strip_prefix('"') {
             let mut v = String::new();

@@ -103,10 +103,16 @@ impl Berth {
     fn healthy(&self) -> bool {
         match &self.tls_ca {
             None => ureq::get(&format!("http://{}/healthz", self.addr)).call().is_ok_and(|r| r.status() == 200),
-            Some(ca) => Command::new("curl")
-                .args(["-sf", "-m", "2", "--cacert", ca, &format!("https://{}/healthz", self.addr)])
-                .output()
-                .is_ok_and(|o| o.status.success()),
+            Some(ca) => {
+                Command::new("curl")
+                    .args(["-sf", "-m", "2", "--cacert", ca, &format!("https://{}/healthz", self.addr)])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+                    // A node that requires client certificates: ask its internal listener.
+                    || std::fs::read_to_string(self.dir.join("internal.addr")).is_ok_and(|a| {
+                        ureq::get(&format!("http://{}/healthz", a.trim())).call().is_ok_and(|r| r.status() == 200)
+                    })
+            }
         }
     }
 
