@@ -26,6 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import Proc, digest, free_port, push_blob, wait_http  # noqa: E402
+from tiering import CpuMeter  # noqa: E402
 
 
 def timed_get(port, path):
@@ -79,6 +80,8 @@ def main():
         wait_http(up + "/v2/")
         wait_http(base + "/v2/")
         rows = {"upstream": [], "cold": [], "warm": [], "pushed": []}
+        pids = {"upstream": procs[0].p.pid, "berth": procs[1].p.pid, "client": os.getpid()}
+        cpu = {"upstream": [], "cold": []}
         for i in range(args.blobs):
             data = os.urandom(args.size_mib << 20)
             d = push_blob(up, "bench/big", data)
@@ -92,7 +95,10 @@ def main():
             ]:
                 if key == "warm":
                     time.sleep(0.5)  # the fill publishes after its last byte is verified
-                st, ttfb, total, n, h = timed_get(p, path)
+                with CpuMeter(pids) as m:
+                    st, ttfb, total, n, h = timed_get(p, path)
+                if key in cpu:
+                    cpu[key].append(m)
                 assert st == 200 and "sha256:" + h == want, (key, st, n)
                 rows[key].append((ttfb, total, n))
         med = {k: (statistics.median(t for t, _, _ in v) * 1000, statistics.median(n / tot for _, tot, n in v) / 1e6)
@@ -121,6 +127,11 @@ def main():
         print(f"blob {args.size_mib} MiB x {args.blobs}, medians:")
         for k in ("upstream", "cold", "warm", "pushed"):
             print(f"  {k:8} TTFB {med[k][0]:8.2f} ms   throughput {med[k][1]:8.1f} MB/s")
+        for k in ("upstream", "cold"):
+            per = {p: statistics.median(m.used[p] for m in cpu[k]) * 1000 for p in pids}
+            busy = statistics.median(m.busy_fraction for m in cpu[k]) * 100
+            print(f"  {k:8} CPU ms per GET (median): " + ", ".join(f"{p} {v:.0f}" for p, v in per.items())
+                  + f"; machine busy {busy:.0f}% of {os.cpu_count()} cores")
         print(f"cold/upstream: TTFB {med['cold'][0] / med['upstream'][0]:.2f}x, throughput {med['cold'][1] / med['upstream'][1]:.2f}x; "
               f"warm/pushed throughput {med['warm'][1] / med['pushed'][1]:.2f}x; warm/upstream {med['warm'][1] / med['upstream'][1]:.2f}x")
         print(f"{args.concurrent} concurrent cold GETs of a 16 MiB blob: {sum(ok)} whole and verified in {conc_secs:.2f} s; "
