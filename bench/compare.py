@@ -64,14 +64,18 @@ def digest(b):
     return "sha256:" + hashlib.sha256(b).hexdigest()
 
 
-def push_blob(base, repo, data):
-    """POST a session, then PUT ?digest= with the whole body: works on every registry."""
-    d = digest(data)
+def start_upload(base, repo):
+    """POST an upload session; returns its absolute Location."""
     s, h, _ = http("POST", f"{base}/v2/{repo}/blobs/uploads/")
     assert s == 202, s
     loc = h["Location"]
-    if loc.startswith("/"):
-        loc = base + loc
+    return base + loc if loc.startswith("/") else loc
+
+
+def push_blob(base, repo, data):
+    """POST a session, then PUT ?digest= with the whole body: works on every registry."""
+    d = digest(data)
+    loc = start_upload(base, repo)
     sep = "&" if "?" in loc else "?"
     s, _, body = http("PUT", f"{loc}{sep}digest={d}", data=data, headers={"Content-Type": "application/octet-stream"})
     assert s == 201, (s, body[:200])
@@ -81,9 +85,7 @@ def push_blob(base, repo, data):
 def push_chunked(base, repo, data, chunk):
     """POST a session, PATCH 16 MiB chunks with Content-Range, PUT ?digest=."""
     d = digest(data)
-    s, h, _ = http("POST", f"{base}/v2/{repo}/blobs/uploads/")
-    assert s == 202, s
-    loc = h["Location"]
+    loc = start_upload(base, repo)
     for off in range(0, len(data), chunk):
         if loc.startswith("/"):
             loc = base + loc

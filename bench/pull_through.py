@@ -12,8 +12,6 @@ through Berth (warm: a local cache hit) and a GET of the same bytes pushed to Be
 the same moment through Berth: the upstream's access log counts how many requests reached it.
 """
 import argparse
-import hashlib
-import http.client
 import os
 import shutil
 import statistics
@@ -26,28 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import Proc, digest, free_port, push_blob, wait_http  # noqa: E402
-from tiering import CpuMeter  # noqa: E402
-
-
-def timed_get(port, path):
-    """(status, ttfb s, total s, bytes, sha256 hex)"""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    t0 = time.perf_counter()
-    c.request("GET", path)
-    r = c.getresponse()
-    first = r.read(1)
-    ttfb = time.perf_counter() - t0
-    h = hashlib.sha256(first)
-    n = len(first)
-    while True:
-        chunk = r.read(1 << 20)
-        if not chunk:
-            break
-        h.update(chunk)
-        n += len(chunk)
-    total = time.perf_counter() - t0
-    c.close()
-    return r.status, ttfb, total, n, h.hexdigest()
+from tiering import CpuMeter, timed_get  # noqa: E402 (same GET timing as the S3 bench)
 
 
 def main():

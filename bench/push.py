@@ -19,7 +19,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import Proc, digest, durable_write_speed, free_port, http, push_blob, push_chunked, wait_http  # noqa: E402
+from compare import Proc, digest, durable_write_speed, free_port, http, push_blob, push_chunked, start_upload, wait_http  # noqa: E402
 
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target"))
 
@@ -28,11 +28,7 @@ def push_streamed(base, repo, data, piece=32 << 10):
     """POST a session, one PATCH whose body is sent with chunked transfer encoding in 32 KiB chunks
     (what the Docker daemon's io.Copy writes), PUT ?digest=."""
     d = digest(data)
-    s, h, _ = http("POST", f"{base}/v2/{repo}/blobs/uploads/")
-    assert s == 202, s
-    loc = h["Location"]
-    if loc.startswith("/"):
-        loc = base + loc
+    loc = start_upload(base, repo)
     u = urllib.parse.urlsplit(loc)
     conn = httpc.HTTPConnection(u.hostname, u.port, timeout=600)
     mv = memoryview(data)
