@@ -411,6 +411,34 @@ fn catalog_drops_repositories_emptied_by_delete_and_gc() {
 /// The small-blob cache never answers for a blob the index no longer links: readers hammer a
 /// cached small blob while it is unlinked and garbage-collected; once GC has run every GET is
 /// 404, every 200 before carried the right bytes, and a re-push serves it again.
+/// Four threads GETting `url` until `stop`: any answer but the whole `data` or 404 — or a 200
+/// once `gone` is set (GC finished) — is recorded in `bad`.
+fn race_readers(
+    url: &str,
+    data: &[u8],
+    stop: &Arc<AtomicBool>,
+    gone: &Arc<AtomicBool>,
+    bad: &Arc<Mutex<Vec<String>>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..4)
+        .map(|_| {
+            let (stop, gone, bad, url, data) = (stop.clone(), gone.clone(), bad.clone(), url.to_owned(), data.to_vec());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let after_gc = gone.load(Ordering::SeqCst);
+                    let r = http("GET", &url, &[], None);
+                    match r.status {
+                        200 if r.body != data => bad.lock().unwrap().push("wrong bytes".to_string()),
+                        200 if after_gc => bad.lock().unwrap().push("served after GC".to_string()),
+                        200 | 404 => {}
+                        s => bad.lock().unwrap().push(format!("status {s}")),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn small_blob_cache_races_delete_and_gc() {
     let tmp = tempfile::tempdir().unwrap();
@@ -427,26 +455,8 @@ fn small_blob_cache_races_delete_and_gc() {
     let r = http("GET", &url, &[("Range", "bytes=10-19")], None);
     assert_eq!((r.status, r.body.as_slice()), (206, &data[10..20]));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let gone = Arc::new(AtomicBool::new(false));
-    let bad = Arc::new(Mutex::new(Vec::new()));
-    let readers: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, gone, bad, url, data) = (stop.clone(), gone.clone(), bad.clone(), url.clone(), data.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let after_gc = gone.load(Ordering::SeqCst);
-                    let r = http("GET", &url, &[], None);
-                    match r.status {
-                        200 if r.body != data => bad.lock().unwrap().push("wrong bytes".to_string()),
-                        200 if after_gc => bad.lock().unwrap().push("served after GC".to_string()),
-                        200 | 404 => {}
-                        s => bad.lock().unwrap().push(format!("status {s}")),
-                    }
-                }
-            })
-        })
-        .collect();
+    let (stop, gone, bad) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::default());
+    let readers = race_readers(&url, &data, &stop, &gone, &bad);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(http("DELETE", &url, &[], None).status, 202);
     let report = gc(&node, false, json!({"grace_secs": 0}));
@@ -483,26 +493,8 @@ fn open_blob_files_race_delete_gc_and_repush() {
     let r = http("GET", &url, &[("Range", "bytes=100000-100009")], None);
     assert_eq!((r.status, r.body.as_slice()), (206, &data[100000..100010]));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let gone = Arc::new(AtomicBool::new(false));
-    let bad = Arc::new(Mutex::new(Vec::new()));
-    let readers: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, gone, bad, url, data) = (stop.clone(), gone.clone(), bad.clone(), url.clone(), data.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let after_gc = gone.load(Ordering::SeqCst);
-                    let r = http("GET", &url, &[], None);
-                    match r.status {
-                        200 if r.body != data => bad.lock().unwrap().push("wrong bytes".to_string()),
-                        200 if after_gc => bad.lock().unwrap().push("served after GC".to_string()),
-                        200 | 404 => {}
-                        s => bad.lock().unwrap().push(format!("status {s}")),
-                    }
-                }
-            })
-        })
-        .collect();
+    let (stop, gone, bad) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::default());
+    let readers = race_readers(&url, &data, &stop, &gone, &bad);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(http("DELETE", &url, &[], None).status, 202);
     let report = gc(&node, false, json!({"grace_secs": 0}));

@@ -181,20 +181,27 @@ impl InternalClient {
         Ok((status, headers, bytes))
     }
 
-    /// `GET path` with an `Accept` header: status, `Content-Type`, body (manifests).
-    pub fn get_with_accept(&self, path: &str, accept: &str, timeout: Duration) -> Result<RawAnswer, String> {
-        let res = self
+    /// `GET path` (with `accept`, if given) as the registry API wants it: any status is an
+    /// answer, only a transport failure an error.
+    fn get(&self, path: &str, accept: Option<&str>, timeout: Duration) -> Result<ureq::Response, String> {
+        let mut req = self
             .agent
             .get(&format!("{}{path}", self.url))
             .set("Authorization", &format!("Bearer {}", self.token))
-            .set("Accept", accept)
-            .timeout(timeout)
-            .call();
-        let resp = match res {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(format!("{}{path}: {e}", self.url)),
-        };
+            .timeout(timeout);
+        if let Some(a) = accept {
+            req = req.set("Accept", a);
+        }
+        match req.call() {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => Ok(r),
+            Err(e) => Err(format!("{}{path}: {e}", self.url)),
+        }
+    }
+
+    /// `GET path` with an `Accept` header: status, `Content-Type`, body (manifests, at most
+    /// 8 MiB read).
+    pub fn get_with_accept(&self, path: &str, accept: &str, timeout: Duration) -> Result<RawAnswer, String> {
+        let resp = self.get(path, Some(accept), timeout)?;
         let status = resp.status();
         let ct = vec![resp.header("content-type").map(str::to_owned)];
         let mut bytes = Vec::new();
@@ -206,17 +213,7 @@ impl InternalClient {
     /// `GET path` and discard the body (a blob of any size, in constant memory); returns the
     /// status and the bytes read.
     pub fn drain(&self, path: &str, timeout: Duration) -> Result<(u16, u64), String> {
-        let res = self
-            .agent
-            .get(&format!("{}{path}", self.url))
-            .set("Authorization", &format!("Bearer {}", self.token))
-            .timeout(timeout)
-            .call();
-        let resp = match res {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(format!("{}{path}: {e}", self.url)),
-        };
+        let resp = self.get(path, None, timeout)?;
         let status = resp.status();
         let n = std::io::copy(&mut resp.into_reader(), &mut std::io::sink())
             .map_err(|e| format!("{}{path}: {e}", self.url))?;

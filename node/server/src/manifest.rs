@@ -101,6 +101,26 @@ fn non_distributable(d: &RawDescriptor) -> bool {
         || d.urls.as_ref().is_some_and(|u| !u.is_empty())
 }
 
+impl ParsedManifest {
+    /// The index record of this manifest, pushed (or cached) now, with the references that are
+    /// `absent` from the repository.
+    pub fn record(&self, absent: Vec<Digest>) -> berth_index::ManifestRecord {
+        berth_index::ManifestRecord {
+            media_type: self.media_type.as_str().to_owned(),
+            artifact_type: self.artifact_type.clone(),
+            subject: self.subject.clone(),
+            blobs: self.blobs.clone(),
+            manifests: self.manifests.clone(),
+            annotations: self.annotations.clone(),
+            absent,
+            pushed_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        }
+    }
+}
+
 /// Validate `bytes` pushed with `content_type` (the request's `Content-Type`, if any).
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, OciError> {
     let value: Value =

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_index::ManifestRecord;
 use berth_proxy::{Fetch, Proxy, Route, UpstreamError};
 use berth_types::{Algorithm, Digest, ErrorKind, OciError, Reference, RepoName, Tag};
 
@@ -269,19 +268,7 @@ fn store(
     }
     absent.sort();
     absent.dedup();
-    let record = ManifestRecord {
-        media_type: parsed.media_type.as_str().to_owned(),
-        artifact_type: parsed.artifact_type.clone(),
-        subject: parsed.subject.clone(),
-        blobs: parsed.blobs.clone(),
-        manifests: parsed.manifests.clone(),
-        annotations: parsed.annotations.clone(),
-        absent,
-        pushed_at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-    };
+    let record = parsed.record(absent);
     let tags: Vec<Tag> = tag.into_iter().cloned().collect();
     let outcome = app.index.put_manifest(repo, digest, &record, bytes, &tags).map_err(index_error)?;
     if let Some(m) = outcome.missing {

@@ -1,7 +1,6 @@
 //! `/v2/<name>/manifests/<reference>`: GET/HEAD the exact stored bytes, PUT with validation and
 //! reference checks (plus `?tag=` for several tags at once), DELETE by tag or by digest.
 
-use berth_index::ManifestRecord;
 use berth_types::{Algorithm, Digest, ErrorKind, OciError, Reference, RepoName, Tag};
 
 use crate::app::App;
@@ -114,19 +113,7 @@ async fn put(
             tags.push(t);
         }
     }
-    let record = ManifestRecord {
-        media_type: parsed.media_type.as_str().to_owned(),
-        artifact_type: parsed.artifact_type.clone(),
-        subject: parsed.subject.clone(),
-        blobs: parsed.blobs.clone(),
-        manifests: parsed.manifests.clone(),
-        annotations: parsed.annotations.clone(),
-        absent,
-        pushed_at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-    };
+    let record = parsed.record(absent);
     let outcome = app.index.put_manifest(repo, &digest, &record, &bytes, &tags).map_err(index_error)?;
     if let Some(m) = outcome.missing {
         // Removed by garbage collection between the check above and the commit.
