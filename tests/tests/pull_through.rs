@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::s3::FaultProxy;
 use common::*;
 
@@ -64,64 +65,6 @@ impl Drop for Registry {
     }
 }
 
-/// A CA and a certificate for 127.0.0.1 signed by it.
-fn make_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let ossl = |args: &[&str]| {
-        let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    ossl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=upstream CA"],
-        ]
-        .concat(),
-    );
-    std::fs::write(dir.join("srv.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    ossl(&[&["req"][..], &ec, &["-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost"]].concat());
-    ossl(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "srv.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "srv.ext",
-    ]);
-    // A client certificate (mutual TLS) for the pull-through node.
-    std::fs::write(dir.join("cli.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    ossl(&[&["req"][..], &ec, &["-keyout", "cli.key", "-out", "cli.csr", "-subj", "/CN=berth-proxy"]].concat());
-    ossl(&[
-        "x509",
-        "-req",
-        "-in",
-        "cli.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cli.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "cli.ext",
-    ]);
-    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
-}
-
 /// An OCI layout with `layers` layers of `size` bytes (content depends on `size`), pushed to
 /// `dest` (a `docker://` reference) with skopeo. Returns the layers.
 fn seed(tmp: &Path, name: &str, layers: usize, size: usize, dest: &str, creds: Option<&str>) -> Vec<Vec<u8>> {
@@ -148,13 +91,9 @@ fn pull(tmp: &Path, node: &Berth, reference: &str, name: &str) -> PathBuf {
     out
 }
 
-fn metric(node: &Berth, series: &str) -> f64 {
-    let text = String::from_utf8(http("GET", &node.internal_url("/metrics"), &[], None).body).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// GET a manifest through the node as an OCI image client asks for it.
+fn get_manifest(node: &Berth, path: &str) -> Resp {
+    http("GET", &node.url(path), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None)
 }
 
 fn write_config(path: &Path, text: &str) -> String {
@@ -173,7 +112,8 @@ fn pulls_through_tls_basic_and_token_upstreams() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     // Upstream A: Distribution over TLS with htpasswd, seeded through a plain twin on the same storage.
-    let (ca, cert, key) = make_ca(&t.join("pki"));
+    let pki = Pki::new(&t.join("pki"));
+    let (ca, cert, key) = (pki.dir.join("ca.pem"), pki.dir.join("srv.pem"), pki.dir.join("srv.key"));
     let htpasswd = t.join("htpasswd");
     std::fs::write(&htpasswd, format!("alice:{}\n", bcrypt_hash("wonderland"))).unwrap();
     let Some(seed_a) = Registry::start(&t.join("a-seed"), &t.join("a-storage"), None, None) else { return };
@@ -281,22 +221,12 @@ fn tags_revalidate_after_ttl_and_serve_stale_when_upstream_is_down() {
 
     // The tag moves upstream: the new image is served once the TTL is over. (The digest served
     // before the move is the reference; timing "still old within the TTL" would be flaky.)
-    let old = http(
-        "GET",
-        &p.node.url("/v2/up/app/manifests/v1"),
-        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
-        None,
-    );
+    let old = get_manifest(&p.node, "/v2/up/app/manifests/v1");
     let moved = seed(tmp, "v2", 1, 123_457, &format!("docker://127.0.0.1:{}/app:v1", p.reg_port), None);
     std::thread::sleep(Duration::from_millis(5200));
     let got = pull(tmp, &p.node, "up/app:v1", "moved");
     assert_layout_has(&got, &moved);
-    let new = http(
-        "GET",
-        &p.node.url("/v2/up/app/manifests/v1"),
-        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
-        None,
-    );
+    let new = get_manifest(&p.node, "/v2/up/app/manifests/v1");
     assert_ne!(old.header("docker-content-digest"), new.header("docker-content-digest"));
     assert!(metric(&p.node, "berth_proxy_cache_total{upstream=\"up\",what=\"changed\"}") >= 1.0);
 
@@ -375,12 +305,7 @@ fn concurrent_cold_pulls_share_one_upstream_fetch() {
 #[test]
 fn corrupted_upstream_blob_is_never_cached() {
     let Some((p, layers)) = plain(300, "") else { return };
-    let m = http(
-        "GET",
-        &p.node.url("/v2/up/app/manifests/v1"),
-        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
-        None,
-    );
+    let m = get_manifest(&p.node, "/v2/up/app/manifests/v1");
     assert_eq!(m.status, 200);
     let d = sha256(&layers[0]);
     let url = p.node.url(&format!("/v2/up/app/blobs/{d}"));
@@ -410,19 +335,9 @@ fn mirror_modes_for_containerd_and_docker() {
     let Some((p, layers)) = plain(300, "[proxy]\ndefault_upstream = \"up\"") else { return };
     let tmp = p._tmp.path();
     // Plain HTTP first: ?ns= and a plain name both land in `up/app`.
-    let ns = http(
-        "GET",
-        &p.node.url("/v2/app/manifests/v1?ns=up"),
-        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
-        None,
-    );
+    let ns = get_manifest(&p.node, "/v2/app/manifests/v1?ns=up");
     assert_eq!(ns.status, 200, "{}", String::from_utf8_lossy(&ns.body));
-    let plain = http(
-        "GET",
-        &p.node.url("/v2/app/manifests/v1"),
-        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
-        None,
-    );
+    let plain = get_manifest(&p.node, "/v2/app/manifests/v1");
     assert_eq!(plain.status, 200);
     let got = pull(tmp, &p.node, "app:v1", "mirror");
     assert_layout_has(&got, &layers);
@@ -537,8 +452,8 @@ fn mutual_tls_upstream() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let pki = t.join("pki");
-    let (ca, cert, key) = make_ca(&pki);
+    let pki = Pki::new(&t.join("pki")).dir;
+    let (ca, cert, key) = (pki.join("ca.pem"), pki.join("srv.pem"), pki.join("srv.key"));
     let up_cfg = write_config(
         &t.join("up.toml"),
         &format!(

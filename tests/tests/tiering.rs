@@ -55,18 +55,6 @@ fn setup(cache_max: u64, extra: &[(&str, &str)]) -> Option<Env> {
     Some(Env { tmp, moto, proxy, node })
 }
 
-/// A metric's value (first series whose name and labels start with `series`).
-fn metric(node: &Berth, series: &str) -> f64 {
-    let text = http("GET", &node.internal_url("/metrics"), &[], None).body;
-    let text = String::from_utf8(text).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{', '_']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn wait_tiered(node: &Berth) {
     wait_for("tiering to finish", 60, || metric(node, "berth_tier_pending_blobs") == 0.0);
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 
 pub mod pg;
+pub mod pki;
 pub mod s3;
 pub mod trivy;
 
@@ -570,4 +571,17 @@ pub fn gc(node: &Berth, dry_run: bool, policy: serde_json::Value) -> serde_json:
         assert!(Instant::now() < deadline, "gc did not finish");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The value of the first metric series named `series` (with labels, if given) on the node's
+/// internal listener; 0 when absent.
+pub fn metric(node: &Berth, series: &str) -> f64 {
+    let text = http("GET", &node.internal_url("/metrics"), &[], None).body;
+    let text = String::from_utf8(text).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{', '_']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
