@@ -312,6 +312,60 @@ impl Tiering {
         Ok(RangeStream { len, chunks: rx })
     }
 
+    /// Put a local blob file into S3 now, verified as the uploader does (a cluster with
+    /// `durability = "s3"` acknowledges a push only after this). An object of the right size
+    /// already there is kept (content addressed).
+    pub async fn upload_now(self: &Arc<Self>, digest: &Digest, size: u64) -> Result<(), TierError> {
+        let (t, d) = (self.clone(), digest.clone());
+        self.run(async move {
+            let key = t.layout.blob(&d);
+            if t.remote.head(&key).await? == Some(size) {
+                return Ok(());
+            }
+            let r = t.remote.put_file(&key, &t.local.path(&d), size, &d).await;
+            TierMetrics::result(&t.metrics.uploads, r.is_ok());
+            match r {
+                Ok(()) => {
+                    t.metrics.uploaded_bytes.inc_by(size);
+                    Ok(())
+                }
+                Err(e) => {
+                    t.metrics.s3_error("put_blob");
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Put a manifest and the tags pointing at it into the bucket now (cluster
+    /// `durability = "s3"`); the mirror writes the same objects again later, harmlessly.
+    pub async fn put_manifest_now(
+        self: &Arc<Self>,
+        repo: &berth_types::RepoName,
+        digest: &Digest,
+        bytes: Vec<u8>,
+        media_type: String,
+        tags: Vec<berth_types::Tag>,
+    ) -> Result<(), TierError> {
+        let (t, repo, d) = (self.clone(), repo.clone(), digest.clone());
+        self.run(async move {
+            t.remote.put_bytes(&t.layout.manifest(&repo, &d), bytes, &media_type).await?;
+            for tag in tags {
+                t.remote.put_bytes(&t.layout.tag(&repo, &tag), d.to_string().into_bytes(), "text/plain").await?;
+            }
+            Ok(())
+        })
+        .await
+        .inspect_err(|_| self.metrics.s3_error("mirror"))
+    }
+
+    /// Delete a blob's object (cluster GC, inside its fenced transaction).
+    pub async fn delete_blob_object(self: &Arc<Self>, digest: &Digest) -> Result<(), TierError> {
+        let (t, d) = (self.clone(), digest.clone());
+        self.run(async move { t.remote.delete(&t.layout.blob(&d)).await }).await
+    }
+
     /// A presigned URL for a blob in S3.
     pub async fn presign(self: &Arc<Self>, digest: &Digest) -> Result<String, TierError> {
         let (t, key) = (self.clone(), self.layout.blob(digest));

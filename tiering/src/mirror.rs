@@ -75,6 +75,10 @@ pub(crate) async fn run(t: Arc<Tiering>) {
 }
 
 async fn apply(t: &Arc<Tiering>, rec: &ChangeRecord) -> Result<(), TierError> {
+    if rec.replica {
+        // Another node's change (it mirrors it), or a removal GC already made in S3.
+        return Ok(());
+    }
     let (r, l) = (&t.remote, &t.layout);
     let res = match &rec.change {
         Change::ManifestPut { repo, digest, media_type, .. } => match t.index.manifest(repo, digest)? {

@@ -156,6 +156,17 @@ impl Index {
         durability: Durability,
     ) -> Result<std::result::Result<BlobMeta, Kept>> {
         let _g = self.lock();
+        let meta = match self.blob_removable(digest, cutoff_ms)? {
+            Ok(m) => m,
+            Err(k) => return Ok(Err(k)),
+        };
+        self.remove_blob_locked(digest, durability)?;
+        Ok(Ok(meta))
+    }
+
+    /// Whether GC may remove a blob (see [`Index::remove_blob_if_unused`]), without removing
+    /// it: a cluster's GC checks here, then commits the removal through the change log.
+    pub fn blob_removable(&self, digest: &Digest, cutoff_ms: u64) -> Result<std::result::Result<BlobMeta, Kept>> {
         let Some(meta) = self.blob(digest)? else { return Ok(Err(Kept::Gone)) };
         if self.blob_refs(digest)? > 0 {
             return Ok(Err(Kept::Referenced));
@@ -163,7 +174,6 @@ impl Index {
         if self.blob_last_used(digest, &meta)? >= cutoff_ms {
             return Ok(Err(Kept::Recent));
         }
-        self.remove_blob_locked(digest, durability)?;
         Ok(Ok(meta))
     }
 
@@ -179,8 +189,28 @@ impl Index {
         durability: Durability,
     ) -> Result<std::result::Result<(), Kept>> {
         let _g = self.lock();
+        if let Err(k) = self.link_removable(repo, digest, cutoff_ms)? {
+            return Ok(Err(k));
+        }
         let dkey = digest.to_string();
         let lkey = key2(repo.as_str(), &dkey);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_REPO_BLOBS), &lkey);
+        batch.delete_cf(self.cf(CF_BLOB_REPOS), key2(&dkey, repo.as_str()));
+        self.bump_repo(&mut batch, repo, -1)?;
+        self.feed(&mut batch, vec![Change::BlobUnlinked { repo: repo.clone(), digest: digest.clone() }]);
+        self.write_durable(batch, durability)?;
+        Ok(Ok(()))
+    }
+
+    /// Whether GC may remove `repo`'s link to a blob (see [`Index::unlink_blob_if_unused`]).
+    pub fn link_removable(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        cutoff_ms: u64,
+    ) -> Result<std::result::Result<(), Kept>> {
+        let lkey = key2(repo.as_str(), &digest.to_string());
         if self.db.get_pinned_cf(self.cf(CF_REPO_BLOBS), &lkey)?.is_none() {
             return Ok(Err(Kept::Gone));
         }
@@ -200,12 +230,6 @@ impl Index {
                 return Ok(Err(Kept::Referenced));
             }
         }
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_REPO_BLOBS), &lkey);
-        batch.delete_cf(self.cf(CF_BLOB_REPOS), key2(&dkey, repo.as_str()));
-        self.bump_repo(&mut batch, repo, -1)?;
-        self.feed(&mut batch, vec![Change::BlobUnlinked { repo: repo.clone(), digest: digest.clone() }]);
-        self.write_durable(batch, durability)?;
         Ok(Ok(()))
     }
 
@@ -220,6 +244,22 @@ impl Index {
         durability: Durability,
     ) -> Result<std::result::Result<(), Kept>> {
         let _g = self.lock();
+        let record = match self.manifest_deletable(repo, digest, cutoff_ms)? {
+            Ok(r) => r,
+            Err(k) => return Ok(Err(k)),
+        };
+        self.delete_manifest_locked(repo, digest, &record, durability)?;
+        Ok(Ok(()))
+    }
+
+    /// Whether GC may delete a manifest (see [`Index::delete_manifest_if_unused`]); its record
+    /// when it may.
+    pub fn manifest_deletable(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        cutoff_ms: u64,
+    ) -> Result<std::result::Result<ManifestRecord, Kept>> {
         let dkey = digest.to_string();
         let Some(v) = self.db.get_pinned_cf(self.cf(CF_MANIFESTS), key2(repo.as_str(), &dkey))? else {
             return Ok(Err(Kept::Gone));
@@ -239,8 +279,7 @@ impl Index {
         if record.pushed_at_ms >= cutoff_ms {
             return Ok(Err(Kept::Recent));
         }
-        self.delete_manifest_locked(repo, digest, &record, durability)?;
-        Ok(Ok(()))
+        Ok(Ok(record))
     }
 
     /// Delete a tag only if it still points at `digest` (retention policies).

@@ -224,9 +224,10 @@ impl Index {
     /// Append change-feed entries to a batch. Caller holds the write lock.
     fn feed(&self, batch: &mut WriteBatch, changes: Vec<Change>) {
         let at = now_ms();
+        let replica = REPLICA.with(|r| r.get());
         for change in changes {
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-            let rec = ChangeRecord { seq, at_ms: at, change };
+            let rec = ChangeRecord { seq, at_ms: at, change, replica };
             batch.put_cf(self.cf(CF_FEED), seq.to_be_bytes(), codec::encode(&rec));
         }
     }
@@ -760,6 +761,23 @@ impl Index {
         }
         Ok(())
     }
+}
+
+thread_local! {
+    static REPLICA: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with every feed record it writes on this thread marked `replica` (see
+/// [`ChangeRecord::replica`]): how the cluster's apply loop writes changes other nodes made.
+pub fn as_replica<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            REPLICA.with(|r| r.set(self.0));
+        }
+    }
+    let _reset = Reset(REPLICA.with(|r| r.replace(true)));
+    f()
 }
 
 fn key2_str(a: &str, b: &str) -> String {

@@ -136,4 +136,9 @@ pub struct ChangeRecord {
     /// The change.
     #[serde(flatten)]
     pub change: Change,
+    /// Applied from the cluster's change log (scale-out) for a change another node made, or a
+    /// blob removal whose S3 object the collecting node already deleted: the S3 mirror skips
+    /// it (the node that made the change mirrors it). Always false on a single node.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replica: bool,
 }

@@ -49,6 +49,8 @@ pub struct App {
     pub open_files_per_core: usize,
     /// The pull-through cache, when `[[proxy.upstreams]]` are configured.
     pub pull_through: Option<crate::pull_through::PullThrough>,
+    /// Scale-out membership, when `[cluster]` is configured.
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 /// The internal API token: configured, or generated once and kept in the data directory
@@ -144,6 +146,9 @@ pub enum StartError {
     /// `[proxy]` is invalid (a name, a URL, an unreadable CA or certificate file).
     #[error("{0}")]
     Proxy(String),
+    /// `[cluster]` is invalid, or Postgres cannot be reached at start.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The S3 tier could not be set up.
     #[error("storage.s3 (bucket {bucket:?}): {reason}")]
     S3 {
@@ -181,6 +186,7 @@ impl App {
         };
         // Auth first: a wrong htpasswd path must not leave a half-created data directory.
         Auth::validate(&cfg.auth)?;
+        cfg.check_cluster().map_err(StartError::Cluster)?;
         let tls = cfg.tls.as_ref().map(crate::http::tls::Acceptor::new).transpose()?;
         if cfg.internal.tls && tls.is_none() {
             return Err(StartError::Tls(crate::http::tls::TlsError(
@@ -202,7 +208,6 @@ impl App {
                 StartError::Index { path: index_dir.display().to_string(), source }
             }
         })?);
-        let uploads = Uploads::new(index.clone(), blobs.clone(), &cfg.uploads, cfg.limits.max_blob_bytes);
         let internal_token = internal_token(&cfg).map_err(data_dir_err)?;
         let (feed_notify, _) = tokio::sync::watch::channel(index.next_sequence() - 1);
         let mut metrics = Metrics::new();
@@ -214,7 +219,8 @@ impl App {
                 let local: Arc<dyn berth_tiering::LocalBlobs> = blobs.clone();
                 let tier = Tiering::new(s3.clone(), cfg.cache.clone(), index.clone(), local)
                     .map_err(|e| StartError::S3 { bucket: s3.bucket.clone(), reason: e.to_string() })?;
-                if s3.rebuild_on_empty_index && index.next_sequence() == 1 {
+                // In a cluster the change log, not the bucket, rebuilds an empty index.
+                if s3.rebuild_on_empty_index && index.next_sequence() == 1 && cfg.cluster.is_none() {
                     let report = crate::rebuild::from_bucket(&index, &tier)
                         .map_err(|reason| StartError::Rebuild { bucket: s3.bucket.clone(), reason })?;
                     if !report.is_empty() {
@@ -227,6 +233,18 @@ impl App {
                 Some(tier)
             }
         };
+        let cluster = match (&cfg.cluster, &tier) {
+            (Some(cc), Some(tier)) => {
+                let local: Arc<dyn berth_tiering::LocalBlobs> = blobs.clone();
+                let c = berth_cluster::Cluster::start(cc.clone(), index.clone(), local, internal_token.clone())
+                    .map_err(StartError::Cluster)?;
+                c.metrics.register(metrics.registry_mut());
+                Some(Arc::new(crate::cluster::ClusterNode { cluster: c, tier: tier.clone() }))
+            }
+            _ => None,
+        };
+        let uploads =
+            Uploads::new(index.clone(), blobs.clone(), &cfg.uploads, cfg.limits.max_blob_bytes, cluster.clone());
         let scans = if cfg.scan.enabled {
             Some(crate::scan::ScanBook::load(&index, &cfg.scan).map_err(StartError::ScanPolicy)?)
         } else {
@@ -246,6 +264,7 @@ impl App {
         let open_files_per_core =
             cfg.limits.open_blob_files.min(crate::admission::fd_limit() / 8) / cfg.worker_count().max(1);
         Ok(App {
+            cluster,
             pull_through,
             open_files_per_core,
             tls,

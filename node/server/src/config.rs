@@ -73,6 +73,10 @@ pub struct Config {
     pub tls: Option<crate::http::tls::TlsConfig>,
     /// Pull-through cache: `[[proxy.upstreams]]` (see `berth_proxy::ProxyConfig`).
     pub proxy: berth_proxy::ProxyConfig,
+    /// Scale-out (`[cluster]`): many nodes on one Postgres and one S3 bucket. Absent: a
+    /// single node, as always.
+    #[serde(default)]
+    pub cluster: Option<berth_cluster::ClusterConfig>,
 }
 
 /// Which children of a pushed index must already be in the repository.
@@ -314,6 +318,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             tls: None,
             proxy: berth_proxy::ProxyConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -433,6 +438,7 @@ impl Config {
                 "internal.tls = true needs [tls] (cert and key): the internal API uses the same certificate".into()
             );
         }
+        self.check_cluster()?;
         if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(format!(
                 "log_level = {:?} is not a log filter (e.g. info, debug, info,berth::access=warn)",
@@ -450,6 +456,23 @@ impl Config {
             self.storage.s3.as_ref().map_or("off".to_string(), |s| format!("s3://{}/{}", s.bucket, s.prefix)),
             if self.scan.enabled { "on" } else { "off" },
         ))
+    }
+
+    /// `[cluster]` needs the shared bucket and a shared internal token (uploads are forwarded
+    /// between nodes' internal listeners), and excludes what is still per node.
+    pub fn check_cluster(&self) -> Result<(), String> {
+        let Some(c) = &self.cluster else { return Ok(()) };
+        c.validate()?;
+        if self.storage.s3.is_none() {
+            return Err("[cluster] needs storage.s3: the nodes share one bucket".into());
+        }
+        if self.internal.token.is_none() {
+            return Err("[cluster] needs internal.token, the same on every node (uploads are forwarded between nodes)".into());
+        }
+        if self.proxy.enabled() {
+            return Err("[cluster] with [proxy] upstreams is not supported yet: the pull-through cache is per node".into());
+        }
+        Ok(())
     }
 
     /// Number of serving cores.

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use berth_index::{Durability, Export, Index};
+use berth_index::{BlobMeta, Durability, Export, Index, Kept};
 use berth_types::{Digest, RepoName, Tag};
 
 use crate::store::BlobStore;
@@ -284,6 +284,137 @@ pub fn run(
     dry_run: bool,
     progress: &Progress,
 ) -> Result<GcReport, String> {
+    sweep_with(index, blobs, policy, dry_run, progress, &LocalSweep(index))
+}
+
+/// How a run deletes what its plan found: in the local index (one node), or through the
+/// cluster's change log (`ClusterSweep`). Each deletion re-checks that nothing uses what it
+/// deletes, and says why it kept it otherwise.
+trait Sweep {
+    fn delete_tag_if(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> Result<bool, String>;
+    fn delete_manifest(&self, repo: &RepoName, d: &Digest, cutoff_ms: u64) -> Result<Result<(), Kept>, String>;
+    fn remove_blob(&self, d: &Digest, cutoff_ms: u64) -> Result<Result<BlobMeta, Kept>, String>;
+    fn unlink(&self, repo: &RepoName, d: &Digest, cutoff_ms: u64) -> Result<Result<(), Kept>, String>;
+    /// Whether the run removes blob files itself (one node), or each node's apply of the
+    /// removal does (a cluster).
+    fn removes_files(&self) -> bool;
+}
+
+struct LocalSweep<'a>(&'a Index);
+
+impl Sweep for LocalSweep<'_> {
+    fn delete_tag_if(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> Result<bool, String> {
+        self.0.delete_tag_if(repo, tag, d).map_err(|e| e.to_string())
+    }
+    fn delete_manifest(&self, repo: &RepoName, d: &Digest, cutoff_ms: u64) -> Result<Result<(), Kept>, String> {
+        self.0.delete_manifest_if_unused(repo, d, cutoff_ms, Durability::Deferred).map_err(|e| e.to_string())
+    }
+    fn remove_blob(&self, d: &Digest, cutoff_ms: u64) -> Result<Result<BlobMeta, Kept>, String> {
+        self.0.remove_blob_if_unused(d, cutoff_ms, Durability::Deferred).map_err(|e| e.to_string())
+    }
+    fn unlink(&self, repo: &RepoName, d: &Digest, cutoff_ms: u64) -> Result<Result<(), Kept>, String> {
+        self.0.unlink_blob_if_unused(repo, d, cutoff_ms, Durability::Deferred).map_err(|e| e.to_string())
+    }
+    fn removes_files(&self) -> bool {
+        true
+    }
+}
+
+/// A cluster's GC: checked against the local index (caught up with the log when the plan was
+/// made), then committed through the change log with the GC lease as a fencing token and a
+/// check that nothing touched the digest since the plan; a blob's S3 object is deleted inside
+/// that transaction. Every node (this one included) applies the removals from the log.
+struct ClusterSweep<'a> {
+    index: &'a Index,
+    node: &'a crate::cluster::ClusterNode,
+    lease: berth_cluster::Lease,
+    since: u64,
+}
+
+impl ClusterSweep<'_> {
+    fn commit(
+        &self,
+        write: berth_cluster::Write,
+        digest: &Digest,
+        repo: Option<&RepoName>,
+        effect: Option<berth_cluster::Effect>,
+    ) -> Result<Result<(), Kept>, String> {
+        use berth_cluster::{Check, CommitError};
+        let checks = vec![
+            Check::Fenced(self.lease.clone()),
+            Check::Untouched { digest: digest.clone(), repo: repo.cloned(), since: self.since },
+        ];
+        let c = &self.node.cluster;
+        match c.block_on(c.commit(vec![write], checks, effect)) {
+            Ok(_) => Ok(Ok(())),
+            Err(CommitError::InUse(_)) => Ok(Err(Kept::Recent)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl Sweep for ClusterSweep<'_> {
+    fn delete_tag_if(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> Result<bool, String> {
+        if self.index.tag(repo, tag).map_err(|e| e.to_string())?.as_ref() != Some(d) {
+            return Ok(false);
+        }
+        let w = berth_cluster::Write::TagDeleted { repo: repo.clone(), tag: tag.clone() };
+        Ok(self.commit(w, d, Some(repo), None)?.is_ok())
+    }
+    fn delete_manifest(&self, repo: &RepoName, d: &Digest, cutoff_ms: u64) -> Result<Result<(), Kept>, String> {
+        if let Err(k) = self.index.manifest_deletable(repo, d, cutoff_ms).map_err(|e| e.to_string())? {
+            return Ok(Err(k));
+        }
+        let w = berth_cluster::Write::ManifestDeleted { repo: repo.clone(), digest: d.clone() };
+        self.commit(w, d, Some(repo), None)
+    }
+    fn remove_blob(&self, d: &Digest, cutoff_ms: u64) -> Result<Result<BlobMeta, Kept>, String> {
+        let meta = match self.index.blob_removable(d, cutoff_ms).map_err(|e| e.to_string())? {
+            Ok(m) => m,
+            Err(k) => return Ok(Err(k)),
+        };
+        let (tier, digest) = (self.node.tier.clone(), d.clone());
+        let effect: berth_cluster::Effect =
+            Box::pin(async move { tier.delete_blob_object(&digest).await.map_err(|e| e.to_string()) });
+        let w = berth_cluster::Write::BlobRemoved { digest: d.clone() };
+        Ok(self.commit(w, d, None, Some(effect))?.map(|()| meta))
+    }
+    fn unlink(&self, repo: &RepoName, d: &Digest, cutoff_ms: u64) -> Result<Result<(), Kept>, String> {
+        if let Err(k) = self.index.link_removable(repo, d, cutoff_ms).map_err(|e| e.to_string())? {
+            return Ok(Err(k));
+        }
+        let w = berth_cluster::Write::BlobUnlinked { repo: repo.clone(), digest: d.clone() };
+        self.commit(w, d, Some(repo), None)
+    }
+    fn removes_files(&self) -> bool {
+        false
+    }
+}
+
+/// Run GC on a cluster node holding the GC lease: catch up with the log, plan from the local
+/// index, sweep through the log.
+fn run_clustered(
+    index: &Index,
+    blobs: &BlobStore,
+    node: &crate::cluster::ClusterNode,
+    lease: berth_cluster::Lease,
+    policy: &GcPolicy,
+    dry_run: bool,
+    progress: &Progress,
+) -> Result<GcReport, String> {
+    let c = &node.cluster;
+    let since = c.block_on(c.catch_up()).map_err(|e| e.to_string())?;
+    sweep_with(index, blobs, policy, dry_run, progress, &ClusterSweep { index, node, lease, since })
+}
+
+fn sweep_with(
+    index: &Index,
+    blobs: &BlobStore,
+    policy: &GcPolicy,
+    dry_run: bool,
+    progress: &Progress,
+    sweep: &dyn Sweep,
+) -> Result<GcReport, String> {
     progress.phase(0, 0);
     let plan = make_plan(index, blobs, policy)?;
     let mut r = GcReport {
@@ -296,7 +427,7 @@ pub fn run(
     // Tags.
     progress.phase(1, plan.tags.len() as u64);
     for (repo, tag, d) in &plan.tags {
-        let deleted = dry_run || index.delete_tag_if(repo, tag, d).map_err(|e| e.to_string())?;
+        let deleted = dry_run || sweep.delete_tag_if(repo, tag, d)?;
         if deleted {
             r.tags.push(TagItem { repo: repo.to_string(), tag: tag.to_string(), digest: d.to_string() });
             r.per_repo.entry(repo.to_string()).or_default().tags += 1;
@@ -319,10 +450,7 @@ pub fn run(
             let mut progressed = false;
             let mut retry = Vec::new();
             for item @ (repo, d, size) in pending {
-                match index
-                    .delete_manifest_if_unused(repo, d, plan.start_ms, Durability::Deferred)
-                    .map_err(|e| e.to_string())?
-                {
+                match sweep.delete_manifest(repo, d, plan.start_ms)? {
                     Ok(()) => {
                         progressed = true;
                         progress.tick();
@@ -356,12 +484,9 @@ pub fn run(
                 true
             } else {
                 let _g = blobs.lock(d);
-                match index
-                    .remove_blob_if_unused(d, plan.blob_cutoff_ms, Durability::Deferred)
-                    .map_err(|e| e.to_string())?
-                {
+                match sweep.remove_blob(d, plan.blob_cutoff_ms)? {
                     Ok(meta) => {
-                        if meta.tier.is_local() {
+                        if meta.tier.is_local() && sweep.removes_files() {
                             files.push(d.clone());
                         }
                         true
@@ -437,10 +562,7 @@ pub fn run(
     progress.phase(5, plan.stale_links.len() as u64);
     for (repo, d) in &plan.stale_links {
         let removed = dry_run
-            || index
-                .unlink_blob_if_unused(repo, d, plan.blob_cutoff_ms, Durability::Deferred)
-                .map_err(|e| e.to_string())?
-                .is_ok();
+            || sweep.unlink(repo, d, plan.blob_cutoff_ms)?.is_ok();
         if removed {
             r.links.push(LinkItem { repo: repo.to_string(), digest: d.to_string() });
         } else {
@@ -526,6 +648,54 @@ impl GcMetrics {
     }
 }
 
+/// Why a GC run did not start.
+#[derive(Debug, Clone)]
+pub enum Refused {
+    /// A run is in progress on this node (its id).
+    Running(String),
+    /// Another cluster node holds the GC lease, or Postgres is unreachable.
+    Lease(String),
+}
+
+/// Renews a GC lease every third of its lifetime until stopped; a renewal that fails is
+/// logged (the run's commits are fenced: they fail once the lease is lost).
+struct LeaseRenewal {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LeaseRenewal {
+    fn start(c: Arc<berth_cluster::Cluster>, lease: berth_cluster::Lease) -> LeaseRenewal {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let every = std::time::Duration::from_millis(c.config().lease_ttl_secs * 1000 / 3);
+        let thread = std::thread::Builder::new()
+            .name("berth-gc-lease".into())
+            .spawn(move || {
+                let mut next = std::time::Instant::now() + every;
+                while !s2.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    if std::time::Instant::now() >= next {
+                        if !c.renew(&lease) {
+                            tracing::error!(epoch = lease.epoch, "GC lost its lease; its remaining deletions will be refused");
+                            return;
+                        }
+                        next = std::time::Instant::now() + every;
+                    }
+                }
+            })
+            .ok();
+        LeaseRenewal { stop, thread }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// GC jobs of this node: at most one runs at a time; the last 50 are remembered.
 #[derive(Default)]
 pub struct GcJobs {
@@ -540,18 +710,24 @@ impl GcJobs {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start a job on its own thread; `Err` with the running job's id when one is running.
+    /// Start a job on its own thread. Refused when one runs here, or (in a cluster, for a
+    /// real run) when another node holds the GC lease.
     pub fn start(
         self: &Arc<Self>,
         index: Arc<Index>,
         blobs: Arc<BlobStore>,
+        cluster: Option<Arc<crate::cluster::ClusterNode>>,
         policy: GcPolicy,
         dry_run: bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, Refused> {
         let mut jobs = self.lock();
         if let Some(j) = jobs.iter().find(|j| j.result.is_none()) {
-            return Err(j.id.clone());
+            return Err(Refused::Running(j.id.clone()));
         }
+        let lease = match &cluster {
+            Some(cn) if !dry_run => Some(cn.cluster.acquire("gc").map_err(|e| Refused::Lease(e.to_string()))?),
+            _ => None,
+        };
         let id = format!("gc-{}", uuid::Uuid::new_v4().simple());
         let progress = Arc::new(Progress::default());
         jobs.push(Job {
@@ -573,7 +749,16 @@ impl GcJobs {
             .spawn(move || {
                 tracing::info!(job = %id2, dry_run, "garbage collection started");
                 let started = std::time::Instant::now();
-                let res = run(&index, &blobs, &policy, dry_run, &progress);
+                let res = match (&cluster, lease) {
+                    (Some(cn), Some(lease)) => {
+                        let renewing = LeaseRenewal::start(cn.cluster.clone(), lease.clone());
+                        let r = run_clustered(&index, &blobs, cn, lease.clone(), &policy, dry_run, &progress);
+                        renewing.stop();
+                        cn.cluster.release(&lease);
+                        r
+                    }
+                    _ => run(&index, &blobs, &policy, dry_run, &progress),
+                };
                 let m = &me.metrics;
                 m.last_duration.set(started.elapsed().as_secs_f64());
                 let mode = if dry_run { "dry_run" } else { "delete" };
@@ -601,7 +786,7 @@ impl GcJobs {
                     j.result = Some(res);
                 }
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refused::Running(format!("cannot start a GC thread: {e}")))?;
         Ok(id)
     }
 

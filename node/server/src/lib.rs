@@ -10,6 +10,7 @@ pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod doctor;
 pub mod fsck;

@@ -49,6 +49,9 @@ impl Node {
         if let Some(pt) = &self.app.pull_through {
             pt.proxy.shutdown(Duration::from_secs(2));
         }
+        if let Some(cn) = &self.app.cluster {
+            cn.cluster.shutdown(Duration::from_secs(2));
+        }
         if let Err(e) = self.app.index.flush() {
             tracing::error!(error = %e, "index flush at shutdown failed");
         }

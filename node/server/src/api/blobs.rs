@@ -25,6 +25,18 @@ pub(super) async fn handle(app: &App, req: &Request, repo: &RepoName, digest: &D
         Method::Get | Method::Head => get(app, req, repo, digest).await,
         Method::Delete => {
             super::check_deletes(app)?;
+            if let Some(cn) = &app.cluster {
+                let mut linked = app.index.repo_has_blob(repo, digest).map_err(index_error)?;
+                if !linked {
+                    cn.catch_up().await?;
+                    linked = app.index.repo_has_blob(repo, digest).map_err(index_error)?;
+                }
+                if !linked {
+                    return Err(OciError::new(ErrorKind::BlobUnknown));
+                }
+                cn.delete(berth_cluster::Write::BlobUnlinked { repo: repo.clone(), digest: digest.clone() }).await?;
+                return Ok(Response::new(202).header("Docker-Content-Digest", digest.to_string()));
+            }
             if app.index.unlink_blob(repo, digest).map_err(index_error)? {
                 Ok(Response::new(202).header("Docker-Content-Digest", digest.to_string()))
             } else {
@@ -106,7 +118,10 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
     let generation = app.blobs.removal_generation();
     // The link decides whether the blob may be served (GC and deletes remove it); only then
     // may bytes come from anywhere, the caches included.
-    if !app.index.repo_has_blob(repo, digest).map_err(index_error)? {
+    if !app.index.repo_has_blob(repo, digest).map_err(index_error)?
+        && !(crate::cluster::retry_after_catch_up(app).await?
+            && app.index.repo_has_blob(repo, digest).map_err(index_error)?)
+    {
         let Some((pt, route)) = app.pull_through.as_ref().and_then(|pt| pt.route(repo).map(|r| (pt, r))) else {
             return Err(unknown());
         };

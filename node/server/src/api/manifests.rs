@@ -19,7 +19,7 @@ pub(super) async fn handle(
     match req.method {
         Method::Get | Method::Head => get(app, repo, reference, enforce_policy).await,
         Method::Put => put(app, req, body, repo, reference).await,
-        Method::Delete => delete(app, repo, reference),
+        Method::Delete => delete(app, repo, reference).await,
         _ => super::method_not_allowed("GET, HEAD, PUT, DELETE"),
     }
 }
@@ -57,7 +57,14 @@ async fn get(app: &App, repo: &RepoName, reference: &Reference, enforce_policy: 
         Some((pt, route)) => {
             pt.manifest(app, &route, repo, reference).await?.ok_or_else(|| unknown(app, repo, reference))?
         }
-        None => resolve(app, repo, reference)?,
+        None => match resolve(app, repo, reference) {
+            // A cluster node that has not applied a push made elsewhere yet: catch up, look again.
+            Err(e) if crate::cluster::retry_after_catch_up(app).await? => {
+                let _ = e;
+                resolve(app, repo, reference)?
+            }
+            r => r?,
+        },
     };
     // The pull policy, decided from the node's own scan records (no I/O: an in-memory map).
     if enforce_policy {
@@ -68,8 +75,11 @@ async fn get(app: &App, repo: &RepoName, reference: &Reference, enforce_policy: 
                 .detail(serde_json::json!({ "name": repo.as_str(), "digest": digest.to_string() })));
         }
     }
-    let (record, bytes) =
-        app.index.manifest(repo, &digest).map_err(index_error)?.ok_or_else(|| unknown(app, repo, reference))?;
+    let mut found = app.index.manifest(repo, &digest).map_err(index_error)?;
+    if found.is_none() && crate::cluster::retry_after_catch_up(app).await? {
+        found = app.index.manifest(repo, &digest).map_err(index_error)?;
+    }
+    let (record, bytes) = found.ok_or_else(|| unknown(app, repo, reference))?;
     Ok(Response::bytes(200, &record.media_type, bytes)
         .header("Docker-Content-Digest", digest.to_string())
         .header("ETag", format!("\"{digest}\"")))
@@ -101,7 +111,15 @@ async fn put(
         }
         Reference::Tag(_) => Digest::of(Algorithm::Sha256, &bytes),
     };
-    let absent = check_references(app, repo, &parsed)?;
+    // The log position this validation sees (cluster mode): removals committed after it are
+    // checked again inside the commit.
+    let since = app.cluster.as_ref().map_or(0, |c| c.cluster.applied());
+    let absent = match check_references(app, repo, &parsed) {
+        Err(e) if e.kind == ErrorKind::ManifestBlobUnknown && crate::cluster::retry_after_catch_up(app).await? => {
+            check_references(app, repo, &parsed)?
+        }
+        r => r?,
+    };
     let mut tags: Vec<Tag> = Vec::new();
     if let Reference::Tag(t) = reference {
         tags.push(t.clone());
@@ -114,6 +132,10 @@ async fn put(
         }
     }
     let record = parsed.record(absent);
+    if let Some(cn) = &app.cluster {
+        cn.put_manifest(repo, &digest, &record, &bytes, &tags, since).await?;
+        return Ok(created(repo, &digest, &parsed, &tags));
+    }
     let outcome = app.index.put_manifest(repo, &digest, &record, &bytes, &tags).map_err(index_error)?;
     if let Some(m) = outcome.missing {
         // Removed by garbage collection between the check above and the commit.
@@ -121,16 +143,20 @@ async fn put(
             .msg(format!("{m} is no longer in repository {repo}"))
             .detail(serde_json::json!({ "digest": m.to_string() })));
     }
+    Ok(created(repo, &digest, &parsed, &tags))
+}
+
+fn created(repo: &RepoName, digest: &Digest, parsed: &manifest::ParsedManifest, tags: &[Tag]) -> Response {
     let mut resp = Response::new(201)
         .header("Location", format!("/v2/{repo}/manifests/{digest}"))
         .header("Docker-Content-Digest", digest.to_string());
     if let Some(s) = &parsed.subject {
         resp = resp.header("OCI-Subject", s.to_string());
     }
-    for t in &tags {
+    for t in tags {
         resp = resp.header("OCI-Tag", t.to_string());
     }
-    Ok(resp)
+    resp
 }
 
 fn blob_unknown(what: &str, label: &str, d: &Digest, repo: &RepoName) -> OciError {
@@ -184,8 +210,28 @@ fn check_references(app: &App, repo: &RepoName, parsed: &manifest::ParsedManifes
     Ok(absent)
 }
 
-fn delete(app: &App, repo: &RepoName, reference: &Reference) -> Result<Response, OciError> {
+async fn delete(app: &App, repo: &RepoName, reference: &Reference) -> Result<Response, OciError> {
     super::check_deletes(app)?;
+    if let Some(cn) = &app.cluster {
+        let exists = || match reference {
+            Reference::Tag(t) => app.index.tag(repo, t).map(|d| d.is_some()),
+            Reference::Digest(d) => app.index.has_manifest(repo, d),
+        };
+        let mut found = exists().map_err(index_error)?;
+        if !found {
+            cn.catch_up().await?;
+            found = exists().map_err(index_error)?;
+        }
+        if !found {
+            return Err(unknown(app, repo, reference));
+        }
+        let write = match reference {
+            Reference::Tag(t) => berth_cluster::Write::TagDeleted { repo: repo.clone(), tag: t.clone() },
+            Reference::Digest(d) => berth_cluster::Write::ManifestDeleted { repo: repo.clone(), digest: d.clone() },
+        };
+        cn.delete(write).await?;
+        return Ok(Response::new(202));
+    }
     let found = match reference {
         Reference::Tag(t) => app.index.delete_tag(repo, t).map_err(index_error)?,
         Reference::Digest(d) => app.index.delete_manifest(repo, d).map_err(index_error)?,

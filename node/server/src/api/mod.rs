@@ -7,6 +7,7 @@
 mod base;
 mod blobs;
 mod catalog;
+mod forward;
 pub mod internal;
 mod manifests;
 mod ops;
@@ -143,6 +144,13 @@ pub async fn handle_as(
             Err(r) => return (r, name),
         },
     };
+    // An upload another cluster node owns: forwarded there (authorised here).
+    if let (Some(cn), Endpoint::Upload(_, id)) = (&app.cluster, &ep) {
+        if let Some(owner) = cn.cluster.owner(id.tag()) {
+            let resp = forward::upload(cn, req, body, &owner).await.header(API_VERSION.0, API_VERSION.1);
+            return (resp, name);
+        }
+    }
     let result = match ep {
         Endpoint::Base => base::handle(req),
         Endpoint::Catalog => catalog::handle(app, req, &access),

@@ -58,7 +58,11 @@ pub(super) async fn start(
     if req.method != Method::Post {
         return super::method_not_allowed("POST");
     }
-    if let Some(digest) = query_digest(req, "mount")? {
+    if let (Some(digest), Some(cn)) = (query_digest(req, "mount")?, &app.cluster) {
+        if mount_clustered(app, cn, req, repo, &digest, access).await? {
+            return Ok(created(repo, &digest));
+        }
+    } else if let Some(digest) = query_digest(req, "mount")? {
         // Serialised with GC's removal of this digest, and recorded as a use right away.
         let guard = app.blobs.lock(&digest);
         // A mount reads the source: only from a repository the caller may pull. Otherwise (and
@@ -100,6 +104,41 @@ pub(super) async fn start(
     };
     let (id, session) = app.uploads.start(repo, algorithm, &owner)?;
     Ok(accepted(app, repo, id, session.offset))
+}
+
+/// A mount in a cluster: the source link as this node sees it (caught up on a miss), then a
+/// link through the change log, refused if GC removed the blob meanwhile. False: upload it.
+async fn mount_clustered(
+    app: &App,
+    cn: &crate::cluster::ClusterNode,
+    req: &Request,
+    repo: &RepoName,
+    digest: &Digest,
+    access: &super::Access<'_>,
+) -> Result<bool, OciError> {
+    let since = cn.cluster.applied();
+    let source_ok = || -> Result<bool, OciError> {
+        Ok(match req.query("from") {
+            Some(from) => {
+                let from: RepoName = from
+                    .parse()
+                    .map_err(|e| OciError::new(ErrorKind::NameInvalid).msg(format!("invalid from: {e}")))?;
+                access.may(from.as_str(), Action::Pull) && app.index.repo_has_blob(&from, digest).map_err(index_error)?
+            }
+            None => access.unrestricted() && app.index.blob(digest).map_err(index_error)?.is_some(),
+        })
+    };
+    let mut ok = source_ok()?;
+    if !ok {
+        cn.catch_up().await?;
+        ok = source_ok()?;
+    }
+    let Some(meta) = app.index.blob(digest).map_err(index_error)?.filter(|_| ok) else { return Ok(false) };
+    if !cn.link_blob(repo, digest, meta.size, since).await? {
+        return Ok(false);
+    }
+    crate::store::access::record_now(&app.index, digest);
+    Ok(true)
 }
 
 /// Requests on an existing session. A 416 carries the session's current `Range` and

@@ -14,5 +14,5 @@ pub mod tls;
 
 pub use body::{Body, BodyError};
 pub use conn::{Conn, HeadFailure, Limits, Sent};
-pub use request::{Method, Request};
+pub use request::{Framing, Method, Request};
 pub use response::{Response, ResponseBody};

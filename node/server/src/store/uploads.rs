@@ -27,8 +27,19 @@ const IO_BUF: usize = 256 * 1024;
 pub struct UploadId(uuid::Uuid);
 
 impl UploadId {
-    fn new() -> UploadId {
-        UploadId(uuid::Uuid::new_v4())
+    /// A new random id; in a cluster its first 4 bytes are the owning node's tag.
+    fn new(tag: Option<u32>) -> UploadId {
+        let mut b = *uuid::Uuid::new_v4().as_bytes();
+        if let Some(tag) = tag {
+            b[..4].copy_from_slice(&tag.to_be_bytes());
+        }
+        UploadId(uuid::Uuid::from_bytes(b))
+    }
+
+    /// The owning node's tag (meaningful in a cluster only).
+    pub fn tag(&self) -> u32 {
+        let b = self.0.as_bytes();
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
     }
 }
 
@@ -65,6 +76,8 @@ pub struct Uploads {
     /// Most sessions in all (0: no cap), and per owner (0: no cap).
     caps: (usize, usize),
     max_blob_bytes: u64,
+    /// Cluster mode: blobs are committed through the change log.
+    cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 /// Exclusive use of one upload session while a request reads into it. Dropping it without
@@ -140,6 +153,7 @@ impl Uploads {
         blobs: Arc<BlobStore>,
         cfg: &crate::config::UploadConfig,
         max_blob_bytes: u64,
+        cluster: Option<Arc<crate::cluster::ClusterNode>>,
     ) -> Uploads {
         Uploads {
             index,
@@ -149,7 +163,12 @@ impl Uploads {
             max_per_repo: cfg.max_sessions_per_repo,
             caps: (cfg.max_sessions, cfg.max_sessions_per_client),
             max_blob_bytes,
+            cluster,
         }
+    }
+
+    fn new_id(&self) -> UploadId {
+        UploadId::new(self.cluster.as_ref().map(|c| c.cluster.tag()))
     }
 
     fn path(&self, id: UploadId) -> std::path::PathBuf {
@@ -194,7 +213,7 @@ impl Uploads {
                 return Err(too_many("you have too many open uploads; finish or cancel some first"));
             }
         }
-        let id = UploadId::new();
+        let id = self.new_id();
         OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -346,7 +365,7 @@ impl Uploads {
         let mut lease = self.lease(id)?;
         let mut s = self.session(repo, id)?;
         if !self.path(id).exists() {
-            let r = self.recover_published(repo, id, &s, digest);
+            let r = self.recover_published(repo, id, &s, digest).await;
             lease.forget();
             return r;
         }
@@ -381,7 +400,7 @@ impl Uploads {
     /// A session whose data file is gone: a crash between moving the verified file into place
     /// and committing the index leaves exactly that. If the published file is there and hashes
     /// to `digest`, finish the commit; otherwise the data is lost and the session is dropped.
-    fn recover_published(
+    async fn recover_published(
         &self,
         repo: &RepoName,
         id: UploadId,
@@ -389,6 +408,20 @@ impl Uploads {
         digest: &Digest,
     ) -> Result<u64, OciError> {
         let sid = id.to_string();
+        if let Some(cn) = &self.cluster {
+            let path = self.blobs.path(digest);
+            let _committing = cn.cluster.committing(digest);
+            let intact = std::fs::metadata(&path).is_ok_and(|m| m.len() == s.offset)
+                && hash_file(&path, digest.algorithm()).ok().as_ref() == Some(digest);
+            if !intact {
+                self.discard(repo, id);
+                return Err(OciError::new(ErrorKind::BlobUploadUnknown).msg("the upload's data is gone; start a new upload"));
+            }
+            cn.commit_blob(&self.index, repo, digest, s.offset).await?;
+            self.index.delete_upload(repo, &sid).map_err(index_error)?;
+            super::access::record_now(&self.index, digest);
+            return Ok(s.offset);
+        }
         let _g = self.blobs.lock(digest);
         if self.index.blob(digest).map_err(index_error)?.is_some() {
             self.index.commit_blob(repo, digest, s.offset, Some(&sid)).map_err(index_error)?;
@@ -410,6 +443,9 @@ impl Uploads {
 
     /// Make a verified upload file durable, move it into place, and commit it to the index.
     async fn publish(&self, repo: &RepoName, id: UploadId, digest: &Digest, size: u64) -> Result<(), OciError> {
+        if let Some(cn) = &self.cluster {
+            return self.publish_clustered(cn, repo, id, digest, size).await;
+        }
         let path = self.path(id);
         let seen = self.index.blob(digest).map_err(index_error)?.is_some();
         let mut synced = false;
@@ -441,10 +477,44 @@ impl Uploads {
         Ok(())
     }
 
+    /// `publish` in a cluster: the file goes into place (kept from a concurrent GC removal
+    /// by `committing`), then the commit goes through the change log (after S3 has the bytes,
+    /// with `durability = "s3"`), which also records it in this node's index.
+    async fn publish_clustered(
+        &self,
+        cn: &crate::cluster::ClusterNode,
+        repo: &RepoName,
+        id: UploadId,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), OciError> {
+        let path = self.path(id);
+        let _committing = cn.cluster.committing(digest);
+        let here = std::fs::metadata(self.blobs.path(digest)).is_ok_and(|m| m.len() == size);
+        if here {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_error(e, "open upload"))?;
+            f.set_len(size).map_err(|e| io_error(e, "truncate upload"))?;
+            let f = monoio::fs::File::from_std(f).map_err(|e| io_error(e, "open upload"))?;
+            f.sync_all().await.map_err(|e| io_error(e, "sync upload"))?;
+            drop(f);
+            let _g = self.blobs.lock(digest);
+            self.blobs.publish(&path, digest).map_err(|e| io_error(e, "publish blob"))?;
+        }
+        cn.commit_blob(&self.index, repo, digest, size).await?;
+        let sid = id.to_string();
+        if self.index.upload(repo, &sid).map_err(index_error)?.is_some() {
+            self.index.delete_upload(repo, &sid).map_err(index_error)?;
+        }
+        super::access::record_now(&self.index, digest);
+        Ok(())
+    }
+
     /// A whole blob in one request (POST ?digest=): no session is recorded; a crash leaves only
     /// a temp file that startup removes.
     pub async fn monolithic(&self, repo: &RepoName, digest: &Digest, body: &mut Body<'_>) -> Result<u64, OciError> {
-        let id = UploadId::new();
+        let id = self.new_id();
         let path = self.path(id);
         OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| io_error(e, "create upload"))?;
         let out = self.append_body(id, 0, digest.algorithm().hasher(), body).await;

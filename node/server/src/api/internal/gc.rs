@@ -16,10 +16,17 @@ pub(super) async fn post(app: &App, body: &mut Body<'_>) -> Result<Response, Oci
         serde_json::from_slice(&bytes).map_err(|e| super::bad(format!("invalid GC request: {e}")))?
     };
     let policy = req.policy.unwrap_or_else(|| app.cfg.gc.clone());
-    match app.gc.start(app.index.clone(), app.blobs.clone(), policy, req.dry_run) {
+    match app.gc.start(app.index.clone(), app.blobs.clone(), app.cluster.clone(), policy, req.dry_run) {
         Ok(id) => Ok(Response::json(202, &serde_json::json!({ "id": id, "dry_run": req.dry_run }))
             .header("Location", format!("/internal/v1/jobs/{id}"))),
-        Err(running) => {
+        Err(crate::gc::Refused::Lease(why)) => {
+            let mut r = Response::from(
+                OciError::new(ErrorKind::TooManyRequests).msg(format!("garbage collection runs elsewhere: {why}")),
+            );
+            r.status = 409;
+            Ok(r)
+        }
+        Err(crate::gc::Refused::Running(running)) => {
             let mut r = Response::from(
                 OciError::new(ErrorKind::TooManyRequests)
                     .msg(format!("garbage collection {running} is running; one at a time"))

@@ -1,0 +1,92 @@
+//! `[cluster]`: this node's name and address, the shared Postgres, and the timings.
+
+use serde::{Deserialize, Serialize};
+
+/// When a push is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// After S3 holds the blob (and the manifest and its tags) and Postgres holds the change:
+    /// nothing acknowledged is lost with a node.
+    #[default]
+    S3,
+    /// After the local fsync and the Postgres commit; the blob reaches S3 later (the tier's
+    /// queue, `berth_tier_pending_bytes`). Lost with the node's disk until then, and a pull on
+    /// another node in that window answers 503 (retryable).
+    Local,
+}
+
+/// Scale-out configuration (`[cluster]`). Present means cluster mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster: `[a-z0-9-]`, 1–63 characters.
+    pub node: String,
+    /// The shared Postgres (a libpq URL or key=value string).
+    pub postgres_url: String,
+    /// This node's internal listener as the other nodes reach it (`http://10.0.0.5:5001`):
+    /// uploads owned by this node are forwarded there.
+    pub internal_url: String,
+    /// CA bundle (PEM) to trust for other nodes' `https://` internal URLs, when their
+    /// certificates are not from a public CA.
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
+    /// When pushes are acknowledged.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Lifetime of a single-writer lease (GC) without renewal; a dead holder is replaced
+    /// after at most this long.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    /// How often a node writes its heartbeat and re-reads the node table.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// Poll the change log this often even without a notification (a lost `NOTIFY`).
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Connections to Postgres.
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+    /// Timeout of one Postgres operation (a commit, a catch-up); beyond it the request
+    /// answers 503.
+    #[serde(default = "default_pg_timeout")]
+    pub postgres_timeout_ms: u64,
+}
+
+fn default_lease_ttl() -> u64 {
+    10
+}
+fn default_heartbeat() -> u64 {
+    2
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_pool() -> usize {
+    8
+}
+fn default_pg_timeout() -> u64 {
+    5000
+}
+
+impl ClusterConfig {
+    /// Check the fields that can be checked without connecting.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = !self.node.is_empty()
+            && self.node.len() <= 63
+            && self.node.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(format!("cluster.node {:?}: use 1-63 characters of a-z, 0-9 and '-'", self.node));
+        }
+        if !(self.internal_url.starts_with("http://") || self.internal_url.starts_with("https://")) {
+            return Err(format!("cluster.internal_url {:?} must be an http:// or https:// URL", self.internal_url));
+        }
+        if self.lease_ttl_secs < 2 {
+            return Err("cluster.lease_ttl_secs must be at least 2".into());
+        }
+        if self.heartbeat_secs == 0 || self.poll_ms == 0 || self.pool_size < 2 {
+            return Err("cluster.heartbeat_secs and poll_ms must be positive, pool_size at least 2".into());
+        }
+        Ok(())
+    }
+}

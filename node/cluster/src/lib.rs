@@ -1,0 +1,460 @@
+//! Scale-out: many Berth nodes behind any load balancer, on one Postgres and one S3 bucket.
+//! See docs/SCALE_OUT.md for the design and the options weighed.
+//!
+//! - **The change log** (`log`): every metadata write (blob committed or linked, manifest and
+//!   tags, deletions, GC's removals) is appended to one Postgres table before it is
+//!   acknowledged, after checks run inside the same transaction (a manifest's references were
+//!   not removed meanwhile; GC's victims were not touched since its plan; GC still holds its
+//!   lease). Commit order is sequence order (one advisory lock), so the log has no gaps.
+//! - **The tail** (`tail`): each node applies the log to its own RocksDB index in order
+//!   (`apply`), woken by `LISTEN/NOTIFY` and polling as a fallback. Pulls are served from the
+//!   local index and the local blob cache, never touching Postgres; a miss (a name this node
+//!   does not know yet) first catches up with the log, so a pull right after a push
+//!   acknowledged elsewhere finds it (read-your-writes).
+//! - **Nodes** (`nodes`): a heartbeat row per node with its internal URL; upload ids carry
+//!   the owning node's tag, and requests for an upload owned elsewhere are forwarded there
+//!   (`forward`): the running hash stays in one place.
+//! - **Leases** (`lease`): single-writer roles (GC) with fencing epochs.
+//!
+//! Threads: all Postgres and forwarding work runs on this crate's own tokio runtime
+//! (`berth-cluster` threads); the node's monoio cores await runtime-agnostic futures.
+//!
+//! Layering: the node calls this crate; this crate calls Postgres, the index and the local
+//! blob files (through `berth_tiering::LocalBlobs`), never the node's HTTP layer.
+
+mod apply;
+mod config;
+mod forward;
+pub mod lease;
+mod log;
+mod metrics;
+mod nodes;
+mod tail;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use berth_index::Index;
+use berth_tiering::LocalBlobs;
+use berth_types::Digest;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::Notify;
+
+pub use config::{ClusterConfig, Durability};
+pub use forward::{Forwarded, ForwardBody};
+pub use lease::{Lease, LeaseError};
+pub use log::{Check, CommitError, Entry, Write};
+pub use metrics::ClusterMetrics;
+pub use nodes::NodeInfo;
+
+/// The index cursor holding the last applied log sequence.
+const CURSOR: &str = "cluster_applied";
+
+/// A side effect to run inside a commit's transaction, after its checks (GC's S3 delete).
+pub type Effect = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// This node's membership in the cluster. Shared behind an `Arc`.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    name: String,
+    tag: u32,
+    rt: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+    index: Arc<Index>,
+    local: Arc<dyn LocalBlobs>,
+    applied: AtomicU64,
+    apply_lock: tokio::sync::Mutex<()>,
+    rounds_started: AtomicU64,
+    rounds_done: AtomicU64,
+    wake: Notify,
+    committing: Mutex<HashMap<Digest, usize>>,
+    nodes: RwLock<HashMap<u32, NodeInfo>>,
+    http: reqwest::Client,
+    stopping: AtomicBool,
+    internal_token: String,
+    /// Metrics, registered into the node's registry.
+    pub metrics: ClusterMetrics,
+}
+
+/// Marks a digest as being committed by this node (see [`Cluster::committing`]).
+pub struct Committing<'a> {
+    c: &'a Cluster,
+    digest: Digest,
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        let mut m = self.c.committing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.digest);
+            }
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> CommitError {
+    CommitError::Unavailable(e.to_string())
+}
+
+impl Cluster {
+    /// Connect, create the schema, register this node, catch up with the log, and start the
+    /// tail and the heartbeat. Fails when Postgres is unreachable (the node does not start
+    /// with a view it cannot bring up to date).
+    pub fn start(
+        cfg: ClusterConfig,
+        index: Arc<Index>,
+        local: Arc<dyn LocalBlobs>,
+        internal_token: String,
+    ) -> Result<Arc<Cluster>, String> {
+        cfg.validate()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("berth-cluster")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let pg: tokio_postgres::Config = cfg.postgres_url.parse().map_err(|e| format!("cluster.postgres_url: {e}"))?;
+        let mgr = Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = {
+            let _g = rt.enter();
+            Pool::builder(mgr)
+                .max_size(cfg.pool_size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_millis(cfg.postgres_timeout_ms)))
+                .create_timeout(Some(Duration::from_millis(cfg.postgres_timeout_ms)))
+                .build()
+                .map_err(|e| e.to_string())?
+        };
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(3600)).connect_timeout(Duration::from_secs(5));
+        if let Some(ca) = &cfg.ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("cluster.ca {}: {e}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("cluster.ca: {e}"))? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().map_err(|e| e.to_string())?;
+        let applied = index.cursor(CURSOR).map_err(|e| e.to_string())?;
+        let c = Arc::new(Cluster {
+            name: cfg.node.clone(),
+            tag: nodes::tag_of(&cfg.node),
+            handle: rt.handle().clone(),
+            rt: Mutex::new(Some(rt)),
+            pool,
+            index,
+            local,
+            applied: AtomicU64::new(applied),
+            apply_lock: tokio::sync::Mutex::new(()),
+            rounds_started: AtomicU64::new(0),
+            rounds_done: AtomicU64::new(0),
+            wake: Notify::new(),
+            committing: Mutex::new(HashMap::new()),
+            nodes: RwLock::new(HashMap::new()),
+            http,
+            stopping: AtomicBool::new(false),
+            internal_token,
+            metrics: ClusterMetrics::default(),
+            cfg,
+        });
+        c.metrics.applied_seq.set(applied as i64);
+        let c2 = c.clone();
+        c.block_on(async move {
+            c2.setup().await?;
+            let to = c2.catch_up_now().await.map_err(|e| e.to_string())?;
+            tracing::info!(node = %c2.name, applied = to, "cluster: caught up with the change log");
+            Ok::<(), String>(())
+        })?;
+        c.handle.spawn(tail::run(c.clone()));
+        c.handle.spawn(nodes::heartbeat(c.clone()));
+        Ok(c)
+    }
+
+    async fn setup(&self) -> Result<(), String> {
+        let mut client = self.pool.get().await.map_err(|e| format!("cluster: cannot reach Postgres: {e}"))?;
+        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(log::APPEND_LOCK + 1)]).await.map_err(|e| e.to_string())?;
+        tx.batch_execute(log::SCHEMA).await.map_err(|e| format!("cluster schema: {e}"))?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        self.register(&client).await
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.name
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    /// The tag upload ids made here carry (see [`Cluster::owner`]).
+    pub fn tag(&self) -> u32 {
+        self.tag
+    }
+
+    /// Last log sequence applied to the local index.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Run `fut` on the cluster runtime; await the result from any executor.
+    fn run<F, T>(&self, fut: F) -> impl Future<Output = Result<T, CommitError>> + 'static
+    where
+        F: Future<Output = Result<T, CommitError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let h = self.handle.spawn(fut);
+        async move { h.await.unwrap_or_else(|_| Err(CommitError::Unavailable("shutting down".into()))) }
+    }
+
+    /// Run `fut` on the cluster runtime and wait for it on this (non-async) thread.
+    pub fn block_on<F, T>(&self, fut: F) -> T
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().expect("cluster runtime alive")
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.postgres_timeout_ms)
+    }
+
+    /// Append `writes` to the log, atomically, if every check passes; then apply the log on
+    /// this node up to them (so this node reads its own write at once). Returns the last
+    /// sequence written.
+    pub fn commit(
+        self: &Arc<Self>,
+        writes: Vec<Write>,
+        checks: Vec<Check>,
+        effect: Option<Effect>,
+    ) -> impl Future<Output = Result<u64, CommitError>> + 'static {
+        let c = self.clone();
+        self.run(async move {
+            let started = Instant::now();
+            let r = match tokio::time::timeout(c.timeout(), c.append(writes, checks, effect)).await {
+                Ok(r) => r,
+                Err(_) => Err(CommitError::Unavailable("commit timed out".into())),
+            };
+            c.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            match &r {
+                Ok(_) => c.metrics.commit("ok"),
+                Err(CommitError::Unavailable(e)) => {
+                    c.metrics.postgres_errors.inc();
+                    c.metrics.commit("unavailable");
+                    tracing::warn!(error = %e, "cluster: commit failed");
+                }
+                Err(_) => c.metrics.commit("refused"),
+            }
+            let seq = r?;
+            c.wait_applied_inner(seq).await?;
+            Ok(seq)
+        })
+    }
+
+    async fn append(&self, writes: Vec<Write>, checks: Vec<Check>, effect: Option<Effect>) -> Result<u64, CommitError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&log::APPEND_LOCK]).await.map_err(unavailable)?;
+        for check in &checks {
+            log::run_check(&tx, check).await?;
+        }
+        if let Some(effect) = effect {
+            effect.await.map_err(CommitError::Effect)?;
+        }
+        let mut last = 0i64;
+        for w in &writes {
+            let (repo, digest, refs) = w.columns();
+            let body = serde_json::to_value(w).map_err(unavailable)?;
+            let row = tx
+                .query_one(
+                    "INSERT INTO cluster_changes (origin, kind, repo, digest, refs, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                    &[&self.name, &w.kind(), &repo, &digest, &refs, &body],
+                )
+                .await
+                .map_err(unavailable)?;
+            last = row.get(0);
+        }
+        tx.execute("SELECT pg_notify($1, $2)", &[&log::CHANNEL, &last.to_string()]).await.map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(last as u64)
+    }
+
+    /// Bring the local index up to date with everything committed before this call (what a
+    /// miss does before answering 404). Errors when Postgres is unreachable: the caller
+    /// answers 503, not 404, since it cannot know.
+    pub fn catch_up(self: &Arc<Self>) -> impl Future<Output = Result<u64, CommitError>> + 'static {
+        self.metrics.miss_catch_ups.inc();
+        let c = self.clone();
+        self.run(async move {
+            match tokio::time::timeout(c.timeout(), c.catch_up_now()).await {
+                Ok(r) => r,
+                Err(_) => Err(CommitError::Unavailable("catching up with the change log timed out".into())),
+            }
+        })
+    }
+
+    /// Wait until the local index has applied `seq`.
+    async fn wait_applied_inner(self: &Arc<Self>, seq: u64) -> Result<(), CommitError> {
+        while self.applied() < seq {
+            self.catch_up_now().await?;
+        }
+        Ok(())
+    }
+
+    /// One catch-up round, single-flight: a caller that arrives while a round runs waits for
+    /// it and runs another only if the running one began before it arrived.
+    async fn catch_up_now(self: &Arc<Self>) -> Result<u64, CommitError> {
+        let ticket = self.rounds_started.load(Ordering::SeqCst);
+        let _g = self.apply_lock.lock().await;
+        if self.rounds_done.load(Ordering::SeqCst) > ticket {
+            return Ok(self.applied());
+        }
+        let round = self.rounds_started.fetch_add(1, Ordering::SeqCst) + 1;
+        loop {
+            let from = self.applied();
+            let entries = self.fetch(from, 500).await?;
+            let Some(last) = entries.last().map(|e| e.seq) else { break };
+            let c = self.clone();
+            let now = now_ms();
+            let applied = tokio::task::spawn_blocking(move || {
+                for e in &entries {
+                    c.apply(e).map_err(|err| format!("applying change {}: {err}", e.seq))?;
+                    if e.origin != c.name {
+                        c.metrics.lag_seconds.observe(now.saturating_sub(e.at_ms) as f64 / 1000.0);
+                    }
+                }
+                c.index.set_cursor(CURSOR, last).map_err(|err| err.to_string())
+            })
+            .await
+            .map_err(unavailable)?;
+            if let Err(e) = applied {
+                tracing::error!(error = %e, "cluster: cannot apply the change log");
+                return Err(CommitError::Unavailable(e));
+            }
+            self.applied.store(last, Ordering::SeqCst);
+            self.metrics.applied_seq.set(last as i64);
+        }
+        self.rounds_done.store(round, Ordering::SeqCst);
+        Ok(self.applied())
+    }
+
+    async fn fetch(&self, after: u64, limit: i64) -> Result<Vec<Entry>, CommitError> {
+        let client = self.pool.get().await.map_err(|e| {
+            self.metrics.postgres_errors.inc();
+            unavailable(e)
+        })?;
+        let rows = client
+            .query(
+                "SELECT seq, origin, (extract(epoch FROM at) * 1000)::bigint, body FROM cluster_changes \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&(after as i64), &limit],
+            )
+            .await
+            .map_err(|e| {
+                self.metrics.postgres_errors.inc();
+                unavailable(e)
+            })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let seq: i64 = row.get(0);
+            let body: serde_json::Value = row.get(3);
+            let write: Write = serde_json::from_value(body)
+                .map_err(|e| CommitError::Unavailable(format!("change {seq} undecodable: {e}")))?;
+            out.push(Entry { seq: seq as u64, origin: row.get(1), at_ms: row.get::<_, i64>(2) as u64, write });
+        }
+        Ok(out)
+    }
+
+    /// The log's head (highest committed sequence).
+    pub fn head(self: &Arc<Self>) -> impl Future<Output = Result<u64, CommitError>> + 'static {
+        let c = self.clone();
+        self.run(async move {
+            let client = c.pool.get().await.map_err(unavailable)?;
+            let row = client
+                .query_one("SELECT coalesce(max(seq), 0) FROM cluster_changes", &[])
+                .await
+                .map_err(unavailable)?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    /// Mark `digest` as being committed by this node from before its file is published until
+    /// its commit is applied: a concurrent GC removal applied meanwhile keeps the file.
+    pub fn committing(&self, digest: &Digest) -> Committing<'_> {
+        *self.committing.lock().unwrap_or_else(|p| p.into_inner()).entry(digest.clone()).or_insert(0) += 1;
+        Committing { c: self, digest: digest.clone() }
+    }
+
+    fn is_committing(&self, digest: &Digest) -> bool {
+        self.committing.lock().unwrap_or_else(|p| p.into_inner()).contains_key(digest)
+    }
+
+    /// Take a single-writer lease (`gc`), or learn who holds it.
+    pub fn acquire(self: &Arc<Self>, role: &str) -> Result<Lease, LeaseError> {
+        let (c, role) = (self.clone(), role.to_owned());
+        self.block_on(async move {
+            let client = c.pool.get().await.map_err(|e| LeaseError::Unavailable(e.to_string()))?;
+            let ttl = c.cfg.lease_ttl_secs as f64;
+            let rows = client
+                .query(lease::ACQUIRE, &[&role, &c.name, &ttl])
+                .await
+                .map_err(|e| LeaseError::Unavailable(e.to_string()))?;
+            if let Some(row) = rows.first() {
+                return Ok(Lease { role, holder: c.name.clone(), epoch: row.get(0) });
+            }
+            let row = client.query_one(lease::HOLDER, &[&role]).await.map_err(|e| LeaseError::Unavailable(e.to_string()))?;
+            Err(LeaseError::Held { role, holder: row.get(0), secs: row.get(1) })
+        })
+    }
+
+    /// Renew a lease; false when it was lost (expired and taken, or fenced off).
+    pub fn renew(self: &Arc<Self>, l: &Lease) -> bool {
+        let (c, l) = (self.clone(), l.clone());
+        self.block_on(async move {
+            let Ok(client) = c.pool.get().await else { return false };
+            let ttl = c.cfg.lease_ttl_secs as f64;
+            client.execute(lease::RENEW, &[&l.role, &l.holder, &l.epoch, &ttl]).await.is_ok_and(|n| n == 1)
+        })
+    }
+
+    /// Give a lease up (it expires now).
+    pub fn release(self: &Arc<Self>, l: &Lease) {
+        let (c, l) = (self.clone(), l.clone());
+        self.block_on(async move {
+            if let Ok(client) = c.pool.get().await {
+                let _ = client.execute(lease::RELEASE, &[&l.role, &l.holder, &l.epoch]).await;
+            }
+        })
+    }
+
+    /// Stop the tail and the heartbeat; Postgres connections close.
+    pub fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
+        let rt = self.rt.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rt) = rt {
+            rt.shutdown_timeout(grace);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

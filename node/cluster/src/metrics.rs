@@ -1,0 +1,74 @@
+//! Cluster metrics (`berth_cluster_*`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A result label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok`, or why not.
+    pub result: String,
+}
+
+/// Counters, gauges and histograms of the cluster layer.
+pub struct ClusterMetrics {
+    /// Last log sequence applied to the local index.
+    pub applied_seq: Gauge,
+    /// Commits to the log by outcome.
+    pub commits: Family<ResultLabel, Counter>,
+    /// Time of a commit (append transaction), seconds.
+    pub commit_seconds: Histogram,
+    /// Replication lag: commit on another node → applied here, seconds.
+    pub lag_seconds: Histogram,
+    /// Catch-ups started by a miss (a name this node did not know yet).
+    pub miss_catch_ups: Counter,
+    /// Upload requests forwarded to the owning node.
+    pub forwarded: Family<ResultLabel, Counter>,
+    /// Postgres errors (connection, timeout, statement).
+    pub postgres_errors: Counter,
+    /// Nodes with a recent heartbeat (this one included).
+    pub live_nodes: Gauge,
+}
+
+impl Default for ClusterMetrics {
+    fn default() -> Self {
+        let buckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+        ClusterMetrics {
+            applied_seq: Gauge::default(),
+            commits: Family::default(),
+            commit_seconds: Histogram::new(buckets.into_iter()),
+            lag_seconds: Histogram::new(buckets.into_iter()),
+            miss_catch_ups: Counter::default(),
+            forwarded: Family::default(),
+            postgres_errors: Counter::default(),
+            live_nodes: Gauge::default(),
+        }
+    }
+}
+
+impl ClusterMetrics {
+    /// Register into the node's registry.
+    pub fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("berth_cluster");
+        r.register("applied_seq", "Last change-log sequence applied to the local index", self.applied_seq.clone());
+        r.register("commits", "Change-log commits by result", self.commits.clone());
+        r.register("commit_seconds", "Change-log commit time", self.commit_seconds.clone());
+        r.register(
+            "replication_lag_seconds",
+            "Commit on another node to applied here (the node clocks' skew included)",
+            self.lag_seconds.clone(),
+        );
+        r.register("miss_catch_ups", "Catch-ups with the change log started by a miss", self.miss_catch_ups.clone());
+        r.register("forwarded", "Upload requests forwarded to the owning node, by result", self.forwarded.clone());
+        r.register("postgres_errors", "Postgres failures (connection, timeout, statement)", self.postgres_errors.clone());
+        r.register("live_nodes", "Nodes with a recent heartbeat", self.live_nodes.clone());
+    }
+
+    pub(crate) fn commit(&self, result: &str) {
+        self.commits.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
+    }
+}

@@ -1,0 +1,142 @@
+//! The node's side of scale-out (`[cluster]`; the log, tail, leases and forwarding are in the
+//! `berth-cluster` crate). In cluster mode every metadata write goes through the change log
+//! in Postgres before it is acknowledged, and is applied to the local index from there (by
+//! this node as by every other); a miss catches up with the log before answering 404.
+//! Without `[cluster]` nothing here runs and the index is written directly, as on one node.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use berth_cluster::{Check, Cluster, CommitError, Durability, Write};
+use berth_index::{ManifestRecord, TierState};
+use berth_tiering::Tiering;
+use berth_types::{Digest, ErrorKind, OciError, RepoName, Tag};
+
+use crate::app::App;
+
+/// A node in a cluster: its membership and the S3 tier every cluster node has.
+pub struct ClusterNode {
+    /// Membership, the log, leases.
+    pub cluster: Arc<Cluster>,
+    /// The shared bucket.
+    pub tier: Arc<Tiering>,
+}
+
+/// What a client sees when the log cannot be reached: 503 with `Retry-After`.
+pub(crate) fn unavailable(e: &CommitError) -> OciError {
+    OciError::new(ErrorKind::Unavailable).msg(format!("the registry's metadata store is unreachable ({e}); retry"))
+}
+
+fn s3_unavailable(e: berth_tiering::TierError) -> OciError {
+    tracing::warn!(error = %e, "cluster: S3 write failed; the push is not acknowledged");
+    OciError::new(ErrorKind::Unavailable).msg("the blob store (S3) is unreachable; retry")
+}
+
+impl ClusterNode {
+    fn s3_durable(&self) -> bool {
+        self.cluster.config().durability == Durability::S3
+    }
+
+    /// Catch up with the log (a miss). Errors as 503: the node cannot know the name is absent.
+    pub async fn catch_up(&self) -> Result<(), OciError> {
+        self.cluster.catch_up().await.map(|_| ()).map_err(|e| unavailable(&e))
+    }
+
+    /// Commit a blob whose verified file is in place on this node, linked into `repo`. With
+    /// `durability = "s3"` the bytes reach S3 first. The caller holds
+    /// [`Cluster::committing`] for `digest` from before the file was published.
+    pub async fn commit_blob(&self, index: &berth_index::Index, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), OciError> {
+        let mut since = self.cluster.applied();
+        for _ in 0..3 {
+            if self.s3_durable() {
+                self.tier.upload_now(digest, size).await.map_err(s3_unavailable)?;
+            }
+            let writes = vec![
+                Write::BlobCommitted { digest: digest.clone(), size },
+                Write::BlobLinked { repo: repo.clone(), digest: digest.clone(), size },
+            ];
+            let check = vec![Check::NotRemovedSince { digest: digest.clone(), since }];
+            match self.cluster.commit(writes, check, None).await {
+                Ok(_) => {
+                    // Known before as remote only (evicted here): the file is back.
+                    if self.s3_durable() {
+                        let _ = index.set_tier(digest, TierState::Remote, TierState::LocalAndRemote);
+                    }
+                    return Ok(());
+                }
+                // GC removed this digest (and its object) while we uploaded: upload again.
+                Err(CommitError::Removed(_)) => {
+                    since = self.cluster.head().await.map_err(|e| unavailable(&e))?;
+                }
+                Err(e) => return Err(unavailable(&e)),
+            }
+        }
+        Err(OciError::new(ErrorKind::Unavailable).msg("garbage collection keeps removing this blob; retry"))
+    }
+
+    /// Mount: link a blob this node's view has into `repo`. False when it was removed
+    /// meanwhile (the client then uploads it).
+    pub async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, since: u64) -> Result<bool, OciError> {
+        let writes = vec![Write::BlobLinked { repo: repo.clone(), digest: digest.clone(), size }];
+        let check = vec![Check::NotRemovedSince { digest: digest.clone(), since }];
+        match self.cluster.commit(writes, check, None).await {
+            Ok(_) => Ok(true),
+            Err(CommitError::Removed(_)) => Ok(false),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    /// Store a manifest and set `tags`, its references checked against removals committed
+    /// after `since` (the sequence the caller's validation saw).
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        record: &ManifestRecord,
+        bytes: &[u8],
+        tags: &[Tag],
+        since: u64,
+    ) -> Result<(), OciError> {
+        if self.s3_durable() {
+            self.tier
+                .put_manifest_now(repo, digest, bytes.to_vec(), record.media_type.clone(), tags.to_vec())
+                .await
+                .map_err(s3_unavailable)?;
+        }
+        let present = |v: &[Digest]| v.iter().filter(|d| !record.absent.contains(d)).cloned().collect();
+        let check = Check::RefsPresent {
+            repo: repo.clone(),
+            blobs: present(&record.blobs),
+            manifests: present(&record.manifests),
+            since,
+        };
+        let write = Write::ManifestPut {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            record: record.clone(),
+            bytes: base64::engine::general_purpose::STANDARD.encode(bytes),
+            tags: tags.to_vec(),
+        };
+        match self.cluster.commit(vec![write], vec![check], None).await {
+            Ok(_) => Ok(()),
+            Err(CommitError::Missing(m)) => Err(OciError::new(ErrorKind::ManifestBlobUnknown)
+                .msg(format!("{m} was removed from repository {repo} meanwhile"))
+                .detail(serde_json::json!({ "digest": m.to_string() }))),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    /// Commit one deletion (a tag, a manifest, a blob link).
+    pub async fn delete(&self, write: Write) -> Result<(), OciError> {
+        self.cluster.commit(vec![write], Vec::new(), None).await.map(|_| ()).map_err(|e| unavailable(&e))
+    }
+}
+
+/// On a miss in cluster mode, catch up with the log and return true (look again); false on a
+/// single node (the miss is final).
+pub(crate) async fn retry_after_catch_up(app: &App) -> Result<bool, OciError> {
+    match &app.cluster {
+        None => Ok(false),
+        Some(c) => c.catch_up().await.map(|()| true),
+    }
+}
