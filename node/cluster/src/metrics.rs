@@ -53,7 +53,7 @@ impl Default for ClusterMetrics {
 impl ClusterMetrics {
     /// Register into the node's registry.
     pub fn register(&self, r: &mut Registry) {
-        let r = r.sub_registry_with_prefix("berth_cluster");
+        let r = r.sub_registry_with_prefix("cluster");
         r.register("applied_seq", "Last change-log sequence applied to the local index", self.applied_seq.clone());
         r.register("commits", "Change-log commits by result", self.commits.clone());
         r.register("commit_seconds", "Change-log commit time", self.commit_seconds.clone());
