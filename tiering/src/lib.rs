@@ -360,10 +360,22 @@ impl Tiering {
         .inspect_err(|_| self.metrics.s3_error("mirror"))
     }
 
-    /// Delete a blob's object (cluster GC, inside its fenced transaction).
-    pub async fn delete_blob_object(self: &Arc<Self>, digest: &Digest) -> Result<(), TierError> {
+    /// Delete a blob's object and its repositories' link objects (cluster GC, inside its
+    /// fenced transaction; the mirror does not see these removals).
+    pub async fn delete_blob_objects(
+        self: &Arc<Self>,
+        digest: &Digest,
+        repos: Vec<berth_types::RepoName>,
+    ) -> Result<(), TierError> {
         let (t, d) = (self.clone(), digest.clone());
-        self.run(async move { t.remote.delete(&t.layout.blob(&d)).await }).await
+        self.run(async move {
+            for repo in &repos {
+                t.remote.delete(&t.layout.link(repo, &d)).await?;
+            }
+            t.remote.delete(&t.layout.blob(&d)).await
+        })
+        .await
+        .inspect_err(|_| self.metrics.s3_error("delete_blob"))
     }
 
     /// A presigned URL for a blob in S3.

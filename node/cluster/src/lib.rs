@@ -120,7 +120,12 @@ impl Cluster {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let pg: tokio_postgres::Config = cfg.postgres_url.parse().map_err(|e| format!("cluster.postgres_url: {e}"))?;
+        let mut pg: tokio_postgres::Config =
+            cfg.postgres_url.parse().map_err(|e| format!("cluster.postgres_url: {e}"))?;
+        // A node paused (or partitioned) inside a commit must not hold the append lock for
+        // ever: Postgres ends such a session, rolling its transaction back.
+        pg.options(&format!("-c idle_in_transaction_session_timeout={}", cfg.postgres_timeout_ms));
+        pg.connect_timeout(Duration::from_millis(cfg.postgres_timeout_ms));
         let mgr = Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = {
             let _g = rt.enter();

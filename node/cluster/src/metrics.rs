@@ -36,7 +36,8 @@ pub struct ClusterMetrics {
 
 impl Default for ClusterMetrics {
     fn default() -> Self {
-        let buckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+        let buckets =
+            [0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
         ClusterMetrics {
             applied_seq: Gauge::default(),
             commits: Family::default(),

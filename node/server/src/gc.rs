@@ -373,9 +373,10 @@ impl Sweep for ClusterSweep<'_> {
             Ok(m) => m,
             Err(k) => return Ok(Err(k)),
         };
+        let repos = self.index.blob_repos(d).map_err(|e| e.to_string())?;
         let (tier, digest) = (self.node.tier.clone(), d.clone());
         let effect: berth_cluster::Effect =
-            Box::pin(async move { tier.delete_blob_object(&digest).await.map_err(|e| e.to_string()) });
+            Box::pin(async move { tier.delete_blob_objects(&digest, repos).await.map_err(|e| e.to_string()) });
         let w = berth_cluster::Write::BlobRemoved { digest: d.clone() };
         Ok(self.commit(w, d, None, Some(effect))?.map(|()| meta))
     }
