@@ -62,7 +62,8 @@ impl Drop for Balancer {
 struct Fleet {
     lb: Option<Balancer>,
     nodes: Vec<Berth>,
-    s3: FaultProxy,
+    /// Each node's own way to S3 (so one node's S3 can be slowed or cut).
+    s3: Vec<FaultProxy>,
     _moto: Moto,
     pg: Postgres,
     tmp: tempfile::TempDir,
@@ -105,11 +106,11 @@ impl Fleet {
         let pg = Postgres::start(tmp.path())?;
         let moto = Moto::start(&tmp.path().join("moto.log"))?;
         moto.create_bucket(BUCKET);
-        let s3 = FaultProxy::start(moto.port);
+        let s3: Vec<FaultProxy> = (0..n).map(|_| FaultProxy::start(moto.port)).collect();
         let nodes: Vec<Berth> = (0..n)
             .map(|i| {
                 let name = ((b'a' + i as u8) as char).to_string();
-                let env = node_env(&name, &pg, &s3, extra);
+                let env = node_env(&name, &pg, &s3[i], extra);
                 let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 Berth::start(&tmp.path().join(&name), &env)
             })
@@ -339,6 +340,19 @@ fn pull_docker_image(base: &str, repo: &str, tag: &str) {
         let r = http("GET", &format!("{base}/v2/{repo}/blobs/{d}"), &[], None);
         assert_eq!((r.status, sha256(&r.body)), (200, d));
     }
+}
+
+/// Hold the change log's append lock for 2 s from a psql session (the constant is
+/// `APPEND_LOCK` in node/cluster/src/log.rs): commits queue behind it in arrival order.
+fn hold_append_lock(pg: &Postgres) -> Child {
+    let child = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "-d", "berth", "-c"])
+        .arg("BEGIN; SELECT pg_advisory_xact_lock(284630864968); SELECT pg_sleep(2); COMMIT;")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    child
 }
 
 fn signal(pid: u32, sig: i32) {
@@ -584,10 +598,71 @@ fn gc_lease_moves_on_when_its_holder_dies_and_a_paused_holder_is_fenced() {
 fn gc_never_removes_what_another_node_just_received() {
     let Some(mut f) = Fleet::start(3, false, &[]) else { return };
     let (a, b, c) = (base(&f.nodes[0]), base(&f.nodes[1]), base(&f.nodes[2]));
-    let shared = noise(77, 30_000);
+    // Deterministic first: GC's removal of a layer and c's push of the same layer queue on the
+    // log's append lock (held here by the test) in that order; c found the S3 object before
+    // GC deleted it. c must upload it again before its commit lands.
+    let config_of = |tag: &str| sha256(format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"tag\":\"{tag}\"}}").as_bytes());
+    let layer = (0..).map(|seed| noise(40_000 + seed, 30_000)).find(|l| sha256(l) < config_of("gone")).unwrap();
+    let d = push_image_at(&a, "race/app", "gone", &[layer.clone()]).unwrap();
+    assert_eq!(http("DELETE", &format!("{a}/v2/race/app/manifests/{d}"), &[], None).status, 202);
+    let mut holder = hold_append_lock(&f.pg);
+    let gc_id = start_gc(&f.nodes[1], 0).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (c2, l2) = (c.clone(), layer.clone());
+    let pusher = std::thread::spawn(move || push_blob_at(&c2, "race/again", &l2));
+    holder.wait().unwrap();
+    assert_eq!(gc_job(&f.nodes[1], &gc_id)["state"], "succeeded");
+    let pushed = pusher.join().unwrap().unwrap();
+    for n in [&a, &b, &c] {
+        let r = http("GET", &format!("{n}/v2/race/again/blobs/{pushed}"), &[], None);
+        assert_eq!((r.status, sha256(&r.body)), (200, pushed.clone()), "the re-pushed layer on {n}");
+    }
+    // The other order: c's push of a garbage layer commits first, GC (planned without it)
+    // second: GC must see the layer was touched since its plan and keep it.
+    let layer2 = noise(60_000, 30_000);
+    let d = push_image_at(&a, "race/app", "gone2", &[layer2.clone()]).unwrap();
+    assert_eq!(http("DELETE", &format!("{a}/v2/race/app/manifests/{d}"), &[], None).status, 202);
+    let mut holder = hold_append_lock(&f.pg);
+    let (c2, l2) = (c.clone(), layer2.clone());
+    let pusher = std::thread::spawn(move || push_blob_at(&c2, "race/again", &l2));
+    std::thread::sleep(Duration::from_millis(500));
+    let gc_id = start_gc(&f.nodes[1], 0).unwrap();
+    holder.wait().unwrap();
+    let report = gc_job(&f.nodes[1], &gc_id);
+    assert_eq!(report["state"], "succeeded");
+    let pushed = pusher.join().unwrap().unwrap();
+    assert!(report["report"]["kept_in_use"].as_u64().unwrap() >= 1, "{report}");
+    for n in [&a, &b, &c] {
+        let r = http("GET", &format!("{n}/v2/race/again/blobs/{pushed}"), &[], None);
+        assert_eq!((r.status, sha256(&r.body)), (200, pushed.clone()), "the pushed layer on {n}");
+    }
+    // A manifest validated on c against a layer GC removes before c's commit: refused, never
+    // stored pointing at nothing.
+    let layer3 = (0..).map(|seed| noise(80_000 + seed, 30_000)).find(|l| sha256(l) < config_of("gone3")).unwrap();
+    let d = push_image_at(&a, "race/app", "gone3", &[layer3.clone()]).unwrap();
+    let old_manifest = http("GET", &format!("{a}/v2/race/app/manifests/{d}"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None).body;
+    assert_eq!(http("DELETE", &format!("{a}/v2/race/app/manifests/{d}"), &[], None).status, 202);
+    let mut holder = hold_append_lock(&f.pg);
+    let gc_id = start_gc(&f.nodes[1], 0).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let c2 = c.clone();
+    let pusher = std::thread::spawn(move || {
+        http("PUT", &format!("{c2}/v2/race/app/manifests/again3"), &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")], Some(&old_manifest))
+    });
+    holder.wait().unwrap();
+    assert_eq!(gc_job(&f.nodes[1], &gc_id)["state"], "succeeded");
+    let r = pusher.join().unwrap();
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("MANIFEST_BLOB_UNKNOWN"));
+
     let mut acked = Vec::new();
-    for round in 0..12u64 {
+    // b's S3 requests are slow (its GC deletes objects while holding the log's append lock):
+    // c's push of the same layer finds the object still there, then waits for that lock.
+    // Without the re-upload check c's commit would land after the object was deleted.
+    f.s3[1].set_rate(2000);
+    for round in 0..6u64 {
         // An image whose manifest is deleted: its blobs are garbage...
+        let shared = noise(700 + round, 30_000);
         let d = push_image_at(&a, "race/app", &format!("old{round}"), &[shared.clone()]).unwrap();
         assert_eq!(http("DELETE", &format!("{a}/v2/race/app/manifests/{d}"), &[], None).status, 202);
         // ...while GC runs on b, c pushes an image made of the same layer.
@@ -595,16 +670,26 @@ fn gc_never_removes_what_another_node_just_received() {
             let node_b = &f.nodes[1];
             let id = start_gc(node_b, 0).unwrap();
             let c2 = c.clone();
-            let pusher = std::thread::spawn(move || push_image_at(&c2, "race/app", &format!("new{round}"), &[noise(77, 30_000)]));
+            let pusher = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                push_image_at(&c2, "race/app", &format!("new{round}"), &[shared])
+            });
             let report = gc_job(node_b, &id);
             (report, pusher.join().unwrap())
         };
         assert_eq!(gc.0["state"], "succeeded", "{}", gc.0);
+        eprintln!(
+            "round {round}: GC removed {} blobs, kept {} in use; the racing push: {:?}",
+            gc.0["report"]["blobs"].as_array().map_or(0, |b| b.len()),
+            gc.0["report"]["kept_in_use"],
+            gc.1.as_ref().map(|_| "acknowledged")
+        );
         if let Ok(d) = gc.1 {
             acked.push((format!("new{round}"), d));
         }
     }
     assert!(!acked.is_empty());
+    f.s3[1].set_rate(0);
     // A last GC with nothing racing it: every acknowledged image survives it, on every node.
     let id = start_gc(&f.nodes[0], 0).unwrap();
     assert_eq!(gc_job(&f.nodes[0], &id)["state"], "succeeded");
@@ -646,11 +731,11 @@ fn postgres_or_s3_outages_degrade_as_documented_and_heal_by_themselves() {
     assert_eq!(pull_image_at(&b, "out/app", "v2").unwrap(), v2.unwrap());
 
     // S3 down: with durability = "s3" a push is not acknowledged; local content still pulls.
-    f.s3.set_down(true);
+    f.s3.iter().for_each(|p| p.set_down(true));
     let err = push_image_at(&b, "out/app", "v3", &[noise(3, 1000)]).unwrap_err();
     assert!(err.contains("503"), "{err}");
     assert_eq!(pull_image_at(&a, "out/app", "v1").unwrap(), v1);
-    f.s3.set_down(false);
+    f.s3.iter().for_each(|p| p.set_down(false));
     let mut v3 = None;
     wait_for("pushes to work again after S3 is back", 30, || {
         v3 = push_image_at(&b, "out/app", "v3", &[noise(3, 1000)]).ok();
