@@ -743,3 +743,24 @@ fn postgres_or_s3_outages_degrade_as_documented_and_heal_by_themselves() {
     });
     assert_eq!(pull_image_at(&a, "out/app", "v3").unwrap(), v3.unwrap());
 }
+
+#[test]
+fn durability_local_acknowledges_before_s3_and_reports_the_exposure() {
+    let Some(f) = Fleet::start(2, false, &[("BERTH_CLUSTER__DURABILITY", "local")]) else { return };
+    let (a, b) = (base(&f.nodes[0]), base(&f.nodes[1]));
+    // S3 unreachable from a: the push is still acknowledged (local fsync + Postgres commit).
+    f.s3[0].set_down(true);
+    let layer = noise(5, 200_000);
+    let v1 = push_image_at(&a, "local/app", "v1", &[layer.clone()]).unwrap();
+    // The exposure: bytes acknowledged but only on a's disk.
+    assert!(metric(&f.nodes[0], "berth_tier_pending_bytes") >= layer.len() as f64);
+    // b knows the image (the log) but cannot read the bytes yet: 503 and Retry-After, never 404.
+    let r = http("GET", &format!("{b}/v2/local/app/blobs/{}", sha256(&layer)), &[], None);
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(pull_image_at(&a, "local/app", "v1").unwrap(), v1);
+    // S3 back: a's queue drains by itself, then b serves it.
+    f.s3[0].set_down(false);
+    wait_for("a's tier queue to drain", 60, || metric(&f.nodes[0], "berth_tier_pending_bytes") == 0.0);
+    assert_eq!(pull_image_at(&b, "local/app", "v1").unwrap(), v1);
+}

@@ -90,3 +90,31 @@ impl ClusterConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(node: &str, url: &str) -> ClusterConfig {
+        serde_json::from_value(serde_json::json!({
+            "node": node, "postgres_url": "host=db", "internal_url": url
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn names_and_urls_are_checked() {
+        assert!(cfg("node-1", "http://10.0.0.1:5001").validate().is_ok());
+        assert_eq!(cfg("n", "http://x").durability, Durability::S3);
+        assert!(cfg("Node_1", "http://x").validate().unwrap_err().contains("cluster.node"));
+        assert!(cfg("", "http://x").validate().is_err());
+        assert!(cfg("a", "10.0.0.1:5001").validate().unwrap_err().contains("internal_url"));
+    }
+
+    #[test]
+    fn node_tags_are_stable() {
+        // Upload ids in flight carry these: a change would orphan them across an upgrade.
+        assert_eq!(crate::nodes::tag_of("a"), crate::nodes::tag_of("a"));
+        assert_ne!(crate::nodes::tag_of("a"), crate::nodes::tag_of("b"));
+    }
+}

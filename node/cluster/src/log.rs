@@ -291,3 +291,47 @@ pub(crate) async fn run_check(tx: &tokio_postgres::Transaction<'_>, check: &Chec
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap()
+    }
+
+    #[test]
+    fn a_manifest_put_round_trips_and_lists_its_references() {
+        let record = ManifestRecord {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            artifact_type: None,
+            subject: Some(d('c')),
+            blobs: vec![d('a')],
+            manifests: vec![d('b')],
+            absent: Vec::new(),
+            annotations: None,
+            pushed_at_ms: 1,
+        };
+        let w = Write::ManifestPut {
+            repo: "x/y".parse().unwrap(),
+            digest: d('e'),
+            record,
+            bytes: "e30=".into(),
+            tags: vec!["v1".parse().unwrap()],
+        };
+        let back: Write = serde_json::from_value(serde_json::to_value(&w).unwrap()).unwrap();
+        assert_eq!(back, w);
+        assert_eq!(w.kind(), "manifest_put");
+        let (repo, digest, refs) = w.columns();
+        assert_eq!((repo.as_deref(), digest), (Some("x/y"), Some(d('e').to_string())));
+        assert_eq!(refs.unwrap(), vec![d('a').to_string(), d('b').to_string(), d('c').to_string()]);
+    }
+
+    #[test]
+    fn blob_writes_name_their_digest() {
+        let w = Write::BlobRemoved { digest: d('a') };
+        assert_eq!((w.kind(), w.columns()), ("blob_removed", (None, Some(d('a').to_string()), None)));
+        let w = Write::TagDeleted { repo: "r".parse().unwrap(), tag: "t".parse().unwrap() };
+        assert_eq!(w.columns(), (Some("r".into()), None, None));
+    }
+}
