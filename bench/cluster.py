@@ -256,7 +256,7 @@ def main():
         for n in (b, c):
             assert get(n.port, f"/v2/bench/pull/blobs/{dig}") == (200, dig)
         # Registry requests only: the balancer's health checks and our metric reads are not pulls.
-        ops = ('endpoint="health"', 'endpoint="metrics"')
+        ops = ('endpoint="healthz"', 'endpoint="metrics"')
         req_a0 = metric_sum(metrics(a.port), "berth_http_requests_total", ops)
         cpu0 = {n.name: cpu_secs(n.proc.pid) for n in nodes}
         pulls = 10 if args.quick else 40

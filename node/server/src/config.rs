@@ -498,6 +498,25 @@ mod tests {
         assert_eq!(cfg.gc.grace_secs, 3600);
     }
 
+    #[test]
+    fn the_example_cluster_section_parses_and_is_checked() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config.example.toml");
+        let text = std::fs::read_to_string(p).unwrap();
+        let start = text.find("# [cluster]").unwrap();
+        let section: String = text[start..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, &section).unwrap();
+        let mut cfg = Config::load(Some(&f)).unwrap();
+        let c = cfg.cluster.clone().unwrap();
+        assert_eq!((c.node.as_str(), c.lease_ttl_secs), ("a", 10));
+        assert!(cfg.check_cluster().unwrap_err().contains("storage.s3"));
+        cfg.storage.s3 = Some(berth_tiering::S3Config { bucket: "b".into(), ..Default::default() });
+        assert!(cfg.check_cluster().unwrap_err().contains("internal.token"));
+        cfg.internal.token = Some("t".into());
+        assert!(cfg.check_cluster().is_ok());
+    }
+
     /// Regression: `BERTH_PASSWORD` (documented for `hash-password`) made `berth serve` refuse
     /// to start with "unknown field".
     #[test]
