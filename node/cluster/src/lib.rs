@@ -407,7 +407,8 @@ impl Cluster {
         Committing { c: self, digest: digest.clone() }
     }
 
-    fn is_committing(&self, digest: &Digest) -> bool {
+    /// Whether this node is between publishing a blob's file and applying its commit.
+    pub fn is_committing(&self, digest: &Digest) -> bool {
         self.committing.lock().unwrap_or_else(|p| p.into_inner()).contains_key(digest)
     }
 

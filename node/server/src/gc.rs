@@ -298,6 +298,11 @@ trait Sweep {
     /// Whether the run removes blob files itself (one node), or each node's apply of the
     /// removal does (a cluster).
     fn removes_files(&self) -> bool;
+    /// Whether a blob file the index does not know is about to be committed (a cluster node
+    /// publishes the file, then commits through the log, then records it): not an orphan.
+    fn committing(&self, _d: &Digest) -> bool {
+        false
+    }
 }
 
 struct LocalSweep<'a>(&'a Index);
@@ -389,6 +394,9 @@ impl Sweep for ClusterSweep<'_> {
     }
     fn removes_files(&self) -> bool {
         false
+    }
+    fn committing(&self, d: &Digest) -> bool {
+        self.node.cluster.is_committing(d)
     }
 }
 
@@ -542,8 +550,9 @@ fn sweep_with(
             })
             .and_then(|s| s.parse::<Digest>().ok());
         let _g = digest.as_ref().map(|d| blobs.lock(d));
-        let still_orphan =
-            digest.map(|d| index.blob(&d).ok().flatten().is_none_or(|m| !m.tier.is_local())).unwrap_or(true);
+        let still_orphan = digest
+            .map(|d| !sweep.committing(&d) && index.blob(&d).ok().flatten().is_none_or(|m| !m.tier.is_local()))
+            .unwrap_or(true);
         if !still_orphan {
             r.kept_in_use += 1;
             continue;
