@@ -17,6 +17,14 @@ use common::s3::{FaultProxy, Moto};
 use common::*;
 
 const BUCKET: &str = "berth-cluster";
+
+/// One fleet at a time: each test runs 2–3 nodes, Postgres, moto and HAProxy, and several of
+/// them measure time (failover bounds) that two fleets on 2 cores would blur.
+static ONE_FLEET: Mutex<()> = Mutex::new(());
+
+fn one_fleet() -> std::sync::MutexGuard<'static, ()> {
+    ONE_FLEET.lock().unwrap_or_else(|p| p.into_inner())
+}
 const TOKEN: &str = "cluster-internal-token-0123456789";
 
 /// HAProxy in front of the nodes: round robin per request, health-checked.
@@ -207,6 +215,7 @@ fn upload_step(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&
 
 #[test]
 fn three_nodes_behind_a_balancer_act_as_one_registry() {
+    let _serial = one_fleet();
     let Some(f) = Fleet::start(3, true, &[]) else { return };
     let (a, b, c) = (&f.nodes[0], &f.nodes[1], &f.nodes[2]);
 
@@ -402,6 +411,7 @@ fn fsck_clean(node: &mut Berth) {
 
 #[test]
 fn kill9_of_nodes_during_pushes_and_pulls_loses_nothing_acknowledged() {
+    let _serial = one_fleet();
     let Some(mut f) = Fleet::start(3, true, &[]) else { return };
     let lb = f.lb().url("");
     let base_digest = push_image_at(&lb, "load/base", "v0", &[noise(1, 200_000), noise(2, 50_000)]).unwrap();
@@ -495,8 +505,14 @@ fn kill9_of_nodes_during_pushes_and_pulls_loses_nothing_acknowledged() {
                 rs.iter().any(|r| r["name"] == "load/app" && r["tags"].as_u64() == Some(acked.len() as u64))
             })
     });
+    // `berth-admin check`: Postgres compared with the node's index, no difference.
     let out = admin.command(&["check"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("postgres"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(admin);
     for n in f.nodes.iter_mut() {
         fsck_clean(n);
@@ -505,6 +521,7 @@ fn kill9_of_nodes_during_pushes_and_pulls_loses_nothing_acknowledged() {
 
 #[test]
 fn gc_lease_moves_on_when_its_holder_dies_and_a_paused_holder_is_fenced() {
+    let _serial = one_fleet();
     let Some(mut f) = Fleet::start(2, false, &[]) else { return };
     let (a, b) = (base(&f.nodes[0]), base(&f.nodes[1]));
     let kept = push_image_at(&a, "gc/kept", "v1", &[noise(1, 10_000)]).unwrap();
@@ -596,6 +613,7 @@ fn gc_lease_moves_on_when_its_holder_dies_and_a_paused_holder_is_fenced() {
 
 #[test]
 fn gc_never_removes_what_another_node_just_received() {
+    let _serial = one_fleet();
     let Some(mut f) = Fleet::start(3, false, &[]) else { return };
     let (a, b, c) = (base(&f.nodes[0]), base(&f.nodes[1]), base(&f.nodes[2]));
     // Deterministic first: GC's removal of a layer and c's push of the same layer queue on the
@@ -705,6 +723,7 @@ fn gc_never_removes_what_another_node_just_received() {
 
 #[test]
 fn postgres_or_s3_outages_degrade_as_documented_and_heal_by_themselves() {
+    let _serial = one_fleet();
     let Some(f) = Fleet::start(2, false, &[]) else { return };
     let (a, b) = (base(&f.nodes[0]), base(&f.nodes[1]));
     let v1 = push_image_at(&a, "out/app", "v1", &[noise(1, 100_000)]).unwrap();
@@ -746,6 +765,7 @@ fn postgres_or_s3_outages_degrade_as_documented_and_heal_by_themselves() {
 
 #[test]
 fn durability_local_acknowledges_before_s3_and_reports_the_exposure() {
+    let _serial = one_fleet();
     let Some(f) = Fleet::start(2, false, &[("BERTH_CLUSTER__DURABILITY", "local")]) else { return };
     let (a, b) = (base(&f.nodes[0]), base(&f.nodes[1]));
     // S3 unreachable from a: the push is still acknowledged (local fsync + Postgres commit).
@@ -763,4 +783,68 @@ fn durability_local_acknowledges_before_s3_and_reports_the_exposure() {
     f.s3[0].set_down(false);
     wait_for("a's tier queue to drain", 60, || metric(&f.nodes[0], "berth_tier_pending_bytes") == 0.0);
     assert_eq!(pull_image_at(&b, "local/app", "v1").unwrap(), v1);
+}
+
+#[test]
+fn accounts_scan_verdicts_and_scan_requests_reach_every_node() {
+    let _serial = one_fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("root:{}\n", bcrypt_hash("rootpw"))).unwrap();
+    let extra = [
+        ("BERTH_AUTH__HTPASSWD", htpasswd.to_str().unwrap()),
+        ("BERTH_SCAN__ENABLED", "true"),
+        ("BERTH_SCAN__POLICY__BLOCK_SEVERITY", "critical"),
+    ];
+    let Some(f) = Fleet::start(2, false, &extra) else { return };
+    let (a, b) = (&f.nodes[0], &f.nodes[1]);
+    let bearer = format!("Bearer {TOKEN}");
+    let internal = |n: &Berth, method: &str, path: &str, body: Option<&[u8]>| {
+        http(method, &format!("{}{path}", internal_base(n)), &[("Authorization", &bearer), ("Content-Type", "application/json")], body)
+    };
+    let ping = |n: &Berth, user: &str, pw: &str| http("GET", &n.url("/v2/"), &[("Authorization", &basic(user, pw))], None).status;
+
+    // A user created through node a's internal API (as the sidecar does) logs in on b.
+    assert_eq!(ping(b, "dev", "devpw-123456"), 401);
+    let r = internal(a, "PUT", "/internal/v1/users/dev", Some(br#"{"password":"devpw-123456"}"#));
+    assert!(r.status == 204 || r.status == 201, "{} {}", r.status, String::from_utf8_lossy(&r.body));
+    assert_eq!(ping(b, "dev", "devpw-123456"), 200);
+    // Deleted through b: refused on a.
+    assert_eq!(internal(b, "DELETE", "/internal/v1/users/dev", None).status, 204);
+    assert_eq!(ping(a, "dev", "devpw-123456"), 401);
+
+    // A scan verdict stored through a blocks the pull on b (the pull policy is per node).
+    let root = basic("root", "rootpw");
+    let auth = [("Authorization", root.as_str())];
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = noise(3, 1000);
+    for blob in [&config, &layer] {
+        let d = sha256(blob);
+        let r = http("POST", &a.url(&format!("/v2/scan/app/blobs/uploads/?digest={d}")), &auth, Some(blob));
+        assert_eq!(r.status, 201);
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    let ct = ("Content-Type", "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(http("PUT", &a.url("/v2/scan/app/manifests/v1"), &[auth[0], ct], Some(&manifest)).status, 201);
+    let md = sha256(&manifest);
+    assert_eq!(http("GET", &b.url("/v2/scan/app/manifests/v1"), &auth, None).status, 200);
+    let record = serde_json::json!({
+        "status": "completed", "scanned_at_ms": 1, "db_version": "test", "scanner": "test",
+        "counts": {"critical": 1, "high": 0, "medium": 0, "low": 0, "unknown": 0}, "findings": [],
+    });
+    let r = internal(a, "PUT", &format!("/internal/v1/scans/{md}"), Some(&serde_json::to_vec(&record).unwrap()));
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    for n in [a, b] {
+        let r = http("GET", &n.url("/v2/scan/app/manifests/v1"), &auth, None);
+        assert_eq!(r.status, 403, "the verdict on {}: {}", n.addr, String::from_utf8_lossy(&r.body));
+    }
+    // A rescan asked of b shows in a's change feed (the sidecar may follow either).
+    assert_eq!(http("POST", &b.url("/v2/scan/app/manifests/v1/scan"), &auth, None).status, 202);
+    let feed = internal(a, "GET", "/internal/v1/changes?from=1&limit=1000", None);
+    assert!(String::from_utf8_lossy(&feed.body).contains("scan_requested"), "{}", String::from_utf8_lossy(&feed.body));
 }

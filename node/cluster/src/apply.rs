@@ -65,6 +65,18 @@ impl Cluster {
                 Ok(())
             }
             Write::TagDeleted { repo, tag } => ix.delete_tag(repo, tag).map(|_| ()),
+            Write::ScanRequested { repo, digest } => ix.request_scan(repo, digest),
+            Write::State { kind, key, value } => {
+                match self.state_sink.get() {
+                    Some(sink) => {
+                        if let Err(err) = sink(*kind, key, value) {
+                            tracing::error!(seq = e.seq, ?kind, %key, error = %err, "change log: node state not applied");
+                        }
+                    }
+                    None => tracing::warn!(seq = e.seq, ?kind, "change log: no sink for node state; skipped"),
+                }
+                Ok(())
+            }
             Write::ManifestDeleted { repo, digest } => ix.delete_manifest(repo, digest).map(|_| ()),
         }
     }

@@ -47,7 +47,7 @@ use tokio::sync::Notify;
 pub use config::{ClusterConfig, Durability};
 pub use forward::{Forwarded, ForwardBody};
 pub use lease::{Lease, LeaseError};
-pub use log::{Check, CommitError, Entry, Write};
+pub use log::{Check, CommitError, Entry, StateKind, Write};
 pub use metrics::ClusterMetrics;
 pub use nodes::NodeInfo;
 
@@ -56,6 +56,9 @@ const CURSOR: &str = "cluster_applied";
 
 /// A side effect to run inside a commit's transaction, after its checks (GC's S3 delete).
 pub type Effect = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Where a node applies [`Write::State`] entries (scan verdicts, managed accounts).
+pub type StateSink = Box<dyn Fn(StateKind, &str, &serde_json::Value) -> Result<(), String> + Send + Sync>;
 
 /// This node's membership in the cluster. Shared behind an `Arc`.
 pub struct Cluster {
@@ -77,6 +80,7 @@ pub struct Cluster {
     http: reqwest::Client,
     stopping: AtomicBool,
     internal_token: String,
+    state_sink: std::sync::OnceLock<StateSink>,
     /// Metrics, registered into the node's registry.
     pub metrics: ClusterMetrics,
 }
@@ -112,6 +116,7 @@ impl Cluster {
         index: Arc<Index>,
         local: Arc<dyn LocalBlobs>,
         internal_token: String,
+        state_sink: StateSink,
     ) -> Result<Arc<Cluster>, String> {
         cfg.validate()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -164,10 +169,12 @@ impl Cluster {
             http,
             stopping: AtomicBool::new(false),
             internal_token,
+            state_sink: std::sync::OnceLock::new(),
             metrics: ClusterMetrics::default(),
             cfg,
         });
         c.metrics.applied_seq.set(applied as i64);
+        let _ = c.state_sink.set(state_sink);
         let c2 = c.clone();
         c.block_on(async move {
             c2.setup().await?;

@@ -102,6 +102,34 @@ pub enum Write {
         /// Digest.
         digest: Digest,
     },
+    /// A client asked for a (re)scan: every node records it in its change feed, so the
+    /// sidecar following any one node queues it.
+    ScanRequested {
+        /// Repository.
+        repo: RepoName,
+        /// Manifest digest.
+        digest: Digest,
+    },
+    /// Node state outside the index's registry data (scan verdicts, managed accounts),
+    /// applied by the node through its [`crate::StateSink`].
+    State {
+        /// What it is.
+        kind: StateKind,
+        /// Which one (a manifest digest for a scan record; empty for the accounts).
+        key: String,
+        /// The new value, whole.
+        value: serde_json::Value,
+    },
+}
+
+/// Kinds of [`Write::State`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// A scan record (`berth_internal_api::scan::ScanRecord`) for a manifest digest.
+    Scan,
+    /// The managed users, robots, groups and rules, whole (last writer wins).
+    Accounts,
 }
 
 impl Write {
@@ -115,6 +143,8 @@ impl Write {
             Write::ManifestPut { .. } => "manifest_put",
             Write::TagDeleted { .. } => "tag_deleted",
             Write::ManifestDeleted { .. } => "manifest_deleted",
+            Write::ScanRequested { .. } => "scan_requested",
+            Write::State { .. } => "state",
         }
     }
 
@@ -131,6 +161,8 @@ impl Write {
                 (Some(repo.to_string()), Some(s(digest)), Some(refs))
             }
             Write::TagDeleted { repo, .. } => (Some(repo.to_string()), None, None),
+            Write::ScanRequested { repo, digest } => (Some(repo.to_string()), Some(s(digest)), None),
+            Write::State { .. } => (None, None, None),
         }
     }
 }

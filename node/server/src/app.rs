@@ -22,7 +22,7 @@ pub struct App {
     /// Upload sessions.
     pub uploads: Uploads,
     /// Authentication, when configured.
-    pub auth: Option<Auth>,
+    pub auth: Option<Arc<Auth>>,
     /// Metrics.
     pub metrics: Metrics,
     /// Set when shutdown starts: stop accepting, close connections after their request.
@@ -40,7 +40,7 @@ pub struct App {
     /// When upload expiry last ran (unix ms).
     pub expiry_last_run_ms: std::sync::atomic::AtomicU64,
     /// Scan records and the pull policy, when `[scan] enabled`.
-    pub scans: Option<crate::scan::ScanBook>,
+    pub scans: Option<Arc<crate::scan::ScanBook>>,
     /// Open-connection caps (public listener).
     pub admission: Arc<crate::admission::Admission>,
     /// TLS on the public listener, when `[tls]` is set.
@@ -194,7 +194,7 @@ impl App {
             )));
         }
         create_private_dir(&cfg.data_dir).map_err(data_dir_err)?;
-        let auth = Auth::from_config(&cfg.auth, &cfg.data_dir)?;
+        let auth = Auth::from_config(&cfg.auth, &cfg.data_dir)?.map(Arc::new);
         let blobs = Arc::new(BlobStore::open(&cfg.data_dir).map_err(data_dir_err)?);
         let index_dir = cfg.data_dir.join("index");
         let index = Arc::new(Index::open(&index_dir, cfg.storage.sync_index).map_err(|source| {
@@ -233,23 +233,27 @@ impl App {
                 Some(tier)
             }
         };
+        let scans = if cfg.scan.enabled {
+            Some(Arc::new(crate::scan::ScanBook::load(&index, &cfg.scan).map_err(StartError::ScanPolicy)?))
+        } else {
+            None
+        };
         let cluster = match (&cfg.cluster, &tier) {
             (Some(cc), Some(tier)) => {
                 let local: Arc<dyn berth_tiering::LocalBlobs> = blobs.clone();
-                let c = berth_cluster::Cluster::start(cc.clone(), index.clone(), local, internal_token.clone())
+                let sink = crate::cluster::state_sink(index.clone(), scans.clone(), auth.clone());
+                let c = berth_cluster::Cluster::start(cc.clone(), index.clone(), local, internal_token.clone(), sink)
                     .map_err(StartError::Cluster)?;
                 c.metrics.register(metrics.registry_mut());
+                if let Some(auth) = &auth {
+                    auth.managed.set_replicator(crate::cluster::accounts_replicator(c.clone()));
+                }
                 Some(Arc::new(crate::cluster::ClusterNode { cluster: c, tier: tier.clone() }))
             }
             _ => None,
         };
         let uploads =
             Uploads::new(index.clone(), blobs.clone(), &cfg.uploads, cfg.limits.max_blob_bytes, cluster.clone());
-        let scans = if cfg.scan.enabled {
-            Some(crate::scan::ScanBook::load(&index, &cfg.scan).map_err(StartError::ScanPolicy)?)
-        } else {
-            None
-        };
         let admission = Arc::new(crate::admission::Admission::new(
             cfg.limits.max_connections,
             cfg.limits.max_connections_per_address,

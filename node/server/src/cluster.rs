@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use berth_cluster::{Check, Cluster, CommitError, Durability, Write};
+use berth_cluster::{Check, Cluster, CommitError, Durability, StateKind, StateSink, Write};
 use berth_index::{ManifestRecord, TierState};
 use berth_tiering::Tiering;
 use berth_types::{Digest, ErrorKind, OciError, RepoName, Tag};
@@ -138,5 +138,56 @@ pub(crate) async fn retry_after_catch_up(app: &App) -> Result<bool, OciError> {
     match &app.cluster {
         None => Ok(false),
         Some(c) => c.catch_up().await.map(|()| true),
+    }
+}
+
+/// How this node applies node state from the change log: scan records into the index and the
+/// pull policy's in-memory book, managed accounts into the auth layer.
+pub(crate) fn state_sink(
+    index: Arc<berth_index::Index>,
+    scans: Option<Arc<crate::scan::ScanBook>>,
+    auth: Option<Arc<crate::auth::Auth>>,
+) -> StateSink {
+    Box::new(move |kind, key, value| match kind {
+        StateKind::Scan => {
+            let digest: Digest = key.parse().map_err(|e| format!("scan record key {key:?}: {e}"))?;
+            let record: berth_internal_api::scan::ScanRecord =
+                serde_json::from_value(value.clone()).map_err(|e| format!("scan record: {e}"))?;
+            index.put_scan(&digest, &record).map_err(|e| e.to_string())?;
+            if let Some(book) = &scans {
+                book.update(&digest, &record);
+            }
+            Ok(())
+        }
+        StateKind::Accounts => {
+            let Some(auth) = &auth else { return Ok(()) };
+            let stored: crate::auth::accounts::Stored =
+                serde_json::from_value(value.clone()).map_err(|e| format!("accounts: {e}"))?;
+            auth.install_managed(stored).map_err(|e| e.status().1)
+        }
+    })
+}
+
+/// Managed-account changes go through the change log (every node installs them from there).
+/// Blocks the calling thread for one commit: account changes are rare administrative calls.
+pub(crate) fn accounts_replicator(c: Arc<Cluster>) -> crate::auth::accounts::Replicator {
+    Box::new(move |stored| {
+        let value = serde_json::to_value(stored).map_err(|e| e.to_string())?;
+        let write = Write::State { kind: StateKind::Accounts, key: String::new(), value };
+        c.block_on(c.commit(vec![write], Vec::new(), None)).map(|_| ()).map_err(|e| e.to_string())
+    })
+}
+
+impl ClusterNode {
+    /// Commit node state (a scan record) through the log; every node applies it.
+    pub async fn put_state(&self, kind: StateKind, key: String, value: serde_json::Value) -> Result<(), OciError> {
+        let write = Write::State { kind, key, value };
+        self.cluster.commit(vec![write], Vec::new(), None).await.map(|_| ()).map_err(|e| unavailable(&e))
+    }
+
+    /// A scan request, recorded in every node's change feed (the sidecar follows one).
+    pub async fn request_scan(&self, repo: &RepoName, digest: &Digest) -> Result<(), OciError> {
+        let write = Write::ScanRequested { repo: repo.clone(), digest: digest.clone() };
+        self.cluster.commit(vec![write], Vec::new(), None).await.map(|_| ()).map_err(|e| unavailable(&e))
     }
 }

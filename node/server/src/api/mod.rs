@@ -158,7 +158,7 @@ pub async fn handle_as(
         Endpoint::Manifest(repo, reference) => {
             manifests::handle(app, req, body, &repo, &reference, view == View::Public).await
         }
-        Endpoint::ManifestScan(repo, reference) => scans::manifest(app, req, &repo, &reference),
+        Endpoint::ManifestScan(repo, reference) => scans::manifest(app, req, &repo, &reference).await,
         Endpoint::ScanSummary(repo) => scans::summary(app, req, &repo),
         Endpoint::ManifestBadReference(repo, raw) => manifests::bad_reference(req, &repo, &raw),
         Endpoint::Blob(repo, digest) => blobs::handle(app, req, &repo, &digest).await,

@@ -75,7 +75,12 @@ fn render(app: &App, repo: &RepoName, digest: &Digest, record: Option<&ScanRecor
 }
 
 /// `…/manifests/<ref>/scan`.
-pub(super) fn manifest(app: &App, req: &Request, repo: &RepoName, reference: &Reference) -> Result<Response, OciError> {
+pub(super) async fn manifest(
+    app: &App,
+    req: &Request,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<Response, OciError> {
     if app.scans.is_none() {
         return Err(disabled());
     }
@@ -87,7 +92,10 @@ pub(super) fn manifest(app: &App, req: &Request, repo: &RepoName, reference: &Re
         }
         Method::Post => {
             let digest = resolve(app, repo, reference)?;
-            app.index.request_scan(repo, &digest).map_err(index_error)?;
+            match &app.cluster {
+                Some(cn) => cn.request_scan(repo, &digest).await?,
+                None => app.index.request_scan(repo, &digest).map_err(index_error)?,
+            }
             Ok(Response::json(
                 202,
                 &json!({ "digest": digest.to_string(), "status": ScanStatus::Queued.as_str(),

@@ -54,12 +54,36 @@ pub struct Stored {
     pub rules: Vec<Rule>,
 }
 
+/// Sends a new state to the other nodes (a cluster's change log) before it is stored here.
+pub type Replicator = Box<dyn Fn(&Stored) -> Result<(), String> + Send + Sync>;
+
+/// Why a change to the managed accounts was not made.
+#[derive(Debug, Clone)]
+pub enum UpdateError {
+    /// The change itself was refused, or the file could not be written (the caller's mapping).
+    Change(String),
+    /// The cluster's change log is unreachable: nothing changed anywhere.
+    Unavailable(String),
+}
+
+impl UpdateError {
+    /// The caller's error for a refused change; 503 for an unreachable change log.
+    pub fn or(self, f: impl FnOnce(String) -> super::AccountError) -> super::AccountError {
+        match self {
+            UpdateError::Change(m) => f(m),
+            UpdateError::Unavailable(m) => super::AccountError::Unavailable(m),
+        }
+    }
+}
+
 /// The managed accounts and their file.
 pub struct Managed {
     path: PathBuf,
     state: RwLock<Arc<Stored>>,
     /// Serialises writers (read-modify-write of the file).
     write: Mutex<()>,
+    /// In a cluster: every change goes through the change log first.
+    replicator: std::sync::OnceLock<Replicator>,
 }
 
 /// Unix ms now.
@@ -76,7 +100,12 @@ impl Managed {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        Ok(Managed { path, state: RwLock::new(Arc::new(stored)), write: Mutex::new(()) })
+        Ok(Managed {
+            path,
+            state: RwLock::new(Arc::new(stored)),
+            write: Mutex::new(()),
+            replicator: std::sync::OnceLock::new(),
+        })
     }
 
     /// The current state.
@@ -85,15 +114,38 @@ impl Managed {
     }
 
     /// Change the state with `f` and write it durably; the change is visible only once written.
-    pub fn update<T>(&self, f: impl FnOnce(&mut Stored) -> Result<T, String>) -> Result<(T, Arc<Stored>), String> {
+    /// In a cluster the new state is committed to the change log first (every node installs
+    /// it from there, this one included).
+    pub fn update<T>(
+        &self,
+        f: impl FnOnce(&mut Stored) -> Result<T, String>,
+    ) -> Result<(T, Arc<Stored>), UpdateError> {
         let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = (*self.get()).clone();
-        let out = f(&mut next)?;
+        let out = f(&mut next).map_err(UpdateError::Change)?;
+        if let Some(replicate) = self.replicator.get() {
+            replicate(&next).map_err(UpdateError::Unavailable)?;
+        }
+        self.store(next).map(|next| (out, next)).map_err(UpdateError::Change)
+    }
+
+    fn store(&self, next: Stored) -> Result<Arc<Stored>, String> {
         let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
         crate::app::write_private(&self.path, &bytes).map_err(|e| format!("{}: {e}", self.path.display()))?;
         let next = Arc::new(next);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
-        Ok((out, next))
+        Ok(next)
+    }
+
+    /// Install a state another node (or this one) committed to the cluster's change log.
+    /// Takes no writer lock: it runs while this node's own `update` waits for its commit.
+    pub fn install(&self, next: Stored) -> Result<Arc<Stored>, String> {
+        self.store(next)
+    }
+
+    /// Route every later `update` through `replicate` (cluster mode; set once at start).
+    pub fn set_replicator(&self, replicate: Replicator) {
+        let _ = self.replicator.set(replicate);
     }
 
     /// Whether `login` (`robot$name`) and `secret` are a live robot's.

@@ -22,6 +22,8 @@ pub enum AccountError {
     Busy,
     /// Could not be stored (500).
     Io(String),
+    /// The cluster's change log is unreachable (503): nothing changed.
+    Unavailable(String),
 }
 
 impl AccountError {
@@ -33,6 +35,7 @@ impl AccountError {
             AccountError::NotFound(m) => (404, m.clone()),
             AccountError::Busy => (429, "too many password operations queued; retry".into()),
             AccountError::Io(m) => (500, m.clone()),
+            AccountError::Unavailable(m) => (503, format!("the cluster's change log is unreachable ({m}); retry")),
         }
     }
 }
@@ -48,6 +51,12 @@ fn check_name(name: &str, what: &str) -> Result<(), AccountError> {
 }
 
 impl Auth {
+    /// Install managed accounts committed to the cluster's change log (by any node).
+    pub fn install_managed(&self, stored: super::accounts::Stored) -> Result<(), AccountError> {
+        let stored = self.managed.install(stored).map_err(AccountError::Io)?;
+        self.apply(&stored)
+    }
+
     fn configured(&self) -> crate::config::AuthConfig {
         self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -129,7 +138,7 @@ impl Auth {
                 s.users.insert(name.to_owned(), StoredUser { bcrypt: hash, created_at_ms });
                 Ok(())
             })
-            .map_err(AccountError::Io)?;
+            .map_err(|e| e.or(AccountError::Io))?;
         self.apply(&stored)?;
         self.audit.record("user_set", actor, name, None);
         Ok(())
@@ -145,7 +154,7 @@ impl Auth {
         let (_, stored) = self
             .managed
             .update(|s| s.users.remove(name).map(|_| ()).ok_or_else(|| format!("no managed user {name:?}")))
-            .map_err(AccountError::NotFound)?;
+            .map_err(|e| e.or(AccountError::NotFound))?;
         self.apply(&stored)?;
         self.audit.record("user_deleted", actor, name, None);
         Ok(())
@@ -171,7 +180,7 @@ impl Auth {
                 s.robots.insert(r.name.clone(), robot);
                 Ok(())
             })
-            .map_err(AccountError::Conflict)?;
+            .map_err(|e| e.or(AccountError::Conflict))?;
         self.apply(&stored)?;
         self.audit.record("robot_created", actor, &r.name, None);
         Ok(CreatedRobot { name: r.name.clone(), login: format!("{ROBOT_PREFIX}{}", r.name), secret, expires_at_ms })
@@ -182,7 +191,7 @@ impl Auth {
         let (_, stored) = self
             .managed
             .update(|s| s.robots.remove(name).map(|_| ()).ok_or_else(|| format!("no robot {name:?}")))
-            .map_err(AccountError::NotFound)?;
+            .map_err(|e| e.or(AccountError::NotFound))?;
         self.apply(&stored)?;
         self.audit.record("robot_deleted", actor, name, None);
         Ok(())
@@ -200,7 +209,7 @@ impl Auth {
                 s.groups.insert(name.to_owned(), members);
                 Ok(())
             })
-            .map_err(AccountError::Io)?;
+            .map_err(|e| e.or(AccountError::Io))?;
         self.apply(&stored)?;
         self.audit.record("group_set", actor, name, None);
         Ok(())
@@ -211,7 +220,7 @@ impl Auth {
         let (_, stored) = self
             .managed
             .update(|s| s.groups.remove(name).map(|_| ()).ok_or_else(|| format!("no managed group {name:?}")))
-            .map_err(AccountError::NotFound)?;
+            .map_err(|e| e.or(AccountError::NotFound))?;
         self.apply(&stored)?;
         self.audit.record("group_deleted", actor, name, None);
         Ok(())
@@ -229,7 +238,7 @@ impl Auth {
                 s.rules = rules;
                 Ok(())
             })
-            .map_err(AccountError::Io)?;
+            .map_err(|e| e.or(AccountError::Io))?;
         self.apply(&stored)?;
         self.audit.record("rules_set", actor, &format!("{n} rules"), None);
         Ok(())

@@ -18,6 +18,12 @@ pub(super) async fn put(app: &App, body: &mut Body<'_>, d: &str) -> Result<Respo
     let bytes = body.read_to_end(64 << 20).await.map_err(|e| super::bad(format!("body: {e:?}")))?;
     let record: ScanRecord =
         serde_json::from_slice(&bytes).map_err(|e| super::bad(format!("invalid scan record: {e}")))?;
+    if let Some(cn) = &app.cluster {
+        // Every node's pull policy sees it (the log's apply stores it on each).
+        let value = serde_json::to_value(&record).map_err(|e| super::bad(e.to_string()))?;
+        cn.put_state(berth_cluster::StateKind::Scan, digest.to_string(), value).await?;
+        return Ok(Response::new(204));
+    }
     app.index.put_scan(&digest, &record).map_err(index_error)?;
     if let Some(book) = &app.scans {
         book.update(&digest, &record);
