@@ -835,7 +835,8 @@ fn accounts_scan_verdicts_and_scan_requests_reach_every_node() {
     assert_eq!(http("GET", &b.url("/v2/scan/app/manifests/v1"), &auth, None).status, 200);
     let record = serde_json::json!({
         "status": "completed", "scanned_at_ms": 1, "db_version": "test", "scanner": "test",
-        "counts": {"critical": 1, "high": 0, "medium": 0, "low": 0, "unknown": 0}, "findings": [],
+        "counts": {"critical": 1, "high": 0, "medium": 0, "low": 0, "unknown": 0},
+        "findings": [{"cve": "CVE-2026-0001", "severity": "critical", "package": "libfoo", "installed_version": "1.0"}],
     });
     let r = internal(a, "PUT", &format!("/internal/v1/scans/{md}"), Some(&serde_json::to_vec(&record).unwrap()));
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));

@@ -160,6 +160,12 @@ fn import_and_cursors() {
     let meta = BlobMeta { size: 5, created_at_ms: 1, tier: TierState::Remote };
     assert!(idx.import_blob(&a, &meta).unwrap());
     assert!(!idx.import_blob(&a, &meta).unwrap());
+    // Feed consumers (the sidecar) learn where an imported blob is, not just that it exists.
+    let feed: Vec<Change> = idx.changes(1, 10).unwrap().into_iter().map(|c| c.change).collect();
+    assert_eq!(
+        feed,
+        vec![Change::BlobCommitted { digest: a.clone(), size: 5 }, Change::BlobTier { digest: a.clone(), tier: TierState::Remote }]
+    );
     assert_eq!(idx.tier_totals().unwrap(), TierTotals::default());
     assert_eq!(idx.store_totals().unwrap(), (1, 5));
     assert_eq!(idx.cursor("mirror").unwrap(), 0);

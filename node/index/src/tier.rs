@@ -216,7 +216,12 @@ impl Index {
         batch.put_cf(self.cf(CF_BLOBS), &dkey, codec::encode(meta));
         self.bump_stats(&mut batch, 1, meta.size as i64)?;
         self.enter_tier(&mut batch, digest, meta.size, meta.tier)?;
-        self.feed(&mut batch, vec![Change::BlobCommitted { digest: digest.clone(), size: meta.size }]);
+        let mut changes = vec![Change::BlobCommitted { digest: digest.clone(), size: meta.size }];
+        // Feed consumers take a committed blob to be local: say where this one is.
+        if meta.tier != TierState::Local {
+            changes.push(Change::BlobTier { digest: digest.clone(), tier: meta.tier });
+        }
+        self.feed(&mut batch, changes);
         self.write(batch)?;
         Ok(true)
     }

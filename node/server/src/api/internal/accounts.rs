@@ -13,7 +13,7 @@ use crate::http::{Body, Method, Request, Response};
 const ACTOR: &str = "internal";
 
 fn auth(app: &App) -> Result<&Auth, Response> {
-    app.auth.as_ref().ok_or_else(|| {
+    app.auth.as_deref().ok_or_else(|| {
         error(
             409,
             "authentication is off on this node: set [auth] (enabled = true, htpasswd, users, rules or token) \
