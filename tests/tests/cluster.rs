@@ -49,7 +49,8 @@ impl Balancer {
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, cfg).unwrap();
         let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
-        let child = Command::new("haproxy").arg("-f").arg(&path).arg("-db").stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let child =
+            Command::new("haproxy").arg("-f").arg(&path).arg("-db").stdout(Stdio::null()).stderr(log).spawn().unwrap();
         wait_for("haproxy to listen", 10, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
         Balancer { port, child }
     }
@@ -152,7 +153,9 @@ fn push_image_at(base: &str, repo: &str, tag: &str, layers: &[Vec<u8>]) -> Resul
     let mut descs = Vec::new();
     for l in layers {
         let d = push_blob_at(base, repo, l)?;
-        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len()}));
+        descs.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len()}),
+        );
     }
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
@@ -250,7 +253,11 @@ fn three_nodes_behind_a_balancer_act_as_one_registry() {
         assert_eq!(r.status, 200, "blob on {}", n.addr);
         assert_eq!(sha256(&r.body), digest);
     }
-    assert!(metric(b, "berth_cluster_forwarded_total{result=\"ok\"}") + metric(c, "berth_cluster_forwarded_total{result=\"ok\"}") >= 3.0);
+    assert!(
+        metric(b, "berth_cluster_forwarded_total{result=\"ok\"}")
+            + metric(c, "berth_cluster_forwarded_total{result=\"ok\"}")
+            >= 3.0
+    );
 
     // Read-your-writes: a push acknowledged on one node is there on the others at once.
     for i in 0..30usize {
@@ -376,7 +383,8 @@ fn internal_base(node: &Berth) -> String {
 
 fn start_gc(node: &Berth, grace_secs: u64) -> Result<String, (u16, String)> {
     let url = internal_base(node);
-    let body = serde_json::to_vec(&serde_json::json!({"dry_run": false, "policy": {"grace_secs": grace_secs}})).unwrap();
+    let body =
+        serde_json::to_vec(&serde_json::json!({"dry_run": false, "policy": {"grace_secs": grace_secs}})).unwrap();
     let auth = format!("Bearer {TOKEN}");
     let r = http("POST", &format!("{url}/internal/v1/gc"), &[("Authorization", &auth)], Some(&body));
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
@@ -406,7 +414,12 @@ fn fsck_clean(node: &mut Berth) {
     assert_eq!(node.terminate(), Some(0), "clean shutdown of {}", node.addr);
     let out = Command::new(berth_bin()).arg("fsck").arg("--data-dir").arg(&node.dir).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains(" 0 errors"), "fsck of {}: {text}{}", node.addr, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains(" 0 errors"),
+        "fsck of {}: {text}{}",
+        node.addr,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -507,12 +520,7 @@ fn kill9_of_nodes_during_pushes_and_pulls_loses_nothing_acknowledged() {
     });
     // `berth-admin check`: Postgres compared with the node's index, no difference.
     let out = admin.command(&["check"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     drop(admin);
     for n in f.nodes.iter_mut() {
         fsck_clean(n);
@@ -528,7 +536,13 @@ fn gc_lease_moves_on_when_its_holder_dies_and_a_paused_holder_is_fenced() {
     // Garbage: images whose manifests are deleted.
     let mut junk = Vec::new();
     for i in 0..60u64 {
-        let d = push_image_at(if i % 2 == 0 { &a } else { &b }, "gc/junk", &format!("j{i}"), &[noise(1000 + i, 2000), noise(5000 + i, 2000)]).unwrap();
+        let d = push_image_at(
+            if i % 2 == 0 { &a } else { &b },
+            "gc/junk",
+            &format!("j{i}"),
+            &[noise(1000 + i, 2000), noise(5000 + i, 2000)],
+        )
+        .unwrap();
         junk.push(d);
     }
     for d in &junk {
@@ -619,9 +633,10 @@ fn gc_never_removes_what_another_node_just_received() {
     // Deterministic first: GC's removal of a layer and c's push of the same layer queue on the
     // log's append lock (held here by the test) in that order; c found the S3 object before
     // GC deleted it. c must upload it again before its commit lands.
-    let config_of = |tag: &str| sha256(format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"tag\":\"{tag}\"}}").as_bytes());
+    let config_of =
+        |tag: &str| sha256(format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"tag\":\"{tag}\"}}").as_bytes());
     let layer = (0..).map(|seed| noise(40_000 + seed, 30_000)).find(|l| sha256(l) < config_of("gone")).unwrap();
-    let d = push_image_at(&a, "race/app", "gone", &[layer.clone()]).unwrap();
+    let d = push_image_at(&a, "race/app", "gone", std::slice::from_ref(&layer)).unwrap();
     assert_eq!(http("DELETE", &format!("{a}/v2/race/app/manifests/{d}"), &[], None).status, 202);
     let mut holder = hold_append_lock(&f.pg);
     let gc_id = start_gc(&f.nodes[1], 0).unwrap();
@@ -638,7 +653,7 @@ fn gc_never_removes_what_another_node_just_received() {
     // The other order: c's push of a garbage layer commits first, GC (planned without it)
     // second: GC must see the layer was touched since its plan and keep it.
     let layer2 = noise(60_000, 30_000);
-    let d = push_image_at(&a, "race/app", "gone2", &[layer2.clone()]).unwrap();
+    let d = push_image_at(&a, "race/app", "gone2", std::slice::from_ref(&layer2)).unwrap();
     assert_eq!(http("DELETE", &format!("{a}/v2/race/app/manifests/{d}"), &[], None).status, 202);
     let mut holder = hold_append_lock(&f.pg);
     let (c2, l2) = (c.clone(), layer2.clone());
@@ -657,15 +672,26 @@ fn gc_never_removes_what_another_node_just_received() {
     // A manifest validated on c against a layer GC removes before c's commit: refused, never
     // stored pointing at nothing.
     let layer3 = (0..).map(|seed| noise(80_000 + seed, 30_000)).find(|l| sha256(l) < config_of("gone3")).unwrap();
-    let d = push_image_at(&a, "race/app", "gone3", &[layer3.clone()]).unwrap();
-    let old_manifest = http("GET", &format!("{a}/v2/race/app/manifests/{d}"), &[("Accept", "application/vnd.oci.image.manifest.v1+json")], None).body;
+    let d = push_image_at(&a, "race/app", "gone3", std::slice::from_ref(&layer3)).unwrap();
+    let old_manifest = http(
+        "GET",
+        &format!("{a}/v2/race/app/manifests/{d}"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        None,
+    )
+    .body;
     assert_eq!(http("DELETE", &format!("{a}/v2/race/app/manifests/{d}"), &[], None).status, 202);
     let mut holder = hold_append_lock(&f.pg);
     let gc_id = start_gc(&f.nodes[1], 0).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let c2 = c.clone();
     let pusher = std::thread::spawn(move || {
-        http("PUT", &format!("{c2}/v2/race/app/manifests/again3"), &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")], Some(&old_manifest))
+        http(
+            "PUT",
+            &format!("{c2}/v2/race/app/manifests/again3"),
+            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            Some(&old_manifest),
+        )
     });
     holder.wait().unwrap();
     assert_eq!(gc_job(&f.nodes[1], &gc_id)["state"], "succeeded");
@@ -681,7 +707,7 @@ fn gc_never_removes_what_another_node_just_received() {
     for round in 0..6u64 {
         // An image whose manifest is deleted: its blobs are garbage...
         let shared = noise(700 + round, 30_000);
-        let d = push_image_at(&a, "race/app", &format!("old{round}"), &[shared.clone()]).unwrap();
+        let d = push_image_at(&a, "race/app", &format!("old{round}"), std::slice::from_ref(&shared)).unwrap();
         assert_eq!(http("DELETE", &format!("{a}/v2/race/app/manifests/{d}"), &[], None).status, 202);
         // ...while GC runs on b, c pushes an image made of the same layer.
         let gc = {
@@ -771,7 +797,7 @@ fn durability_local_acknowledges_before_s3_and_reports_the_exposure() {
     // S3 unreachable from a: the push is still acknowledged (local fsync + Postgres commit).
     f.s3[0].set_down(true);
     let layer = noise(5, 200_000);
-    let v1 = push_image_at(&a, "local/app", "v1", &[layer.clone()]).unwrap();
+    let v1 = push_image_at(&a, "local/app", "v1", std::slice::from_ref(&layer)).unwrap();
     // The exposure: bytes acknowledged but only on a's disk.
     assert!(metric(&f.nodes[0], "berth_tier_pending_bytes") >= layer.len() as f64);
     // b knows the image (the log) but cannot read the bytes yet: 503 and Retry-After, never 404.
@@ -800,9 +826,16 @@ fn accounts_scan_verdicts_and_scan_requests_reach_every_node() {
     let (a, b) = (&f.nodes[0], &f.nodes[1]);
     let bearer = format!("Bearer {TOKEN}");
     let internal = |n: &Berth, method: &str, path: &str, body: Option<&[u8]>| {
-        http(method, &format!("{}{path}", internal_base(n)), &[("Authorization", &bearer), ("Content-Type", "application/json")], body)
+        http(
+            method,
+            &format!("{}{path}", internal_base(n)),
+            &[("Authorization", &bearer), ("Content-Type", "application/json")],
+            body,
+        )
     };
-    let ping = |n: &Berth, user: &str, pw: &str| http("GET", &n.url("/v2/"), &[("Authorization", &basic(user, pw))], None).status;
+    let ping = |n: &Berth, user: &str, pw: &str| {
+        http("GET", &n.url("/v2/"), &[("Authorization", &basic(user, pw))], None).status
+    };
 
     // A user created through node a's internal API (as the sidecar does) logs in on b.
     assert_eq!(ping(b, "dev", "devpw-123456"), 401);

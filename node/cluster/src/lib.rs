@@ -45,7 +45,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::Notify;
 
 pub use config::{ClusterConfig, Durability};
-pub use forward::{Forwarded, ForwardBody};
+pub use forward::{ForwardBody, Forwarded};
 pub use lease::{Lease, LeaseError};
 pub use log::{Check, CommitError, Entry, StateKind, Write};
 pub use metrics::ClusterMetrics;
@@ -129,9 +129,10 @@ impl Cluster {
             cfg.postgres_url.parse().map_err(|e| format!("cluster.postgres_url: {e}"))?;
         // A node paused (or partitioned) inside a commit must not hold the append lock for
         // ever: Postgres ends such a session, rolling its transaction back.
-        pg.options(&format!("-c idle_in_transaction_session_timeout={}", cfg.postgres_timeout_ms));
+        pg.options(format!("-c idle_in_transaction_session_timeout={}", cfg.postgres_timeout_ms));
         pg.connect_timeout(Duration::from_millis(cfg.postgres_timeout_ms));
-        let mgr = Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mgr =
+            Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = {
             let _g = rt.enter();
             Pool::builder(mgr)
@@ -142,7 +143,8 @@ impl Cluster {
                 .build()
                 .map_err(|e| e.to_string())?
         };
-        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(3600)).connect_timeout(Duration::from_secs(5));
+        let mut http =
+            reqwest::Client::builder().timeout(Duration::from_secs(3600)).connect_timeout(Duration::from_secs(5));
         if let Some(ca) = &cfg.ca {
             let pem = std::fs::read(ca).map_err(|e| format!("cluster.ca {}: {e}", ca.display()))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("cluster.ca: {e}"))? {
@@ -432,7 +434,8 @@ impl Cluster {
             if let Some(row) = rows.first() {
                 return Ok(Lease { role, holder: c.name.clone(), epoch: row.get(0) });
             }
-            let row = client.query_one(lease::HOLDER, &[&role]).await.map_err(|e| LeaseError::Unavailable(e.to_string()))?;
+            let row =
+                client.query_one(lease::HOLDER, &[&role]).await.map_err(|e| LeaseError::Unavailable(e.to_string()))?;
             Err(LeaseError::Held { role, holder: row.get(0), secs: row.get(1) })
         })
     }

@@ -9,7 +9,7 @@ use berth_types::{Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize};
 
 /// The advisory lock every appending transaction holds (an arbitrary constant: "BERTH").
-pub(crate) const APPEND_LOCK: i64 = 0x4245_5254_48;
+pub(crate) const APPEND_LOCK: i64 = 0x0042_4552_5448;
 /// The channel a commit notifies with its last sequence number.
 pub(crate) const CHANNEL: &str = "berth_changes";
 
@@ -82,7 +82,7 @@ pub enum Write {
         /// Digest.
         digest: Digest,
         /// The index record the origin built (references, subject, media type).
-        record: ManifestRecord,
+        record: Box<ManifestRecord>,
         /// The exact bytes, base64.
         bytes: String,
         /// Tags pointing at it after this write.
@@ -347,7 +347,7 @@ mod tests {
         let w = Write::ManifestPut {
             repo: "x/y".parse().unwrap(),
             digest: d('e'),
-            record,
+            record: Box::new(record),
             bytes: "e30=".into(),
             tags: vec!["v1".parse().unwrap()],
         };

@@ -65,7 +65,11 @@ impl ClusterMetrics {
         );
         r.register("miss_catch_ups", "Catch-ups with the change log started by a miss", self.miss_catch_ups.clone());
         r.register("forwarded", "Upload requests forwarded to the owning node, by result", self.forwarded.clone());
-        r.register("postgres_errors", "Postgres failures (connection, timeout, statement)", self.postgres_errors.clone());
+        r.register(
+            "postgres_errors",
+            "Postgres failures (connection, timeout, statement)",
+            self.postgres_errors.clone(),
+        );
         r.register("live_nodes", "Nodes with a recent heartbeat", self.live_nodes.clone());
     }
 

@@ -164,7 +164,10 @@ fn import_and_cursors() {
     let feed: Vec<Change> = idx.changes(1, 10).unwrap().into_iter().map(|c| c.change).collect();
     assert_eq!(
         feed,
-        vec![Change::BlobCommitted { digest: a.clone(), size: 5 }, Change::BlobTier { digest: a.clone(), tier: TierState::Remote }]
+        vec![
+            Change::BlobCommitted { digest: a.clone(), size: 5 },
+            Change::BlobTier { digest: a.clone(), tier: TierState::Remote }
+        ]
     );
     assert_eq!(idx.tier_totals().unwrap(), TierTotals::default());
     assert_eq!(idx.store_totals().unwrap(), (1, 5));

@@ -45,7 +45,13 @@ impl ClusterNode {
     /// Commit a blob whose verified file is in place on this node, linked into `repo`. With
     /// `durability = "s3"` the bytes reach S3 first. The caller holds
     /// [`Cluster::committing`] for `digest` from before the file was published.
-    pub async fn commit_blob(&self, index: &berth_index::Index, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), OciError> {
+    pub async fn commit_blob(
+        &self,
+        index: &berth_index::Index,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), OciError> {
         let mut since = self.cluster.applied();
         for _ in 0..3 {
             if self.s3_durable() {
@@ -113,7 +119,7 @@ impl ClusterNode {
         let write = Write::ManifestPut {
             repo: repo.clone(),
             digest: digest.clone(),
-            record: record.clone(),
+            record: Box::new(record.clone()),
             bytes: base64::engine::general_purpose::STANDARD.encode(bytes),
             tags: tags.to_vec(),
         };

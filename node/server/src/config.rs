@@ -467,10 +467,14 @@ impl Config {
             return Err("[cluster] needs storage.s3: the nodes share one bucket".into());
         }
         if self.internal.token.is_none() {
-            return Err("[cluster] needs internal.token, the same on every node (uploads are forwarded between nodes)".into());
+            return Err(
+                "[cluster] needs internal.token, the same on every node (uploads are forwarded between nodes)".into()
+            );
         }
         if self.proxy.enabled() {
-            return Err("[cluster] with [proxy] upstreams is not supported yet: the pull-through cache is per node".into());
+            return Err(
+                "[cluster] with [proxy] upstreams is not supported yet: the pull-through cache is per node".into()
+            );
         }
         Ok(())
     }
@@ -503,7 +507,8 @@ mod tests {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config.example.toml");
         let text = std::fs::read_to_string(p).unwrap();
         let start = text.find("# [cluster]").unwrap();
-        let section: String = text[start..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        let section: String =
+            text[start..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, &section).unwrap();

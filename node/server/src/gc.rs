@@ -571,8 +571,7 @@ fn sweep_with(
     // Stale links, each re-checked under the writer lock.
     progress.phase(5, plan.stale_links.len() as u64);
     for (repo, d) in &plan.stale_links {
-        let removed = dry_run
-            || sweep.unlink(repo, d, plan.blob_cutoff_ms)?.is_ok();
+        let removed = dry_run || sweep.unlink(repo, d, plan.blob_cutoff_ms)?.is_ok();
         if removed {
             r.links.push(LinkItem { repo: repo.to_string(), digest: d.to_string() });
         } else {
@@ -687,7 +686,10 @@ impl LeaseRenewal {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                     if std::time::Instant::now() >= next {
                         if !c.renew(&lease) {
-                            tracing::error!(epoch = lease.epoch, "GC lost its lease; its remaining deletions will be refused");
+                            tracing::error!(
+                                epoch = lease.epoch,
+                                "GC lost its lease; its remaining deletions will be refused"
+                            );
                             return;
                         }
                         next = std::time::Instant::now() + every;

@@ -118,10 +118,12 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
     let generation = app.blobs.removal_generation();
     // The link decides whether the blob may be served (GC and deletes remove it); only then
     // may bytes come from anywhere, the caches included.
-    if !app.index.repo_has_blob(repo, digest).map_err(index_error)?
-        && !(crate::cluster::retry_after_catch_up(app).await?
-            && app.index.repo_has_blob(repo, digest).map_err(index_error)?)
-    {
+    let mut linked = app.index.repo_has_blob(repo, digest).map_err(index_error)?;
+    // A cluster node that has not applied a push made elsewhere yet: catch up, look again.
+    if !linked && crate::cluster::retry_after_catch_up(app).await? {
+        linked = app.index.repo_has_blob(repo, digest).map_err(index_error)?;
+    }
+    if !linked {
         let Some((pt, route)) = app.pull_through.as_ref().and_then(|pt| pt.route(repo).map(|r| (pt, r))) else {
             return Err(unknown());
         };

@@ -123,7 +123,8 @@ async fn mount_clustered(
                 let from: RepoName = from
                     .parse()
                     .map_err(|e| OciError::new(ErrorKind::NameInvalid).msg(format!("invalid from: {e}")))?;
-                access.may(from.as_str(), Action::Pull) && app.index.repo_has_blob(&from, digest).map_err(index_error)?
+                access.may(from.as_str(), Action::Pull)
+                    && app.index.repo_has_blob(&from, digest).map_err(index_error)?
             }
             None => access.unrestricted() && app.index.blob(digest).map_err(index_error)?.is_some(),
         })

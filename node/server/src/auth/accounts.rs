@@ -116,10 +116,7 @@ impl Managed {
     /// Change the state with `f` and write it durably; the change is visible only once written.
     /// In a cluster the new state is committed to the change log first (every node installs
     /// it from there, this one included).
-    pub fn update<T>(
-        &self,
-        f: impl FnOnce(&mut Stored) -> Result<T, String>,
-    ) -> Result<(T, Arc<Stored>), UpdateError> {
+    pub fn update<T>(&self, f: impl FnOnce(&mut Stored) -> Result<T, String>) -> Result<(T, Arc<Stored>), UpdateError> {
         let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = (*self.get()).clone();
         let out = f(&mut next).map_err(UpdateError::Change)?;

@@ -415,7 +415,9 @@ impl Uploads {
                 && hash_file(&path, digest.algorithm()).ok().as_ref() == Some(digest);
             if !intact {
                 self.discard(repo, id);
-                return Err(OciError::new(ErrorKind::BlobUploadUnknown).msg("the upload's data is gone; start a new upload"));
+                return Err(
+                    OciError::new(ErrorKind::BlobUploadUnknown).msg("the upload's data is gone; start a new upload")
+                );
             }
             cn.commit_blob(&self.index, repo, digest, s.offset).await?;
             self.index.delete_upload(repo, &sid).map_err(index_error)?;
