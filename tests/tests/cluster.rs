@@ -258,6 +258,17 @@ fn three_nodes_behind_a_balancer_act_as_one_registry() {
             + metric(c, "berth_cluster_forwarded_total{result=\"ok\"}")
             >= 3.0
     );
+    // The cluster as a node sees it: three live nodes, none behind after a moment.
+    wait_for("every node to report its position", 10, || {
+        let auth = format!("Bearer {TOKEN}");
+        let r = http("GET", &format!("{}/internal/v1/cluster", internal_base(c)), &[("Authorization", &auth)], None);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["node"] == "c"
+            && v["applied_seq"] == v["head_seq"]
+            && v["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["live"] == true && n["behind"] == 0))
+    });
 
     // Read-your-writes: a push acknowledged on one node is there on the others at once.
     for i in 0..30usize {

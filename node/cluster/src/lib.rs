@@ -409,6 +409,24 @@ impl Cluster {
         })
     }
 
+    /// Every lease row: role, holder, epoch, seconds until it expires (negative: expired).
+    pub fn leases(
+        self: &Arc<Self>,
+    ) -> impl Future<Output = Result<Vec<(String, String, i64, f64)>, CommitError>> + 'static {
+        let c = self.clone();
+        self.run(async move {
+            let client = c.pool.get().await.map_err(unavailable)?;
+            let rows = client
+                .query(
+                    "SELECT role, holder, epoch, extract(epoch FROM expires_at - now())::float8 FROM cluster_leases ORDER BY role",
+                    &[],
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+        })
+    }
+
     /// Mark `digest` as being committed by this node from before its file is published until
     /// its commit is applied: a concurrent GC removal applied meanwhile keeps the file.
     pub fn committing(&self, digest: &Digest) -> Committing<'_> {
