@@ -78,8 +78,9 @@ struct Fleet {
     tmp: tempfile::TempDir,
 }
 
-fn node_env(name: &str, pg: &Postgres, s3: &FaultProxy, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+fn node_env(name: &str, pg: &Postgres, s3: &FaultProxy, extra: &[(&str, &str)], tls: bool) -> Vec<(String, String)> {
     let internal = free_port();
+    let scheme = if tls { "https" } else { "http" };
     let mut env: Vec<(String, String)> = [
         ("BERTH_STORAGE__S3__BUCKET", BUCKET.to_string()),
         ("BERTH_STORAGE__S3__ENDPOINT", s3.endpoint()),
@@ -93,7 +94,7 @@ fn node_env(name: &str, pg: &Postgres, s3: &FaultProxy, extra: &[(&str, &str)]) 
         ("BERTH_LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "0".into()),
         ("BERTH_CLUSTER__NODE", name.into()),
         ("BERTH_CLUSTER__POSTGRES_URL", pg.conn()),
-        ("BERTH_CLUSTER__INTERNAL_URL", format!("http://127.0.0.1:{internal}")),
+        ("BERTH_CLUSTER__INTERNAL_URL", format!("{scheme}://127.0.0.1:{internal}")),
         ("BERTH_CLUSTER__LEASE_TTL_SECS", "3".into()),
         ("BERTH_CLUSTER__HEARTBEAT_SECS", "1".into()),
         ("BERTH_CLUSTER__POSTGRES_TIMEOUT_MS", "2000".into()),
@@ -108,6 +109,12 @@ fn node_env(name: &str, pg: &Postgres, s3: &FaultProxy, extra: &[(&str, &str)]) 
 impl Fleet {
     /// `n` nodes (a, b, c, …), and a balancer in front when `balanced`.
     fn start(n: usize, balanced: bool, extra: &[(&str, &str)]) -> Option<Fleet> {
+        Self::start_with(n, balanced, extra, None)
+    }
+
+    /// `start`; with `tls_ca`, the nodes serve TLS (public and internal listeners) with a
+    /// certificate of that CA.
+    fn start_with(n: usize, balanced: bool, extra: &[(&str, &str)], tls_ca: Option<&str>) -> Option<Fleet> {
         if !have("haproxy") {
             return None;
         }
@@ -119,9 +126,12 @@ impl Fleet {
         let nodes: Vec<Berth> = (0..n)
             .map(|i| {
                 let name = ((b'a' + i as u8) as char).to_string();
-                let env = node_env(&name, &pg, &s3[i], extra);
+                let env = node_env(&name, &pg, &s3[i], extra, tls_ca.is_some());
                 let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                Berth::start(&tmp.path().join(&name), &env)
+                match tls_ca {
+                    None => Berth::start(&tmp.path().join(&name), &env),
+                    Some(ca) => Berth::start_tls(&tmp.path().join(&name), &env, ca),
+                }
             })
             .collect();
         let lb = balanced.then(|| Balancer::start(tmp.path(), &nodes.iter().collect::<Vec<_>>()));
@@ -892,4 +902,76 @@ fn accounts_scan_verdicts_and_scan_requests_reach_every_node() {
     assert_eq!(http("POST", &b.url("/v2/scan/app/manifests/v1/scan"), &auth, None).status, 202);
     let feed = internal(a, "GET", "/internal/v1/changes?from=1&limit=1000", None);
     assert!(String::from_utf8_lossy(&feed.body).contains("scan_requested"), "{}", String::from_utf8_lossy(&feed.body));
+}
+
+/// `curl -i` with the test CA: (status, response headers and body as text).
+fn curl(ca: &str, method: &str, url: &str, headers: &[&str], body: Option<&std::path::Path>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-i", "--cacert", ca, "-X", method, url]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        cmd.arg("--data-binary").arg(format!("@{}", b.display()));
+    }
+    let text = run(&mut cmd);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn header_of(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| {
+            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn uploads_are_forwarded_between_nodes_over_tls() {
+    let _serial = one_fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::new(&dir.path().join("pki"));
+    let (ca, cert, key) = (pki.path("ca.pem"), pki.path("srv.pem"), pki.path("srv.key"));
+    let extra = [
+        ("BERTH_TLS__CERT", cert.as_str()),
+        ("BERTH_TLS__KEY", key.as_str()),
+        ("BERTH_INTERNAL__TLS", "true"),
+        ("BERTH_CLUSTER__CA", ca.as_str()),
+    ];
+    let Some(f) = Fleet::start_with(2, false, &extra, Some(&ca)) else { return };
+    let (a, b) = (format!("https://{}", f.nodes[0].addr), format!("https://{}", f.nodes[1].addr));
+    let data = noise(11, 700_000);
+    let digest = sha256(&data);
+    let (half1, half2) = (dir.path().join("h1"), dir.path().join("h2"));
+    std::fs::write(&half1, &data[..350_000]).unwrap();
+    std::fs::write(&half2, &data[350_000..]).unwrap();
+    let (st, text) = curl(&ca, "POST", &format!("{a}/v2/tls/app/blobs/uploads/"), &[], None);
+    assert_eq!(st, 202, "{text}");
+    let loc = header_of(&text, "location");
+    // Both remaining requests land on b and are forwarded to a over the internal TLS listener.
+    let (st, text) = curl(
+        &ca,
+        "PATCH",
+        &format!("{b}{loc}"),
+        &["Content-Range: 0-349999", "Content-Type: application/octet-stream"],
+        Some(&half1),
+    );
+    assert_eq!(st, 202, "{text}");
+    let loc = header_of(&text, "location");
+    let (st, text) = curl(
+        &ca,
+        "PUT",
+        &format!("{b}{loc}?digest={digest}"),
+        &["Content-Type: application/octet-stream"],
+        Some(&half2),
+    );
+    assert_eq!(st, 201, "{text}");
+    for n in [&a, &b] {
+        let out = Command::new("curl")
+            .args(["-sf", "--cacert", &ca, &format!("{n}/v2/tls/app/blobs/{digest}")])
+            .output()
+            .unwrap();
+        assert_eq!(sha256(&out.stdout), digest, "the blob on {n}");
+    }
 }
