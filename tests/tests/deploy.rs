@@ -190,6 +190,58 @@ fn kubernetes_manifests_validate_and_their_configuration_loads() {
     assert!(ok.contains("configuration OK") && ok.contains("trivy:4954"), "{ok}");
 }
 
+/// The scale-out manifests (deploy/kubernetes/cluster) validate too, and the nodes'
+/// configuration loads with what the StatefulSet puts in the environment.
+#[test]
+fn kubernetes_cluster_manifests_validate_and_their_configuration_loads() {
+    if !have("kubernetes-validate") {
+        return;
+    }
+    let dir = repo_root().join("deploy/kubernetes/cluster");
+    let files = ["configmap.yaml", "statefulset.yaml", "service.yaml", "admin.yaml", "secret.example.yaml"];
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.37.0"])
+        .args(files.iter().map(|f| dir.join(f)))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches(" passed ").count(), 7, "{text}");
+    let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    for f in ["configmap.yaml", "statefulset.yaml", "service.yaml", "admin.yaml"] {
+        assert!(k.contains(f), "{f} missing from kustomization.yaml");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let extract = |key: &str| {
+        let script = format!("import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['data']['{key}'])");
+        let text = run_cmd(Command::new("python3").args(["-c", &script]).arg(dir.join("configmap.yaml")));
+        let p = tmp.path().join(key);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let node = extract("berth.toml");
+    let ok = run_cmd(
+        Command::new(berth_bin())
+            .args(["serve", "--check-config", "--config"])
+            .arg(&node)
+            .env("BERTH_CLUSTER__NODE", "berth-cluster-0")
+            .env("BERTH_CLUSTER__INTERNAL_URL", "http://berth-cluster-0.berth-cluster-internal:5001")
+            .env("BERTH_CLUSTER__POSTGRES_URL", "host=postgres dbname=berth_cluster")
+            .env("BERTH_INTERNAL__TOKEN", "t"),
+    );
+    assert!(ok.contains("configuration OK") && ok.contains("cluster node berth-cluster-0"), "{ok}");
+    let admin = extract("admin.toml");
+    let ok = run_cmd(
+        Command::new(common::pg::admin_bin())
+            .arg("--config")
+            .arg(&admin)
+            .arg("check-config")
+            .env("BERTH_ADMIN_NODE_TOKEN", "t")
+            .env("BERTH_ADMIN_API_TOKEN", "0123456789abcdef0123456789abcdef"),
+    );
+    assert!(ok.contains("configuration OK"), "{ok}");
+}
+
 /// The alert rules pass `promtool check rules`; every metric the rules and the Grafana
 /// dashboard use is one the node or the sidecar exports (tiering's from its registrations).
 #[test]

@@ -446,7 +446,7 @@ impl Config {
             ));
         }
         Ok(format!(
-            "configuration OK: listen {listen}, data_dir {}, auth {}, s3 {}, scanning {}",
+            "configuration OK: listen {listen}, data_dir {}, auth {}, s3 {}, scanning {}, cluster {}",
             self.data_dir.display(),
             match (crate::auth::Auth::is_configured(&self.auth), &self.auth.token) {
                 (false, _) => "off",
@@ -455,6 +455,9 @@ impl Config {
             },
             self.storage.s3.as_ref().map_or("off".to_string(), |s| format!("s3://{}/{}", s.bucket, s.prefix)),
             if self.scan.enabled { "on" } else { "off" },
+            self.cluster
+                .as_ref()
+                .map_or("off".to_string(), |c| format!("node {} ({:?} durability)", c.node, c.durability)),
         ))
     }
 
