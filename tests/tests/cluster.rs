@@ -67,18 +67,20 @@ impl Drop for Balancer {
     }
 }
 
-/// Dropped in field order: balancer, nodes, S3, Postgres, then their directory.
+/// Dropped in field order: balancer, nodes, the proxies, S3, Postgres, then their directory.
 struct Fleet {
     lb: Option<Balancer>,
     nodes: Vec<Berth>,
     /// Each node's own way to S3 (so one node's S3 can be slowed or cut).
     s3: Vec<FaultProxy>,
+    /// Each node's own way to Postgres (so one node can be cut off from it).
+    pgs: Vec<FaultProxy>,
     _moto: Moto,
     pg: Postgres,
     tmp: tempfile::TempDir,
 }
 
-fn node_env(name: &str, pg: &Postgres, s3: &FaultProxy, extra: &[(&str, &str)], tls: bool) -> Vec<(String, String)> {
+fn node_env(name: &str, pg: &FaultProxy, s3: &FaultProxy, extra: &[(&str, &str)], tls: bool) -> Vec<(String, String)> {
     let internal = free_port();
     let scheme = if tls { "https" } else { "http" };
     let mut env: Vec<(String, String)> = [
@@ -93,7 +95,7 @@ fn node_env(name: &str, pg: &Postgres, s3: &FaultProxy, extra: &[(&str, &str)], 
         ("BERTH_INTERNAL__TOKEN", TOKEN.into()),
         ("BERTH_LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "0".into()),
         ("BERTH_CLUSTER__NODE", name.into()),
-        ("BERTH_CLUSTER__POSTGRES_URL", pg.conn()),
+        ("BERTH_CLUSTER__POSTGRES_URL", format!("host=127.0.0.1 port={} user=postgres dbname=berth", pg.port)),
         ("BERTH_CLUSTER__INTERNAL_URL", format!("{scheme}://127.0.0.1:{internal}")),
         ("BERTH_CLUSTER__LEASE_TTL_SECS", "3".into()),
         ("BERTH_CLUSTER__HEARTBEAT_SECS", "1".into()),
@@ -123,10 +125,11 @@ impl Fleet {
         let moto = Moto::start(&tmp.path().join("moto.log"))?;
         moto.create_bucket(BUCKET);
         let s3: Vec<FaultProxy> = (0..n).map(|_| FaultProxy::start(moto.port)).collect();
+        let pgs: Vec<FaultProxy> = (0..n).map(|_| FaultProxy::start(pg.port)).collect();
         let nodes: Vec<Berth> = (0..n)
             .map(|i| {
                 let name = ((b'a' + i as u8) as char).to_string();
-                let env = node_env(&name, &pg, &s3[i], extra, tls_ca.is_some());
+                let env = node_env(&name, &pgs[i], &s3[i], extra, tls_ca.is_some());
                 let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 match tls_ca {
                     None => Berth::start(&tmp.path().join(&name), &env),
@@ -135,7 +138,7 @@ impl Fleet {
             })
             .collect();
         let lb = balanced.then(|| Balancer::start(tmp.path(), &nodes.iter().collect::<Vec<_>>()));
-        Some(Fleet { tmp, pg, _moto: moto, s3, nodes, lb })
+        Some(Fleet { tmp, pg, _moto: moto, s3, pgs, nodes, lb })
     }
 
     fn lb(&self) -> &Balancer {
@@ -795,6 +798,21 @@ fn postgres_or_s3_outages_degrade_as_documented_and_heal_by_themselves() {
     });
     eprintln!("pushes acknowledged again {:?} after Postgres came back", healed.elapsed());
     assert_eq!(pull_image_at(&b, "out/app", "v2").unwrap(), v2.unwrap());
+
+    // One node cut off from Postgres (the others are not): it serves what it knows and answers
+    // 503 for the rest; the other node takes pushes meanwhile; reconnected, b catches up alone.
+    f.pgs[1].set_down(true);
+    assert_eq!(pull_image_at(&b, "out/app", "v1").unwrap(), v1);
+    let during = push_image_at(&a, "out/app", "during", &[noise(4, 1000)]).unwrap();
+    let r = http("GET", &format!("{b}/v2/out/app/manifests/during"), &[], None);
+    assert_eq!(r.status, 503, "b cannot know about 'during' while cut off");
+    assert!(push_image_at(&b, "out/app", "from-b", &[noise(5, 1000)]).unwrap_err().contains("503"));
+    f.pgs[1].set_down(false);
+    wait_for("b to catch up after the partition", 30, || {
+        pull_image_at(&b, "out/app", "during").as_ref() == Ok(&during)
+    });
+    wait_for("b to take pushes again", 30, || push_image_at(&b, "out/app", "from-b", &[noise(5, 1000)]).is_ok());
+    assert!(pull_image_at(&a, "out/app", "from-b").is_ok());
 
     // S3 down: with durability = "s3" a push is not acknowledged; local content still pulls.
     f.s3.iter().for_each(|p| p.set_down(true));
