@@ -79,6 +79,7 @@ pub struct Cluster {
     nodes: RwLock<HashMap<u32, NodeInfo>>,
     http: reqwest::Client,
     stopping: AtomicBool,
+    registered: AtomicBool,
     internal_token: String,
     state_sink: std::sync::OnceLock<StateSink>,
     /// Metrics, registered into the node's registry.
@@ -101,6 +102,15 @@ impl Drop for Committing<'_> {
             }
         }
     }
+}
+
+/// Why setting up at start (or after an outage) failed.
+#[derive(Debug)]
+enum SetupError {
+    /// Postgres did not answer: retried by the tail.
+    Unreachable(String),
+    /// A real problem (the schema, a name whose upload tag another node has): the node stops.
+    Fatal(String),
 }
 
 fn unavailable(e: impl std::fmt::Display) -> CommitError {
@@ -170,6 +180,7 @@ impl Cluster {
             nodes: RwLock::new(HashMap::new()),
             http,
             stopping: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
             internal_token,
             state_sink: std::sync::OnceLock::new(),
             metrics: ClusterMetrics::default(),
@@ -178,24 +189,47 @@ impl Cluster {
         c.metrics.applied_seq.set(applied as i64);
         let _ = c.state_sink.set(state_sink);
         let c2 = c.clone();
-        c.block_on(async move {
-            c2.setup().await?;
-            let to = c2.catch_up_now().await.map_err(|e| e.to_string())?;
-            tracing::info!(node = %c2.name, applied = to, "cluster: caught up with the change log");
-            Ok::<(), String>(())
-        })?;
+        let timeout = c.timeout();
+        let started = c.block_on(async move {
+            let up = async {
+                c2.setup().await?;
+                let to = c2.catch_up_now().await.map_err(|e| SetupError::Unreachable(e.to_string()))?;
+                tracing::info!(node = %c2.name, applied = to, "cluster: caught up with the change log");
+                Ok(())
+            };
+            tokio::time::timeout(timeout, up).await.unwrap_or_else(|_| Err(SetupError::Unreachable("timed out".into())))
+        });
+        match started {
+            Ok(()) => {}
+            Err(SetupError::Fatal(e)) => return Err(e),
+            // Serve what the local index knows (misses and writes answer 503) rather than not
+            // at all; the tail registers and catches up once Postgres answers.
+            Err(SetupError::Unreachable(e)) => tracing::warn!(
+                error = %e,
+                "cluster: Postgres unreachable at start; serving this node's last view (writes and misses answer 503) until it is back"
+            ),
+        }
         c.handle.spawn(tail::run(c.clone()));
         c.handle.spawn(nodes::heartbeat(c.clone()));
         Ok(c)
     }
 
-    async fn setup(&self) -> Result<(), String> {
-        let mut client = self.pool.get().await.map_err(|e| format!("cluster: cannot reach Postgres: {e}"))?;
-        let tx = client.transaction().await.map_err(|e| e.to_string())?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(log::APPEND_LOCK + 1)]).await.map_err(|e| e.to_string())?;
-        tx.batch_execute(log::SCHEMA).await.map_err(|e| format!("cluster schema: {e}"))?;
-        tx.commit().await.map_err(|e| e.to_string())?;
-        self.register(&client).await
+    /// Create the schema and register this node (again after an outage at start).
+    async fn setup(&self) -> Result<(), SetupError> {
+        let unreachable = |e: tokio_postgres::Error| SetupError::Unreachable(e.to_string());
+        let mut client = self.pool.get().await.map_err(|e| SetupError::Unreachable(e.to_string()))?;
+        let tx = client.transaction().await.map_err(unreachable)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(log::APPEND_LOCK + 1)]).await.map_err(unreachable)?;
+        tx.batch_execute(log::SCHEMA).await.map_err(|e| SetupError::Fatal(format!("cluster schema: {e}")))?;
+        tx.commit().await.map_err(unreachable)?;
+        self.register(&client).await.map_err(SetupError::Fatal)?;
+        self.registered.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether this node is in the node table (false only after a start without Postgres).
+    pub fn registered(&self) -> bool {
+        self.registered.load(Ordering::SeqCst)
     }
 
     /// This node's name.

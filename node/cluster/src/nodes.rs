@@ -102,6 +102,9 @@ pub(crate) async fn heartbeat(c: Arc<Cluster>) {
     let every = Duration::from_secs(c.cfg.heartbeat_secs);
     while !c.stopping() {
         tokio::time::sleep(every).await;
+        if !c.registered() {
+            continue;
+        }
         let Ok(client) = c.pool.get().await else { continue };
         let beat = client
             .execute(

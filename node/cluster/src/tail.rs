@@ -14,6 +14,17 @@ pub(crate) async fn run(c: Arc<Cluster>) {
     let poll = Duration::from_millis(c.cfg.poll_ms);
     let mut failures = 0u32;
     while !c.stopping() {
+        if !c.registered() {
+            if let Err(e) = c.setup().await {
+                if failures == 0 {
+                    tracing::warn!(error = ?e, "cluster: cannot register this node yet");
+                }
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.clamp(1, 10)))).await;
+                continue;
+            }
+            tracing::info!("cluster: registered with Postgres");
+        }
         let listener = match tokio_postgres::connect(&c.cfg.postgres_url, tokio_postgres::NoTls).await {
             Ok((client, mut conn)) => {
                 let wake = c.clone();
