@@ -1005,3 +1005,46 @@ fn uploads_are_forwarded_between_nodes_over_tls() {
         assert_eq!(sha256(&out.stdout), digest, "the blob on {n}");
     }
 }
+
+#[test]
+fn gc_records_a_removal_whose_commit_failed_after_its_s3_delete() {
+    let _serial = one_fleet();
+    let Some(f) = Fleet::start(2, false, &[]) else { return };
+    let (a, b) = (base(&f.nodes[0]), base(&f.nodes[1]));
+    let mut junk = Vec::new();
+    for i in 0..12u64 {
+        let layer = noise(70_000 + i, 3000);
+        let d = push_image_at(&a, "cut/junk", &format!("j{i}"), std::slice::from_ref(&layer)).unwrap();
+        assert_eq!(http("DELETE", &format!("{a}/v2/cut/junk/manifests/{d}"), &[], None).status, 202);
+        junk.push(sha256(&layer));
+    }
+    // b's S3 requests are slow, so its GC spends most of its time inside the S3 deletes that run
+    // within each removal's transaction; b's Postgres connections are cut meanwhile.
+    f.s3[1].set_delay(150);
+    let id = start_gc(&f.nodes[1], 0).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    f.pgs[1].set_down(true);
+    std::thread::sleep(Duration::from_millis(300));
+    f.pgs[1].set_down(false);
+    let first = gc_job(&f.nodes[1], &id);
+    f.s3[1].set_delay(0);
+    eprintln!("GC with Postgres cut mid-run: {}", first["state"]);
+    // Whatever the run's outcome: no node knows a blob whose S3 object is gone.
+    let keys = f._moto.keys(BUCKET, "");
+    let in_s3 =
+        |d: &str| keys.iter().any(|k| k.ends_with(&format!("blobs/sha256/{}", d.trim_start_matches("sha256:"))));
+    for n in [&a, &b] {
+        for d in &junk {
+            let known = http("HEAD", &format!("{n}/v2/cut/junk/blobs/{d}"), &[], None).status != 404;
+            assert!(!known || in_s3(d), "{n} knows {d}, whose S3 object is gone");
+        }
+    }
+    // A second run finishes the job.
+    let id = start_gc(&f.nodes[0], 0).unwrap();
+    assert_eq!(gc_job(&f.nodes[0], &id)["state"], "succeeded");
+    for n in [&a, &b] {
+        for d in &junk {
+            assert_eq!(http("HEAD", &format!("{n}/v2/cut/junk/blobs/{d}"), &[], None).status, 404);
+        }
+    }
+}

@@ -51,6 +51,9 @@ pub use log::{Check, CommitError, Entry, StateKind, Write};
 pub use metrics::ClusterMetrics;
 pub use nodes::NodeInfo;
 
+/// How long a commit with a side effect (GC's S3 delete inside the transaction) may take.
+const EFFECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The index cursor holding the last applied log sequence.
 const CURSOR: &str = "cluster_applied";
 
@@ -295,7 +298,9 @@ impl Cluster {
         let c = self.clone();
         self.run(async move {
             let started = Instant::now();
-            let r = match tokio::time::timeout(c.timeout(), c.append(writes, checks, effect)).await {
+            // A side effect (GC's S3 delete) may take longer than a plain commit.
+            let limit = if effect.is_some() { c.timeout().max(EFFECT_TIMEOUT) } else { c.timeout() };
+            let r = match tokio::time::timeout(limit, c.append(writes, checks, effect)).await {
                 Ok(r) => r,
                 Err(_) => Err(CommitError::Unavailable("commit timed out".into())),
             };
@@ -323,6 +328,12 @@ impl Cluster {
             log::run_check(&tx, check).await?;
         }
         if let Some(effect) = effect {
+            // Postgres must not end this session while it waits for S3 (the session default
+            // is `postgres_timeout_ms`, which bounds how long a paused node holds the lock).
+            let secs = EFFECT_TIMEOUT.as_secs();
+            tx.batch_execute(&format!("SET LOCAL idle_in_transaction_session_timeout = '{secs}s'"))
+                .await
+                .map_err(unavailable)?;
             effect.await.map_err(CommitError::Effect)?;
         }
         let mut last = 0i64;

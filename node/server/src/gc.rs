@@ -380,10 +380,33 @@ impl Sweep for ClusterSweep<'_> {
         };
         let repos = self.index.blob_repos(d).map_err(|e| e.to_string())?;
         let (tier, digest) = (self.node.tier.clone(), d.clone());
-        let effect: berth_cluster::Effect =
-            Box::pin(async move { tier.delete_blob_objects(&digest, repos).await.map_err(|e| e.to_string()) });
+        let deleted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = deleted.clone();
+        let effect: berth_cluster::Effect = Box::pin(async move {
+            tier.delete_blob_objects(&digest, repos).await.map_err(|e| e.to_string())?;
+            flag.store(true, Ordering::SeqCst);
+            Ok(())
+        });
         let w = berth_cluster::Write::BlobRemoved { digest: d.clone() };
-        Ok(self.commit(w, d, None, Some(effect))?.map(|()| meta))
+        match self.commit(w.clone(), d, None, Some(effect)) {
+            // The objects are gone but the removal was not recorded (Postgres failed between
+            // the S3 delete and COMMIT): record it now, or the blob would stay known everywhere
+            // without its bytes.
+            Err(e) if deleted.load(Ordering::SeqCst) => {
+                for attempt in 0..6u32 {
+                    std::thread::sleep(std::time::Duration::from_millis(250 << attempt));
+                    if let Ok(r) = self.commit(w.clone(), d, None, None) {
+                        if r.is_err() {
+                            tracing::error!(digest = %d, "GC deleted a blob's S3 object, then the blob was used again before its removal was recorded: push it again");
+                        }
+                        return Ok(r.map(|()| meta));
+                    }
+                }
+                tracing::error!(digest = %d, error = %e, "GC deleted a blob's S3 object but could not record its removal; the next run records it");
+                Err(e)
+            }
+            r => Ok(r?.map(|()| meta)),
+        }
     }
     fn unlink(&self, repo: &RepoName, d: &Digest, cutoff_ms: u64) -> Result<Result<(), Kept>, String> {
         if let Err(k) = self.index.link_removable(repo, d, cutoff_ms).map_err(|e| e.to_string())? {

@@ -111,6 +111,8 @@ struct ProxyState {
     down: AtomicBool,
     /// Bytes per second from the server to the client; 0 = unlimited.
     rate: AtomicU64,
+    /// Milliseconds every piece of data waits before it is relayed.
+    delay_ms: AtomicU64,
     stop: AtomicBool,
     /// Flip the last byte of every server → client read that carries body bytes.
     corrupt: AtomicBool,
@@ -134,6 +136,7 @@ impl FaultProxy {
             target,
             down: AtomicBool::new(false),
             rate: AtomicU64::new(0),
+            delay_ms: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             corrupt: AtomicBool::new(false),
             requests: AtomicU64::new(0),
@@ -171,6 +174,12 @@ impl FaultProxy {
     /// Refuse new connections and cut every open one (S3 is down) or recover.
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Hold every piece of data this long before relaying it (both directions): each
+    /// request/response exchange takes at least twice this. 0 removes the delay.
+    pub fn set_delay(&self, ms: u64) {
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Limit server → client bandwidth (bytes/s); 0 removes the limit.
@@ -251,6 +260,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, st: Arc<ProxyState>, limited: bo
                 return;
             }
         };
+        let delay = st.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
         match dir {
             Dir::Up => count_requests(&st, &buf[..n]),
             // The last byte of every chunk that carries body bytes (not one ending a head).
