@@ -211,18 +211,6 @@ fn pull_image_at(base: &str, repo: &str, tag: &str) -> Result<String, String> {
     Ok(digest)
 }
 
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn upload_step(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&[u8]>, want: u16) -> Resp {
     let r = http(method, url, headers, body);
     assert_eq!(r.status, want, "{method} {url}: {}", String::from_utf8_lossy(&r.body));
@@ -851,11 +839,16 @@ fn durability_local_acknowledges_before_s3_and_reports_the_exposure() {
     let v1 = push_image_at(&a, "local/app", "v1", std::slice::from_ref(&layer)).unwrap();
     // The exposure: bytes acknowledged but only on a's disk.
     assert!(metric(&f.nodes[0], "berth_tier_pending_bytes") >= layer.len() as f64);
-    // b knows the image (the log) but cannot read the bytes yet: 503 and Retry-After, never 404.
+    // b knows the image (the log); S3 does not have the bytes yet: b streams them from a.
+    assert_eq!(pull_image_at(&b, "local/app", "v1").unwrap(), v1);
+    assert_eq!(pull_image_at(&a, "local/app", "v1").unwrap(), v1);
+    // With a gone too, b cannot know the bytes: 503 and Retry-After, never 404.
+    let mut f = f;
+    f.nodes[0].kill9();
     let r = http("GET", &format!("{b}/v2/local/app/blobs/{}", sha256(&layer)), &[], None);
     assert_eq!(r.status, 503);
     assert!(r.header("retry-after").is_some());
-    assert_eq!(pull_image_at(&a, "local/app", "v1").unwrap(), v1);
+    f.nodes[0].restart();
     // S3 back: a's queue drains by itself, then b serves it.
     f.s3[0].set_down(false);
     wait_for("a's tier queue to drain", 60, || metric(&f.nodes[0], "berth_tier_pending_bytes") == 0.0);

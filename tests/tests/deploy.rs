@@ -152,6 +152,34 @@ fn run_cmd(cmd: &mut Command) -> String {
     run(cmd)
 }
 
+/// `kubernetes-validate --strict` of `files` in `dir` against Kubernetes 1.37 (each must pass),
+/// and the kustomization there lists every manifest a user applies.
+fn validate_manifests(dir: &std::path::Path, files: &[&str], applied: &[&str]) {
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.37.0"])
+        .args(files.iter().map(|f| dir.join(f)))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let documents: usize =
+        files.iter().map(|f| std::fs::read_to_string(dir.join(f)).unwrap().matches("\nkind: ").count()).sum();
+    assert_eq!(text.matches(" passed ").count(), documents, "{text}");
+    let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    for f in applied {
+        assert!(k.contains(f), "{f} missing from kustomization.yaml");
+    }
+}
+
+/// One key of a ConfigMap's `data`, written to a file in `tmp`.
+fn configmap_value(configmap: &std::path::Path, key: &str, tmp: &std::path::Path) -> std::path::PathBuf {
+    let script = format!("import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['data']['{key}'])");
+    let text = run_cmd(Command::new("python3").args(["-c", &script]).arg(configmap));
+    let p = tmp.join(key);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 /// Every Kubernetes manifest passes schema validation for a current Kubernetes, and the
 /// ConfigMap's configurations load in `berth serve --check-config` / `berth-admin check-config`.
 #[test]
@@ -160,32 +188,16 @@ fn kubernetes_manifests_validate_and_their_configuration_loads() {
         return;
     }
     let dir = repo_root().join("deploy/kubernetes");
-    let files = ["configmap.yaml", "statefulset.yaml", "service.yaml", "secret.example.yaml", "optional/ingress.yaml"];
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "-k", "1.37.0"])
-        .args(files.iter().map(|f| dir.join(f)))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    assert_eq!(text.matches(" passed ").count(), 6, "{text}");
-    // The kustomization lists exactly the manifests a user applies.
-    let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
-    for f in ["configmap.yaml", "statefulset.yaml", "service.yaml"] {
-        assert!(k.contains(f), "{f} missing from kustomization.yaml");
-    }
+    validate_manifests(
+        &dir,
+        &["configmap.yaml", "statefulset.yaml", "service.yaml", "secret.example.yaml", "optional/ingress.yaml"],
+        &["configmap.yaml", "statefulset.yaml", "service.yaml"],
+    );
     let tmp = tempfile::tempdir().unwrap();
-    let extract = |key: &str| {
-        let script = format!("import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['data']['{key}'])");
-        let text = run_cmd(Command::new("python3").args(["-c", &script]).arg(dir.join("configmap.yaml")));
-        let p = tmp.path().join(key);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let node = extract("berth.toml");
+    let node = configmap_value(&dir.join("configmap.yaml"), "berth.toml", tmp.path());
     let ok = run_cmd(Command::new(berth_bin()).args(["serve", "--check-config", "--config"]).arg(&node));
     assert!(ok.contains("configuration OK") && ok.contains("scanning on"), "{ok}");
-    let admin = extract("admin.toml");
+    let admin = configmap_value(&dir.join("configmap.yaml"), "admin.toml", tmp.path());
     let ok = run_cmd(Command::new(common::pg::admin_bin()).arg("--config").arg(&admin).arg("check-config"));
     assert!(ok.contains("configuration OK") && ok.contains("trivy:4954"), "{ok}");
 }
@@ -198,28 +210,10 @@ fn kubernetes_cluster_manifests_validate_and_their_configuration_loads() {
         return;
     }
     let dir = repo_root().join("deploy/kubernetes/cluster");
-    let files = ["configmap.yaml", "statefulset.yaml", "service.yaml", "admin.yaml", "secret.example.yaml"];
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "-k", "1.37.0"])
-        .args(files.iter().map(|f| dir.join(f)))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    assert_eq!(text.matches(" passed ").count(), 7, "{text}");
-    let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
-    for f in ["configmap.yaml", "statefulset.yaml", "service.yaml", "admin.yaml"] {
-        assert!(k.contains(f), "{f} missing from kustomization.yaml");
-    }
+    let applied = ["configmap.yaml", "statefulset.yaml", "service.yaml", "admin.yaml"];
+    validate_manifests(&dir, &[&applied[..], &["secret.example.yaml"]].concat(), &applied);
     let tmp = tempfile::tempdir().unwrap();
-    let extract = |key: &str| {
-        let script = format!("import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['data']['{key}'])");
-        let text = run_cmd(Command::new("python3").args(["-c", &script]).arg(dir.join("configmap.yaml")));
-        let p = tmp.path().join(key);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let node = extract("berth.toml");
+    let node = configmap_value(&dir.join("configmap.yaml"), "berth.toml", tmp.path());
     let ok = run_cmd(
         Command::new(berth_bin())
             .args(["serve", "--check-config", "--config"])
@@ -230,7 +224,7 @@ fn kubernetes_cluster_manifests_validate_and_their_configuration_loads() {
             .env("BERTH_INTERNAL__TOKEN", "t"),
     );
     assert!(ok.contains("configuration OK") && ok.contains("cluster node berth-cluster-0"), "{ok}");
-    let admin = extract("admin.toml");
+    let admin = configmap_value(&dir.join("configmap.yaml"), "admin.toml", tmp.path());
     let ok = run_cmd(
         Command::new(common::pg::admin_bin())
             .arg("--config")

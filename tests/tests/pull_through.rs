@@ -260,19 +260,7 @@ fn push_upstream(port: u16, repo: &str, data: &[u8]) -> String {
 #[test]
 fn concurrent_cold_pulls_share_one_upstream_fetch() {
     let Some((p, _)) = plain(300, "") else { return };
-    let blobs: Vec<Vec<u8>> = (0..3u64)
-        .map(|s| {
-            let mut x = s.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-            (0..4 << 20)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        })
-        .collect();
+    let blobs: Vec<Vec<u8>> = (0..3u64).map(|s| noise(s, 4 << 20)).collect();
     let digests: Vec<String> = blobs.iter().map(|b| push_upstream(p.reg_port, "app", b)).collect();
     p.fault.set_rate(16 << 20);
     let before = p.fault.blob_requests();

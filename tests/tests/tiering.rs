@@ -92,18 +92,6 @@ fn push_image(node: &Berth, repo: &str, tag: &str, layers: &[Vec<u8>]) -> (Strin
     (sha256(&m), m)
 }
 
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn get_blob(node: &Berth, repo: &str, digest: &str) -> Resp {
     http("GET", &node.url(&format!("/v2/{repo}/blobs/{digest}")), &[], None)
 }
@@ -121,7 +109,7 @@ fn fill_files(data: &std::path::Path) -> usize {
 #[test]
 fn tiers_evicts_and_reads_through() {
     let Some(e) = setup(1, &[]) else { return };
-    let layers = vec![random_bytes(1000, 1), random_bytes(3 << 20, 2), random_bytes(12 << 20, 3)];
+    let layers = vec![noise(1, 1000), noise(2, 3 << 20), noise(3, 12 << 20)];
     let (md, mbytes) = push_image(&e.node, "team/app", "v1", &layers);
     wait_evicted(&e.node);
 
@@ -172,7 +160,7 @@ fn tiers_evicts_and_reads_through() {
 #[test]
 fn concurrent_misses_share_one_fetch() {
     let Some(e) = setup(1, &[]) else { return };
-    let blob = Arc::new(random_bytes(24 << 20, 7));
+    let blob = Arc::new(noise(7, 24 << 20));
     let d = push_blob(&e.node, "shared/one", &blob);
     wait_evicted(&e.node);
     // A slow S3 (8 MB/s: the fetch takes ~3 s) so every reader arrives while it runs.
@@ -214,7 +202,7 @@ fn concurrent_misses_share_one_fetch() {
 fn s3_outage_never_fails_pushes_or_cached_pulls() {
     let Some(e) = setup(0, &[]) else { return };
     e.proxy.set_down(true);
-    let layers = vec![random_bytes(2 << 20, 11), random_bytes(9 << 20, 12)];
+    let layers = vec![noise(11, 2 << 20), noise(12, 9 << 20)];
     let (md, _) = push_image(&e.node, "outage/app", "v1", &layers);
     for l in &layers {
         let r = get_blob(&e.node, "outage/app", &sha256(l));
@@ -236,7 +224,7 @@ fn s3_outage_never_fails_pushes_or_cached_pulls() {
 #[test]
 fn s3_outage_during_cold_pull_is_a_clean_error() {
     let Some(e) = setup(1, &[]) else { return };
-    let blob = random_bytes(10 << 20, 21);
+    let blob = noise(21, 10 << 20);
     let d = push_blob(&e.node, "cold/app", &blob);
     wait_evicted(&e.node);
     let data = e.tmp.path().join("data");
@@ -281,7 +269,7 @@ fn s3_outage_during_cold_pull_is_a_clean_error() {
 #[test]
 fn deletes_reach_the_bucket() {
     let Some(e) = setup(0, &[]) else { return };
-    let layer = random_bytes(100_000, 31);
+    let layer = noise(31, 100_000);
     let (md, _) = push_image(&e.node, "del/app", "v1", std::slice::from_ref(&layer));
     let r = http(
         "PUT",
@@ -326,7 +314,7 @@ impl Env {
 #[test]
 fn rebuild_from_bucket_after_disk_loss() {
     let Some(mut e) = setup(0, &[]) else { return };
-    let layers = vec![random_bytes(500_000, 41), random_bytes(9 << 20, 42)];
+    let layers = vec![noise(41, 500_000), noise(42, 9 << 20)];
     let (md, mbytes) = push_image(&e.node, "lost/disk", "v1", &layers);
     wait_tiered(&e.node);
     wait_for("mirror", 30, || e.moto.get(BUCKET, &format!("{PREFIX}tags/lost/disk/v1")).is_some());
@@ -375,7 +363,7 @@ fn kill9_mid_tiering_redoes_the_upload() {
     let Some(mut e) = setup(0, &[]) else { return };
     // Slow link: the 20 MiB multipart upload takes ~10 s.
     e.proxy.set_rate(2_000_000);
-    let blob = random_bytes(20 << 20, 51);
+    let blob = noise(51, 20 << 20);
     let d = push_blob(&e.node, "crash/app", &blob);
     wait_for("multipart upload in progress", 30, || e.moto.multipart_uploads(BUCKET) > 0);
     std::thread::sleep(Duration::from_millis(500));
@@ -394,7 +382,7 @@ fn kill9_mid_tiering_redoes_the_upload() {
 fn cache_budget_holds_under_a_large_push() {
     // 16 MiB budget: high watermark 14.4 MiB, low 12.8 MiB; push 48 MiB.
     let Some(e) = setup(16 << 20, &[]) else { return };
-    let blobs: Vec<Vec<u8>> = (0..8).map(|i| random_bytes(6 << 20, 60 + i)).collect();
+    let blobs: Vec<Vec<u8>> = (0..8).map(|i| noise(60 + i, 6 << 20)).collect();
     let digests: Vec<String> = blobs.iter().map(|b| push_blob(&e.node, "budget/app", b)).collect();
     wait_tiered(&e.node);
     let high = (16u64 << 20) as f64 * 0.9;
@@ -410,7 +398,7 @@ fn cache_budget_holds_under_a_large_push() {
 #[test]
 fn presigned_redirect_for_cold_blobs() {
     let Some(e) = setup(1, &[("BERTH_STORAGE__S3__PRESIGN_REDIRECT", "true")]) else { return };
-    let blob = random_bytes(300_000, 71);
+    let blob = noise(71, 300_000);
     let d = push_blob(&e.node, "redirect/app", &blob);
     wait_evicted(&e.node);
     let agent = ureq::AgentBuilder::new().redirects(0).build();
@@ -451,9 +439,9 @@ fn skopeo_push_evict_pull_through() {
 #[test]
 fn gc_removes_s3_copies_and_local_files() {
     let Some(e) = setup(0, &[]) else { return };
-    let kept = random_bytes(200_000, 81);
+    let kept = noise(81, 200_000);
     let (_md, _) = push_image(&e.node, "gc/app", "v1", std::slice::from_ref(&kept));
-    let garbage = random_bytes(300_000, 82);
+    let garbage = noise(82, 300_000);
     let g = push_blob(&e.node, "gc/app", &garbage);
     wait_tiered(&e.node);
     assert!(e.moto.get(BUCKET, &blob_key(&g)).is_some());
@@ -491,7 +479,7 @@ fn missing_bucket_is_named_at_start() {
 #[test]
 fn open_blob_files_race_eviction() {
     let Some(e) = setup(1, &[]) else { return };
-    let data = random_bytes(300 * 1024, 7);
+    let data = noise(7, 300 * 1024);
     let d = push_blob(&e.node, "race/evict", &data);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..3)

@@ -31,6 +31,8 @@ pub(crate) enum FillState {
     Done,
     /// Failed; the file is gone.
     Failed(String),
+    /// The source does not have the object (S3 404): the readers' caller may look elsewhere.
+    Missing,
 }
 
 /// A read-through in progress.
@@ -55,6 +57,7 @@ impl Fill {
         let s = rx.wait_for(|s| !matches!(s, FillState::Connecting)).await.map_err(|_| TierError::Stopped)?.clone();
         match s {
             FillState::Failed(e) => Err(TierError::S3 { op: "read_through", reason: e }),
+            FillState::Missing => Err(TierError::NotFound),
             _ => Ok(()),
         }
     }
@@ -67,7 +70,7 @@ impl Fill {
             .wait_for(|s| match s {
                 FillState::Connecting => false,
                 FillState::Streaming(n) => *n > sent,
-                FillState::Done | FillState::Failed(_) => true,
+                FillState::Done | FillState::Failed(_) | FillState::Missing => true,
             })
             .await
             .map_err(|_| TierError::Stopped)?
@@ -76,6 +79,7 @@ impl Fill {
             FillState::Streaming(n) => Ok(n),
             FillState::Done => Ok(self.size),
             FillState::Failed(e) => Err(TierError::S3 { op: "read_through", reason: e }),
+            FillState::Missing => Err(TierError::NotFound),
             FillState::Connecting => unreachable!("waited past it"),
         }
     }
@@ -215,7 +219,11 @@ impl FillWriter {
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&self.tmp);
-                let _ = self.tx.send(FillState::Failed(e.to_string()));
+                let state = match e {
+                    TierError::NotFound => FillState::Missing,
+                    e => FillState::Failed(e.to_string()),
+                };
+                let _ = self.tx.send(state);
             }
         }
         self.fills.remove(&self.fill);

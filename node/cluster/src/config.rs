@@ -11,8 +11,8 @@ pub enum Durability {
     #[default]
     S3,
     /// After the local fsync and the Postgres commit; the blob reaches S3 later (the tier's
-    /// queue, `berth_tier_pending_bytes`). Lost with the node's disk until then, and a pull on
-    /// another node in that window answers 503 (retryable).
+    /// queue, `berth_tier_pending_bytes`). Lost with the node's disk until then; other nodes
+    /// stream it from this one meanwhile (503 if it is down).
     Local,
 }
 

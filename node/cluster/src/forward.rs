@@ -76,3 +76,72 @@ impl Cluster {
         async move { h.await.unwrap_or_else(|_| Err("shutting down".into())) }
     }
 }
+
+impl Cluster {
+    /// The node that received `digest`'s bytes (the origin of its latest commit), when it is
+    /// another live node of the cluster.
+    pub fn origin_of(
+        self: &Arc<Self>,
+        digest: &berth_types::Digest,
+    ) -> impl Future<Output = Option<NodeInfo>> + 'static {
+        let (c, d) = (self.clone(), digest.to_string());
+        let h = self.handle.spawn(async move {
+            let client = c.pool.get().await.ok()?;
+            let row = client
+                .query_opt(
+                    "SELECT origin FROM cluster_changes WHERE digest = $1 AND kind = 'blob_committed' ORDER BY seq DESC LIMIT 1",
+                    &[&d],
+                )
+                .await
+                .ok()??;
+            let origin: String = row.get(0);
+            let live_after = (c.cfg.heartbeat_secs * 3) as f64;
+            c.nodes().into_iter().find(|n| n.name == origin && n.name != c.name && n.heartbeat_age_secs < live_after)
+        });
+        async move { h.await.ok().flatten() }
+    }
+
+    /// Stream `path` (a blob GET on the registry API) from `owner`'s internal listener: the
+    /// bytes of a blob acknowledged with `durability = "local"` that S3 does not have yet.
+    /// Resolves once the owner has answered 200 with the expected length.
+    pub fn stream_from(
+        self: &Arc<Self>,
+        owner: &NodeInfo,
+        path: &str,
+        len: u64,
+    ) -> impl Future<Output = Result<berth_tiering::RangeStream, String>> + 'static {
+        let c = self.clone();
+        let url = format!("{}{}", owner.internal_url.trim_end_matches('/'), path);
+        let name = owner.name.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        self.handle.spawn(async move {
+            let resp = match c.http.get(&url).bearer_auth(&c.internal_token).send().await {
+                Ok(r) if r.status().as_u16() == 200 && r.content_length() == Some(len) => r,
+                Ok(r) => {
+                    let _ = started_tx.send(Err(format!("node {name} answered {} for {url}", r.status())));
+                    return;
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(format!("node {name}: {e}")));
+                    return;
+                }
+            };
+            if started_tx.send(Ok(())).is_err() {
+                return;
+            }
+            let mut body = resp.bytes_stream();
+            while let Some(piece) = futures_util::StreamExt::next(&mut body).await {
+                let piece = piece.map_err(|e| berth_tiering::TierError::S3 { op: "peer_get", reason: e.to_string() });
+                let failed = piece.is_err();
+                if tx.send(piece).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        async move {
+            started_rx.await.unwrap_or_else(|_| Err("shutting down".into()))?;
+            Ok(berth_tiering::RangeStream { len, chunks: rx })
+        }
+    }
+}

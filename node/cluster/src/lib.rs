@@ -51,7 +51,8 @@ pub use log::{Check, CommitError, Entry, StateKind, Write};
 pub use metrics::ClusterMetrics;
 pub use nodes::NodeInfo;
 
-/// How long a commit with a side effect (GC's S3 delete inside the transaction) may take.
+/// How long a commit with a side effect (GC's S3 delete inside the transaction) may take on
+/// this side.
 const EFFECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The index cursor holding the last applied log sequence.
@@ -328,12 +329,9 @@ impl Cluster {
             log::run_check(&tx, check).await?;
         }
         if let Some(effect) = effect {
-            // Postgres must not end this session while it waits for S3 (the session default
-            // is `postgres_timeout_ms`, which bounds how long a paused node holds the lock).
-            let secs = EFFECT_TIMEOUT.as_secs();
-            tx.batch_execute(&format!("SET LOCAL idle_in_transaction_session_timeout = '{secs}s'"))
-                .await
-                .map_err(unavailable)?;
+            // Postgres still ends this session if it stays idle longer than
+            // `postgres_timeout_ms` (what bounds how long a paused node blocks everyone's
+            // commits and a lease takeover); the GC then records its removal again.
             effect.await.map_err(CommitError::Effect)?;
         }
         let mut last = 0i64;

@@ -37,6 +37,30 @@ impl ClusterNode {
         self.cluster.config().durability == Durability::S3
     }
 
+    /// Whether pushes are acknowledged before S3 has the bytes (`durability = "local"`).
+    pub fn local_durability(&self) -> bool {
+        self.cluster.config().durability == Durability::Local
+    }
+
+    /// A blob S3 does not have yet, streamed from the node that received it (503 when that
+    /// node is gone or cannot serve it: the bytes are only there until its upload finishes).
+    pub async fn stream_from_origin(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<berth_tiering::RangeStream, OciError> {
+        let gone = || {
+            OciError::new(ErrorKind::Unavailable)
+                .msg("the blob is not in S3 yet and the node that received it cannot serve it; retry")
+        };
+        let owner = self.cluster.origin_of(digest).await.ok_or_else(gone)?;
+        self.cluster.stream_from(&owner, &format!("/v2/{repo}/blobs/{digest}"), size).await.map_err(|e| {
+            tracing::warn!(%digest, error = %e, "cluster: fetching a blob from the node that received it failed");
+            gone()
+        })
+    }
+
     /// Catch up with the log (a miss). Errors as 503: the node cannot know the name is absent.
     pub async fn catch_up(&self) -> Result<(), OciError> {
         self.cluster.catch_up().await.map(|_| ()).map_err(|e| unavailable(&e))

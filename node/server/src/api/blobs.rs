@@ -177,7 +177,7 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
     let Some(tier) = &app.tier else {
         return Err(OciError::new(ErrorKind::Unavailable).msg("blob is in S3 but storage.s3 is not configured"));
     };
-    serve_remote(app, tier, req, digest, meta.size).await
+    serve_remote(app, tier, req, repo, digest, meta.size).await
 }
 
 fn serve_local(app: &App, req: &Request, digest: &Digest, size: u64, file: Rc<std::fs::File>) -> Response {
@@ -233,6 +233,7 @@ async fn serve_remote(
     app: &App,
     tier: &Arc<Tiering>,
     req: &Request,
+    repo: &RepoName,
     digest: &Digest,
     size: u64,
 ) -> Result<Response, OciError> {
@@ -259,10 +260,19 @@ async fn serve_remote(
         return Ok(resp);
     }
     let mut resp = match want {
-        Wanted::Whole => {
-            let fill = tier.read_through(digest, size).await.map_err(s3_unavailable(digest))?;
-            return Ok(serve_fill(app, req, digest, fill, "s3"));
-        }
+        Wanted::Whole => match tier.read_through(digest, size).await {
+            Ok(fill) => return Ok(serve_fill(app, req, digest, fill, "s3")),
+            // Acknowledged on another cluster node with `durability = "local"`, not in S3 yet:
+            // stream it from that node (not cached here: S3 will have it soon).
+            Err(TierError::NotFound) if app.cluster.as_ref().is_some_and(|c| c.local_durability()) => {
+                let cn = app.cluster.as_ref().expect("checked");
+                let stream = cn.stream_from_origin(repo, digest, size).await?;
+                let mut r = headers(digest).with_body(ResponseBody::Stream(stream));
+                r.source = Some("peer");
+                r
+            }
+            Err(e) => return Err(s3_unavailable(digest)(e)),
+        },
         Wanted::Part(offset, len) => {
             let stream = tier.read_range(digest, offset, len).await.map_err(s3_unavailable(digest))?;
             let mut r = partial(headers(digest).with_body(ResponseBody::Stream(stream)), offset, len, size);
