@@ -596,11 +596,13 @@ fn gc_lease_moves_on_when_its_holder_dies_and_a_paused_holder_is_fenced() {
     let report_a = gc_job(&f.nodes[0], &job_a);
     eprintln!("GC lease failover after a paused holder: {failover:?}; a's run: {}", report_a["state"]);
     assert!(failover < Duration::from_secs(6), "{failover:?}");
-    // The paused run was stopped: fenced off (its lease is b's now), or its commit outlived
-    // the commit timeout while it was paused. Either way it wrote nothing after b took over.
-    assert_eq!(report_a["state"], "failed", "{report_a}");
-    let e = report_a["error"].as_str().unwrap_or_default();
-    assert!(e.contains("lease") || e.contains("timed out") || e.contains("postgres"), "{report_a}");
+    // The paused run, resumed, is fenced off (its lease is b's now) or its commit outlived the
+    // commit timeout while it was paused; or it finds everything left already gone (b applied
+    // it) and commits nothing more. Whatever it reports, it wrote nothing after b took over.
+    if report_a["state"] != "succeeded" {
+        let e = report_a["error"].as_str().unwrap_or_default();
+        assert!(e.contains("lease") || e.contains("timed out") || e.contains("postgres"), "{report_a}");
+    }
     let late = f.pg.query(&format!(
         "SELECT count(*) FROM cluster_changes WHERE origin = 'a' AND seq > {s0} AND seq > \
          (SELECT coalesce(min(seq), 0) FROM cluster_changes WHERE origin = 'b' AND seq > {s0})"

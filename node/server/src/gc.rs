@@ -344,6 +344,16 @@ impl ClusterSweep<'_> {
         repo: Option<&RepoName>,
         effect: Option<berth_cluster::Effect>,
     ) -> Result<Result<(), Kept>, String> {
+        self.try_commit(write, digest, repo, effect).map_err(|e| e.to_string())
+    }
+
+    fn try_commit(
+        &self,
+        write: berth_cluster::Write,
+        digest: &Digest,
+        repo: Option<&RepoName>,
+        effect: Option<berth_cluster::Effect>,
+    ) -> Result<Result<(), Kept>, berth_cluster::CommitError> {
         use berth_cluster::{Check, CommitError};
         let checks = vec![
             Check::Fenced(self.lease.clone()),
@@ -353,7 +363,7 @@ impl ClusterSweep<'_> {
         match c.block_on(c.commit(vec![write], checks, effect)) {
             Ok(_) => Ok(Ok(())),
             Err(CommitError::InUse(_)) => Ok(Err(Kept::Recent)),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         }
     }
 }
@@ -382,6 +392,9 @@ impl Sweep for ClusterSweep<'_> {
         let (tier, digest) = (self.node.tier.clone(), d.clone());
         let deleted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = deleted.clone();
+        // S3 knows nothing of fencing: a node paused between this transaction's checks and its
+        // S3 request, for longer than `postgres_timeout_ms`, deletes after losing the session
+        // (docs/SCALE_OUT.md, "Limits").
         let effect: berth_cluster::Effect = Box::pin(async move {
             tier.delete_blob_objects(&digest, repos).await.map_err(|e| e.to_string())?;
             flag.store(true, Ordering::SeqCst);
@@ -395,11 +408,16 @@ impl Sweep for ClusterSweep<'_> {
             Err(e) if deleted.load(Ordering::SeqCst) => {
                 for attempt in 0..6u32 {
                     std::thread::sleep(std::time::Duration::from_millis(250 << attempt));
-                    if let Ok(r) = self.commit(w.clone(), d, None, None) {
-                        if r.is_err() {
-                            tracing::error!(digest = %d, "GC deleted a blob's S3 object, then the blob was used again before its removal was recorded: push it again");
+                    match self.try_commit(w.clone(), d, None, None) {
+                        Ok(r) => {
+                            if r.is_err() {
+                                tracing::error!(digest = %d, "GC deleted a blob's S3 object, then the blob was used again before its removal was recorded: push it again");
+                            }
+                            return Ok(r.map(|()| meta));
                         }
-                        return Ok(r.map(|()| meta));
+                        // The lease is gone: its successor's run records it.
+                        Err(berth_cluster::CommitError::Fenced(_)) => break,
+                        Err(_) => {}
                     }
                 }
                 tracing::error!(digest = %d, error = %e, "GC deleted a blob's S3 object but could not record its removal; the next run records it");
