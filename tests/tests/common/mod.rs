@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
+pub mod fleet;
 pub mod pg;
 pub mod pki;
 pub mod s3;
