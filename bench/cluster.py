@@ -10,6 +10,9 @@ Measured, in one run:
   replication lag (committed on A -> applied on B and C by their tails, from the nodes'
   `berth_cluster_replication_lag_seconds` histograms: p50/p99 interpolated from the buckets);
   read-your-writes: a GET on C right after each push acknowledged on A (must be 200);
+- consistent reads: tag HEAD latency and throughput on a node that asks the log first (the
+  default) against one that reads its local view only (`consistent_reads = false`), and the
+  Postgres catch-up rounds per tag read;
 - pull isolation: CPU seconds and requests on A while B and C serve warm pulls (goal: none);
 - S3 GETs per blob across cold nodes: concurrent pulls of fresh blobs on B and C (goal: one
   read-through fill per blob per node);
@@ -124,7 +127,7 @@ class Postgres:
 
 
 class Node:
-    def __init__(self, bin, tmp, name, pg, s3_port):
+    def __init__(self, bin, tmp, name, pg, s3_port, **extra):
         self.bin, self.name = bin, name
         self.port, self.internal = free_port(), free_port()
         self.dir = os.path.join(tmp, name)
@@ -135,7 +138,7 @@ class Node:
                         BERTH_INTERNAL__LISTEN=f"127.0.0.1:{self.internal}", BERTH_INTERNAL__TOKEN=TOKEN,
                         BERTH_LIMITS__MAX_CONNECTIONS_PER_ADDRESS="0", BERTH_METRICS__PUBLIC="open",
                         BERTH_CLUSTER__NODE=name, BERTH_CLUSTER__POSTGRES_URL=pg.conn(),
-                        BERTH_CLUSTER__INTERNAL_URL=f"http://127.0.0.1:{self.internal}", RUST_LOG="warn")
+                        BERTH_CLUSTER__INTERNAL_URL=f"http://127.0.0.1:{self.internal}", RUST_LOG="warn", **extra)
         self.log = open(os.path.join(tmp, f"{name}.log"), "a")
         self.start()
 
@@ -188,6 +191,23 @@ def get(port, path):
         h.update(chunk)
     c.close()
     return r.status, "sha256:" + h.hexdigest()
+
+
+def tag_reads(port, path, count):
+    """`count` HEADs of `path` on one keep-alive connection; (p50, p99) in ms."""
+    c = httpc.HTTPConnection("127.0.0.1", port, timeout=60)
+    times = []
+    for _ in range(count):
+        t = time.perf_counter()
+        c.request("HEAD", path, headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"tag HEAD {r.status}")
+        times.append(time.perf_counter() - t)
+    c.close()
+    times.sort()
+    return times[len(times) // 2] * 1000, times[int(len(times) * 0.99)] * 1000
 
 
 def start_gc(node):
@@ -249,6 +269,40 @@ def main():
               f"p50 {quantile(lag_h, .5) * 1000:.2f} ms, p99 {quantile(lag_h, .99) * 1000:.2f} ms")
         print(f"read-your-writes: GET on C right after each push on A: {images - ryw_fail}/{images} 200 with the pushed "
               f"digest; catch-ups on a miss at C: {misses:.0f}")
+
+        # 1b. Consistent reads: a tag read asks the log first (one query when nothing is new,
+        # shared by concurrent reads). Reference: node D, the same build with
+        # consistent_reads = false (local view only), in the same cluster and run.
+        d = Node(bin, tmp, "d", pg, s3_port, BERTH_CLUSTER__CONSISTENT_READS="false")
+        nodes.append(d)
+        reads = 500 if args.quick else 3000
+        path = "/v2/bench/lag/manifests/t0"
+        for n in (b, d):
+            tag_reads(n.port, path, 50)
+        lat = {}
+        for n in (b, d):
+            rounds0 = metric_sum(metrics(n.port), "berth_cluster_catch_up_rounds_total")
+            lat[n.name] = tag_reads(n.port, path, reads)
+            lat[n.name + "_rounds"] = metric_sum(metrics(n.port), "berth_cluster_catch_up_rounds_total") - rounds0
+        print(f"tag HEAD, one client, {reads} sequential (p50/p99): consistent (B) {lat['b'][0]:.3f}/{lat['b'][1]:.3f} ms, "
+              f"local view (D) {lat['d'][0]:.3f}/{lat['d'][1]:.3f} ms; Postgres catch-up rounds on B: "
+              f"{lat['b_rounds']:.0f} ({lat['b_rounds'] / reads:.2f} per read)")
+        for n in (b, d):
+            rounds0 = metric_sum(metrics(n.port), "berth_cluster_catch_up_rounds_total")
+            t0 = time.perf_counter()
+            per = reads // 8
+            threads = [threading.Thread(target=tag_reads, args=(n.port, path, per)) for _ in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            rounds = metric_sum(metrics(n.port), "berth_cluster_catch_up_rounds_total") - rounds0
+            lat[n.name + "_conc"] = (16 * per / wall, rounds / (16 * per))
+        print(f"tag HEAD, 16 concurrent clients: consistent (B) {lat['b_conc'][0]:.0f}/s with "
+              f"{lat['b_conc'][1]:.2f} catch-up rounds per read; local view (D) {lat['d_conc'][0]:.0f}/s")
+        d.kill9()
+        nodes.remove(d)
 
         # 2. Pull isolation: B and C serve warm pulls; A does nothing.
         big = os.urandom(32 << 20)

@@ -603,14 +603,18 @@ fn accounts_scan_verdicts_and_scan_requests_reach_every_node() {
         http("GET", &n.url("/v2/"), &[("Authorization", &basic(user, pw))], None).status
     };
 
-    // A user created through node a's internal API (as the sidecar does) logs in on b.
+    // A user created through node a's internal API (as the sidecar does) logs in on b once
+    // the change reaches it (logins read the local view: the replication lag, ~1 ms), and at
+    // once on a.
     assert_eq!(ping(b, "dev", "devpw-123456"), 401);
     let r = internal(a, "PUT", "/internal/v1/users/dev", Some(br#"{"password":"devpw-123456"}"#));
     assert!(r.status == 204 || r.status == 201, "{} {}", r.status, String::from_utf8_lossy(&r.body));
-    assert_eq!(ping(b, "dev", "devpw-123456"), 200);
-    // Deleted through b: refused on a.
+    assert_eq!(ping(a, "dev", "devpw-123456"), 200);
+    wait_for("the user on b", 10, || ping(b, "dev", "devpw-123456") == 200);
+    // Deleted through b: refused on b at once, on a after the lag.
     assert_eq!(internal(b, "DELETE", "/internal/v1/users/dev", None).status, 204);
-    assert_eq!(ping(a, "dev", "devpw-123456"), 401);
+    assert_eq!(ping(b, "dev", "devpw-123456"), 401);
+    wait_for("the deletion on a", 10, || ping(a, "dev", "devpw-123456") == 401);
 
     // A scan verdict stored through a blocks the pull on b (the pull policy is per node).
     let root = basic("root", "rootpw");
@@ -639,14 +643,71 @@ fn accounts_scan_verdicts_and_scan_requests_reach_every_node() {
     });
     let r = internal(a, "PUT", &format!("/internal/v1/scans/{md}"), Some(&serde_json::to_vec(&record).unwrap()));
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    // At once on both: a pull by tag first sees every acknowledged change (consistent reads).
     for n in [a, b] {
         let r = http("GET", &n.url("/v2/scan/app/manifests/v1"), &auth, None);
         assert_eq!(r.status, 403, "the verdict on {}: {}", n.addr, String::from_utf8_lossy(&r.body));
     }
     // A rescan asked of b shows in a's change feed (the sidecar may follow either).
     assert_eq!(http("POST", &b.url("/v2/scan/app/manifests/v1/scan"), &auth, None).status, 202);
-    let feed = internal(a, "GET", "/internal/v1/changes?from=1&limit=1000", None);
-    assert!(String::from_utf8_lossy(&feed.body).contains("scan_requested"), "{}", String::from_utf8_lossy(&feed.body));
+    wait_for("the scan request in a's feed", 10, || {
+        let feed = internal(a, "GET", "/internal/v1/changes?from=1&limit=1000", None);
+        String::from_utf8_lossy(&feed.body).contains("scan_requested")
+    });
+}
+
+#[test]
+fn tags_and_lists_read_on_a_lagging_node_see_every_acknowledged_push() {
+    let _serial = one_fleet();
+    let Some(f) = Fleet::start(2, false, &[]) else { return };
+    let (a, b) = (&f.nodes[0], &f.nodes[1]);
+    let v1 = push_image_at(&base(a), "fresh/app", "latest", &[noise(70, 2000)]).unwrap();
+    assert_eq!(pull_image_at(&base(b), "fresh/app", "latest").unwrap(), v1);
+
+    // b hears of commits 50 ms late (each packet between b and Postgres is held that long):
+    // without asking the log first, b would answer each read right after a push with its
+    // stale view.
+    f.pgs[1].set_delay(50);
+    let started = Instant::now();
+    let v2 = push_image_at(&base(a), "fresh/app", "latest", &[noise(71, 2000)]).unwrap();
+    let r = http("HEAD", &b.url("/v2/fresh/app/manifests/latest"), &[], None);
+    assert_eq!(r.header("docker-content-digest"), Some(v2.as_str()), "the moved tag on b");
+    push_image_at(&base(a), "fresh/app", "second", &[noise(72, 2000)]).unwrap();
+    let tags = http("GET", &b.url("/v2/fresh/app/tags/list"), &[], None);
+    assert!(String::from_utf8_lossy(&tags.body).contains("\"second\""), "{}", String::from_utf8_lossy(&tags.body));
+    push_image_at(&base(a), "fresh/new-repo", "v1", &[noise(73, 2000)]).unwrap();
+    let r = http("GET", &b.url("/v2/fresh/new-repo/tags/list"), &[], None);
+    assert_eq!(r.status, 200, "a repository created on a, listed on b");
+    let catalog = http("GET", &b.url("/v2/_catalog"), &[], None);
+    assert!(String::from_utf8_lossy(&catalog.body).contains("fresh/new-repo"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let fresh = metric(b, "berth_cluster_fresh_reads_total{result=\"fresh\"}");
+    assert!(fresh >= 4.0, "{fresh}: the reads did not all ask the log");
+    // A deleted tag is gone on b too.
+    let r = http("DELETE", &a.url("/v2/fresh/app/manifests/second"), &[], None);
+    assert_eq!(r.status, 202);
+    assert_eq!(http("GET", &b.url("/v2/fresh/app/manifests/second"), &[], None).status, 404);
+    f.pgs[1].set_delay(0);
+
+    // b cut off from Postgres: tag reads go on from b's own view (after at most one
+    // postgres_timeout for the first), counted as stale; misses answer 503, not 404.
+    f.pgs[1].set_down(true);
+    let started = Instant::now();
+    for _ in 0..5 {
+        let r = http("HEAD", &b.url("/v2/fresh/app/manifests/latest"), &[], None);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("docker-content-digest"), Some(v2.as_str()));
+    }
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    assert!(metric(b, "berth_cluster_fresh_reads_total{result=\"stale\"}") >= 4.0);
+    assert_eq!(http("GET", &b.url("/v2/fresh/app/manifests/nope"), &[], None).status, 503);
+    // Back: fresh again without anyone's help.
+    f.pgs[1].set_down(false);
+    let v3 = push_image_at(&base(a), "fresh/app", "latest", &[noise(74, 2000)]).unwrap();
+    wait_for("b to read through the log again", 30, || {
+        http("HEAD", &b.url("/v2/fresh/app/manifests/latest"), &[], None).header("docker-content-digest")
+            == Some(v3.as_str())
+    });
 }
 
 #[test]

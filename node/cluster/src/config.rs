@@ -51,6 +51,18 @@ pub struct ClusterConfig {
     /// answers 503.
     #[serde(default = "default_pg_timeout")]
     pub postgres_timeout_ms: u64,
+    /// Reads whose answer can change (a tag, a tag list, the catalog, referrers) first ask
+    /// Postgres whether this node is behind — one indexed query, shared by concurrent
+    /// requests — so a moved tag is seen moved on every node as soon as the push is
+    /// acknowledged. `false` serves them from the local index alone (no Postgres on any pull;
+    /// such reads may then lag other nodes' pushes by the replication lag, ~1 ms).
+    /// Content-addressed reads (blobs, manifests by digest) never ask.
+    #[serde(default = "default_true")]
+    pub consistent_reads: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_lease_ttl() -> u64 {

@@ -84,10 +84,24 @@ pub struct Cluster {
     http: reqwest::Client,
     stopping: AtomicBool,
     registered: AtomicBool,
+    /// Whether the last catch-up round reached Postgres (consistent reads do not wait for a
+    /// Postgres that is known to be unreachable).
+    reachable: AtomicBool,
     internal_token: String,
     state_sink: std::sync::OnceLock<StateSink>,
     /// Metrics, registered into the node's registry.
     pub metrics: ClusterMetrics,
+}
+
+/// What a consistent read ([`Cluster::fresh`]) got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// The local index has everything committed before the read began.
+    Fresh,
+    /// Postgres could not be asked: the local view, possibly behind.
+    Stale,
+    /// `consistent_reads = false`: the local view, not checked.
+    Local,
 }
 
 /// Marks a digest as being committed by this node (see [`Cluster::committing`]).
@@ -185,6 +199,7 @@ impl Cluster {
             http,
             stopping: AtomicBool::new(false),
             registered: AtomicBool::new(false),
+            reachable: AtomicBool::new(true),
             internal_token,
             state_sink: std::sync::OnceLock::new(),
             metrics: ClusterMetrics::default(),
@@ -367,6 +382,47 @@ impl Cluster {
         })
     }
 
+    /// Before a read whose answer can change (a tag, a list): bring the local index up to
+    /// everything committed before this call — one indexed query when nothing is new, shared
+    /// with concurrent callers (the catch-up round is single-flight). With Postgres
+    /// unreachable (known from the last round, or failing now) the read goes on with the local
+    /// view: pulls keep working through an outage, possibly behind other nodes' pushes.
+    pub fn fresh(self: &Arc<Self>) -> impl Future<Output = Freshness> + 'static {
+        let c = self.clone();
+        async move {
+            if !c.cfg.consistent_reads {
+                return Freshness::Local;
+            }
+            if !c.reachable.load(Ordering::SeqCst) {
+                c.metrics.fresh_read("stale");
+                return Freshness::Stale;
+            }
+            let c2 = c.clone();
+            let r = c
+                .run(async move {
+                    match tokio::time::timeout(c2.timeout(), c2.catch_up_now()).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            c2.reachable.store(false, Ordering::SeqCst);
+                            Err(CommitError::Unavailable("catching up with the change log timed out".into()))
+                        }
+                    }
+                })
+                .await;
+            match r {
+                Ok(_) => {
+                    c.metrics.fresh_read("fresh");
+                    Freshness::Fresh
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: serving a read from this node's view (Postgres unreachable)");
+                    c.metrics.fresh_read("stale");
+                    Freshness::Stale
+                }
+            }
+        }
+    }
+
     /// Wait until the local index has applied `seq`.
     async fn wait_applied_inner(self: &Arc<Self>, seq: u64) -> Result<(), CommitError> {
         while self.applied() < seq {
@@ -378,12 +434,19 @@ impl Cluster {
     /// One catch-up round, single-flight: a caller that arrives while a round runs waits for
     /// it and runs another only if the running one began before it arrived.
     async fn catch_up_now(self: &Arc<Self>) -> Result<u64, CommitError> {
+        let r = self.catch_up_round().await;
+        self.reachable.store(r.is_ok(), Ordering::SeqCst);
+        r
+    }
+
+    async fn catch_up_round(self: &Arc<Self>) -> Result<u64, CommitError> {
         let ticket = self.rounds_started.load(Ordering::SeqCst);
         let _g = self.apply_lock.lock().await;
         if self.rounds_done.load(Ordering::SeqCst) > ticket {
             return Ok(self.applied());
         }
         let round = self.rounds_started.fetch_add(1, Ordering::SeqCst) + 1;
+        self.metrics.catch_up_rounds.inc();
         loop {
             let from = self.applied();
             let entries = self.fetch(from, 500).await?;
@@ -417,17 +480,20 @@ impl Cluster {
             self.metrics.postgres_errors.inc();
             unavailable(e)
         })?;
-        let rows = client
-            .query(
+        // Prepared once per connection: a catch-up that finds nothing new (what every
+        // consistent read does) is then one round trip.
+        let pg_error = |e| {
+            self.metrics.postgres_errors.inc();
+            unavailable(e)
+        };
+        let stmt = client
+            .prepare_cached(
                 "SELECT seq, origin, (extract(epoch FROM at) * 1000)::bigint, body FROM cluster_changes \
                  WHERE seq > $1 ORDER BY seq LIMIT $2",
-                &[&(after as i64), &limit],
             )
             .await
-            .map_err(|e| {
-                self.metrics.postgres_errors.inc();
-                unavailable(e)
-            })?;
+            .map_err(pg_error)?;
+        let rows = client.query(&stmt, &[&(after as i64), &limit]).await.map_err(pg_error)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.get(0);

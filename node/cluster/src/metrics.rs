@@ -26,6 +26,12 @@ pub struct ClusterMetrics {
     pub lag_seconds: Histogram,
     /// Catch-ups started by a miss (a name this node did not know yet).
     pub miss_catch_ups: Counter,
+    /// Consistent reads (tags, lists) by outcome: `fresh` (checked with the log) or `stale`
+    /// (Postgres unreachable: served from the local view).
+    pub fresh_reads: Family<ResultLabel, Counter>,
+    /// Catch-up rounds run (each one Postgres query when nothing is new): the tail's, misses'
+    /// and consistent reads' together; concurrent callers share a round.
+    pub catch_up_rounds: Counter,
     /// Upload requests forwarded to the owning node.
     pub forwarded: Family<ResultLabel, Counter>,
     /// Postgres errors (connection, timeout, statement).
@@ -44,6 +50,8 @@ impl Default for ClusterMetrics {
             commit_seconds: Histogram::new(buckets.into_iter()),
             lag_seconds: Histogram::new(buckets.into_iter()),
             miss_catch_ups: Counter::default(),
+            fresh_reads: Family::default(),
+            catch_up_rounds: Counter::default(),
             forwarded: Family::default(),
             postgres_errors: Counter::default(),
             live_nodes: Gauge::default(),
@@ -64,6 +72,16 @@ impl ClusterMetrics {
             self.lag_seconds.clone(),
         );
         r.register("miss_catch_ups", "Catch-ups with the change log started by a miss", self.miss_catch_ups.clone());
+        r.register(
+            "fresh_reads",
+            "Reads of tags and lists checked with the change log first (fresh), or served from this node's view because Postgres was unreachable (stale)",
+            self.fresh_reads.clone(),
+        );
+        r.register(
+            "catch_up_rounds",
+            "Catch-up rounds with the change log (the tail's, misses' and consistent reads'; concurrent callers share one)",
+            self.catch_up_rounds.clone(),
+        );
         r.register("forwarded", "Upload requests forwarded to the owning node, by result", self.forwarded.clone());
         r.register(
             "postgres_errors",
@@ -71,6 +89,10 @@ impl ClusterMetrics {
             self.postgres_errors.clone(),
         );
         r.register("live_nodes", "Nodes with a recent heartbeat", self.live_nodes.clone());
+    }
+
+    pub(crate) fn fresh_read(&self, result: &str) {
+        self.fresh_reads.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
     }
 
     pub(crate) fn commit(&self, result: &str) {

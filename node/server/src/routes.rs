@@ -68,6 +68,26 @@ impl Endpoint {
         }
     }
 
+    /// Whether this is a read whose answer another node's write can change (a tag, a list, a
+    /// scan report): in a cluster it first sees every write acknowledged before it
+    /// (`Cluster::fresh`). Content-addressed reads (blobs, manifests by digest) cannot change
+    /// and never ask.
+    pub fn reads_changeable(&self, method: crate::http::Method) -> bool {
+        use crate::http::Method;
+        if !matches!(method, Method::Get | Method::Head) {
+            return false;
+        }
+        match self {
+            Endpoint::Catalog
+            | Endpoint::Tags(..)
+            | Endpoint::Referrers(..)
+            | Endpoint::ManifestScan(..)
+            | Endpoint::ScanSummary(..) => true,
+            Endpoint::Manifest(_, reference) => matches!(reference, Reference::Tag(_)),
+            _ => false,
+        }
+    }
+
     /// Stable name for logs and metric labels.
     pub fn name(&self) -> &'static str {
         match self {

@@ -151,6 +151,10 @@ pub async fn handle_as(
             return (resp, name);
         }
     }
+    // In a cluster, a tag or a list read sees every write acknowledged anywhere before it.
+    if let Some(cn) = app.cluster.as_ref().filter(|_| ep.reads_changeable(req.method)) {
+        cn.cluster.fresh().await;
+    }
     let result = match ep {
         Endpoint::Base => base::handle(req),
         Endpoint::Catalog => catalog::handle(app, req, &access),
