@@ -801,3 +801,89 @@ fn gc_records_a_removal_whose_commit_failed_after_its_s3_delete() {
         }
     }
 }
+
+#[test]
+fn a_single_node_with_content_becomes_the_first_cluster_node() {
+    let _serial = one_fleet();
+    let Some(f) = Fleet::start(1, false, &[]) else { return };
+    let b = &f.nodes[0];
+    let solo_proxy = common::s3::FaultProxy::start(f.pg.port);
+    let s3 = common::s3::FaultProxy::start(f._moto.port);
+    let full = node_env("solo", &solo_proxy, &s3, &[], false);
+    let single: Vec<(&str, &str)> =
+        full.iter().filter(|(k, _)| !k.starts_with("BERTH_CLUSTER__")).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+
+    // A single node with S3, as run before scale-out: images, a multi-arch index, several
+    // repositories; S3 cut off for the last pushes, so some blobs are only on its disk.
+    let mut solo = Berth::start(&f.tmp.path().join("solo"), &single);
+    let solo_url = base(&solo);
+    let amd = push_image_at(&solo_url, "solo/app", "amd64", &[noise(80, 30_000)]).unwrap();
+    let arm = push_image_at(&solo_url, "solo/app", "arm64", &[noise(81, 30_000)]).unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd, "size": manifest_size(&solo_url, "solo/app", &amd), "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm, "size": manifest_size(&solo_url, "solo/app", &arm), "platform": {"architecture": "arm64", "os": "linux"}},
+        ],
+    }))
+    .unwrap();
+    let ct = ("Content-Type", "application/vnd.oci.image.index.v1+json");
+    assert_eq!(http("PUT", &solo.url("/v2/solo/app/manifests/multi"), &[ct], Some(&index)).status, 201);
+    s3.set_down(true);
+    let offline = push_image_at(&solo_url, "solo/offline", "v1", &[noise(82, 50_000)]).unwrap();
+    assert_eq!(solo.terminate(), Some(0));
+    s3.set_down(false);
+
+    // The same data directory with [cluster]: its content is published into the log before
+    // it serves; the other node then has all of it.
+    for (k, v) in full.iter().filter(|(k, _)| k.starts_with("BERTH_CLUSTER__")) {
+        solo.set_env(k, v);
+    }
+    solo.restart();
+    for n in [&base(b), &base(&solo)] {
+        assert_eq!(pull_image_at(n, "solo/app", "amd64").unwrap(), amd, "on {n}");
+        assert_eq!(pull_image_at(n, "solo/app", "arm64").unwrap(), arm, "on {n}");
+        assert_eq!(pull_image_at(n, "solo/offline", "v1").unwrap(), offline, "on {n}");
+        let r = http("GET", &format!("{n}/v2/solo/app/manifests/multi"), &[("Accept", ct.1)], None);
+        assert_eq!((r.status, sha256(&r.body)), (200, sha256(&index)), "the index on {n}");
+        let catalog = String::from_utf8(http("GET", &format!("{n}/v2/_catalog"), &[], None).body).unwrap();
+        assert!(catalog.contains("solo/app") && catalog.contains("solo/offline"), "{catalog}");
+    }
+    let log = std::fs::read_to_string(&solo.log).unwrap();
+    assert!(log.contains("published this node's content into the change log"), "{log}");
+    // b's GC keeps every imported blob (the index's references were recorded, children first).
+    let job = start_gc(b, 0).unwrap();
+    assert_eq!(gc_job(b, &job)["state"], "succeeded");
+    assert_eq!(pull_image_at(&base(b), "solo/app", "arm64").unwrap(), arm);
+    // Published once: a restart does not publish again.
+    solo.restart();
+    assert_eq!(metric(&solo, "berth_cluster_commits_total"), 0.0);
+    fsck_clean(&mut solo);
+
+    // A second node with content of its own is refused: the log has the first one's.
+    let late_dir = f.tmp.path().join("late");
+    let late_env = node_env("late", &solo_proxy, &s3, &[], false);
+    let late_single: Vec<(&str, &str)> = late_env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("BERTH_CLUSTER__"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut late = Berth::start(&late_dir, &late_single);
+    push_image_at(&base(&late), "late/app", "v1", &[noise(83, 1000)]).unwrap();
+    assert_eq!(late.terminate(), Some(0));
+    let out = Command::new(common::berth_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
+        .arg(&late_dir)
+        .envs(late_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("not in the cluster's change log") && err.contains("empty data directory"), "{err}");
+    assert_eq!(http("GET", &b.url("/v2/late/app/tags/list"), &[], None).status, 404);
+}
+
+fn manifest_size(base: &str, repo: &str, digest: &str) -> usize {
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    http("GET", &format!("{base}/v2/{repo}/manifests/{digest}"), &accept, None).body.len()
+}

@@ -56,7 +56,8 @@ pub use nodes::NodeInfo;
 const EFFECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The index cursor holding the last applied log sequence.
-const CURSOR: &str = "cluster_applied";
+pub const APPLIED_CURSOR: &str = "cluster_applied";
+const CURSOR: &str = APPLIED_CURSOR;
 
 /// A side effect to run inside a commit's transaction, after its checks (GC's S3 delete).
 pub type Effect = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -137,14 +138,17 @@ fn unavailable(e: impl std::fmt::Display) -> CommitError {
 
 impl Cluster {
     /// Connect, create the schema, register this node, catch up with the log, and start the
-    /// tail and the heartbeat. Fails when Postgres is unreachable (the node does not start
-    /// with a view it cannot bring up to date).
+    /// tail and the heartbeat. When Postgres is unreachable the node serves its last view
+    /// and joins later — unless `importing`: its index holds content the log does not have
+    /// (a single node becoming the cluster's first), which may only join a log no other node
+    /// wrote to (checked here, before anything is applied; the caller then publishes it).
     pub fn start(
         cfg: ClusterConfig,
         index: Arc<Index>,
         local: Arc<dyn LocalBlobs>,
         internal_token: String,
         state_sink: StateSink,
+        importing: bool,
     ) -> Result<Arc<Cluster>, String> {
         cfg.validate()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -212,6 +216,9 @@ impl Cluster {
         let started = c.block_on(async move {
             let up = async {
                 c2.setup().await?;
+                if importing {
+                    c2.check_import().await?;
+                }
                 let to = c2.catch_up_now().await.map_err(|e| SetupError::Unreachable(e.to_string()))?;
                 tracing::info!(node = %c2.name, applied = to, "cluster: caught up with the change log");
                 Ok(())
@@ -221,6 +228,11 @@ impl Cluster {
         match started {
             Ok(()) => {}
             Err(SetupError::Fatal(e)) => return Err(e),
+            Err(SetupError::Unreachable(e)) if importing => {
+                return Err(format!(
+                    "Postgres unreachable ({e}): this data directory's content must be published into the change log before the node serves as a cluster node; start it again once Postgres answers"
+                ))
+            }
             // Serve what the local index knows (misses and writes answer 503) rather than not
             // at all; the tail registers and catches up once Postgres answers.
             Err(SetupError::Unreachable(e)) => tracing::warn!(
@@ -243,6 +255,25 @@ impl Cluster {
         tx.commit().await.map_err(unreachable)?;
         self.register(&client).await.map_err(SetupError::Fatal)?;
         self.registered.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// A node with content of its own may join only a log that no other node wrote to: two
+    /// registries' contents would otherwise be merged (tags of one silently moved by the
+    /// other's), and this node would serve content the others never heard of.
+    async fn check_import(&self) -> Result<(), SetupError> {
+        let client = self.pool.get().await.map_err(|e| SetupError::Unreachable(e.to_string()))?;
+        let row = client
+            .query_one("SELECT count(*), min(origin) FROM cluster_changes WHERE origin <> $1", &[&self.name])
+            .await
+            .map_err(|e| SetupError::Unreachable(e.to_string()))?;
+        let (others, origin): (i64, Option<String>) = (row.get(0), row.get(1));
+        if others > 0 {
+            return Err(SetupError::Fatal(format!(
+                "this data directory holds registry content that is not in the cluster's change log, and the log already has {others} changes from other nodes (node {:?} among them). Only the first node of a cluster may bring content: start this node with an empty data directory to join (it then serves everything from the log and the bucket), or give it its own cluster (another Postgres database)",
+                origin.unwrap_or_default()
+            )));
+        }
         Ok(())
     }
 

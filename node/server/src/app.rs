@@ -242,13 +242,37 @@ impl App {
             (Some(cc), Some(tier)) => {
                 let local: Arc<dyn berth_tiering::LocalBlobs> = blobs.clone();
                 let sink = crate::cluster::state_sink(index.clone(), scans.clone(), auth.clone());
-                let c = berth_cluster::Cluster::start(cc.clone(), index.clone(), local, internal_token.clone(), sink)
-                    .map_err(StartError::Cluster)?;
+                let importing = crate::cluster::import::pending(&index).map_err(StartError::Cluster)?;
+                let c = berth_cluster::Cluster::start(
+                    cc.clone(),
+                    index.clone(),
+                    local,
+                    internal_token.clone(),
+                    sink,
+                    importing,
+                )
+                .map_err(StartError::Cluster)?;
                 c.metrics.register(metrics.registry_mut());
                 if let Some(auth) = &auth {
                     auth.managed.set_replicator(crate::cluster::accounts_replicator(c.clone()));
                 }
-                Some(Arc::new(crate::cluster::ClusterNode { cluster: c, tier: tier.clone() }))
+                let cn = Arc::new(crate::cluster::ClusterNode { cluster: c.clone(), tier: tier.clone() });
+                if importing {
+                    // This node's own content becomes the cluster's, before it serves anything.
+                    let accounts = auth
+                        .as_ref()
+                        .map(|a| a.managed.get())
+                        .filter(|s| !s.is_empty())
+                        .map(|s| serde_json::to_value(&*s))
+                        .transpose()
+                        .map_err(|e| StartError::Cluster(e.to_string()))?;
+                    tracing::warn!("cluster: this node's content is not in the change log yet; publishing it");
+                    let report = c
+                        .block_on(crate::cluster::import::publish(cn.clone(), index.clone(), accounts))
+                        .map_err(|e| StartError::Cluster(format!("publishing this node's content: {e}")))?;
+                    tracing::warn!(%report, "cluster: published this node's content into the change log");
+                }
+                Some(cn)
             }
             _ => None,
         };

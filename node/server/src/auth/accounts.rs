@@ -54,6 +54,13 @@ pub struct Stored {
     pub rules: Vec<Rule>,
 }
 
+impl Stored {
+    /// Nothing managed (no users, robots, groups or rules).
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.robots.is_empty() && self.groups.is_empty() && self.rules.is_empty()
+    }
+}
+
 /// Sends a new state to the other nodes (a cluster's change log) before it is stored here.
 pub type Replicator = Box<dyn Fn(&Stored) -> Result<(), String> + Send + Sync>;
 

@@ -14,6 +14,8 @@ use berth_types::{Digest, ErrorKind, OciError, RepoName, Tag};
 
 use crate::app::App;
 
+pub(crate) mod import;
+
 /// A node in a cluster: its membership and the S3 tier every cluster node has.
 pub struct ClusterNode {
     /// Membership, the log, leases.
