@@ -348,7 +348,9 @@ fn gc_lease_moves_on_when_its_holder_dies_and_a_paused_holder_is_fenced() {
     eprintln!("GC lease failover after kill -9 of its holder: {failover:?}");
     assert_eq!(gc_job(&f.nodes[0], &job.unwrap())["state"], "succeeded");
     f.nodes[1].restart();
-    // Garbage is gone everywhere, in S3 too; the kept image pulls from both nodes.
+    // Garbage is gone everywhere (once each node applied the removals), in S3 too; the kept
+    // image pulls from both nodes.
+    converged(&f.nodes.iter().collect::<Vec<_>>());
     for n in &f.nodes {
         assert_eq!(pull_image_at(&base(n), "gc/kept", "v1").unwrap(), kept);
         for i in 0..60u64 {
@@ -783,6 +785,7 @@ fn gc_records_a_removal_whose_commit_failed_after_its_s3_delete() {
     f.s3[1].set_delay(0);
     eprintln!("GC with Postgres cut mid-run: {}", first["state"]);
     // Whatever the run's outcome: no node knows a blob whose S3 object is gone.
+    converged(&[&f.nodes[0], &f.nodes[1]]);
     let keys = f._moto.keys(BUCKET, "");
     let in_s3 =
         |d: &str| keys.iter().any(|k| k.ends_with(&format!("blobs/sha256/{}", d.trim_start_matches("sha256:"))));
@@ -795,6 +798,7 @@ fn gc_records_a_removal_whose_commit_failed_after_its_s3_delete() {
     // A second run finishes the job.
     let id = start_gc(&f.nodes[0], 0).unwrap();
     assert_eq!(gc_job(&f.nodes[0], &id)["state"], "succeeded");
+    converged(&[&f.nodes[0], &f.nodes[1]]);
     for n in [&a, &b] {
         for d in &junk {
             assert_eq!(http("HEAD", &format!("{n}/v2/cut/junk/blobs/{d}"), &[], None).status, 404);

@@ -317,3 +317,18 @@ pub fn header_of(text: &str, name: &str) -> String {
         })
         .unwrap_or_default()
 }
+
+/// Wait until each of `nodes` has applied the whole change log. Reads of tags and lists do
+/// not need this (they ask the log first); checks of content-addressed state on another node
+/// than the writer's (a blob GC removed) do: removals reach the others after the replication
+/// lag.
+pub fn converged(nodes: &[&Berth]) {
+    let auth = format!("Bearer {TOKEN}");
+    for n in nodes {
+        wait_for("the node to apply the whole log", 30, || {
+            let r = http("GET", &format!("{}/internal/v1/cluster", internal_base(n)), &[("Authorization", &auth)], None);
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            v["applied_seq"].is_u64() && v["applied_seq"] == v["head_seq"]
+        });
+    }
+}
