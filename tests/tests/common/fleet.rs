@@ -326,7 +326,8 @@ pub fn converged(nodes: &[&Berth]) {
     let auth = format!("Bearer {TOKEN}");
     for n in nodes {
         wait_for("the node to apply the whole log", 30, || {
-            let r = http("GET", &format!("{}/internal/v1/cluster", internal_base(n)), &[("Authorization", &auth)], None);
+            let r =
+                http("GET", &format!("{}/internal/v1/cluster", internal_base(n)), &[("Authorization", &auth)], None);
             let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
             v["applied_seq"].is_u64() && v["applied_seq"] == v["head_seq"]
         });
