@@ -891,3 +891,90 @@ fn manifest_size(base: &str, repo: &str, digest: &str) -> usize {
     let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
     http("GET", &format!("{base}/v2/{repo}/manifests/{digest}"), &accept, None).body.len()
 }
+
+#[test]
+fn the_log_is_compacted_and_new_or_returning_nodes_start_from_its_snapshot() {
+    let _serial = one_fleet();
+    let extra = [
+        ("BERTH_CLUSTER__TRIM_KEEP_SECS", "0"),
+        ("BERTH_CLUSTER__FORGET_NODES_AFTER_SECS", "3"),
+        ("BERTH_CLUSTER__COMPACT_AFTER_CHANGES", "0"),
+    ];
+    let Some(mut f) = Fleet::start(2, false, &extra) else { return };
+    let a = base(&f.nodes[0]);
+    let bearer = format!("Bearer {TOKEN}");
+    let cluster_view = |n: &Berth| -> serde_json::Value {
+        let r = http("GET", &format!("{}/internal/v1/cluster", internal_base(n)), &[("Authorization", &bearer)], None);
+        serde_json::from_slice(&r.body).unwrap()
+    };
+
+    // History worth compacting: pushes, a moved tag, a deleted image, a multi-arch index.
+    let amd = push_image_at(&a, "snap/app", "amd64", &[noise(90, 5000)]).unwrap();
+    let arm = push_image_at(&a, "snap/app", "arm64", &[noise(91, 5000)]).unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd, "size": manifest_size(&a, "snap/app", &amd)},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm, "size": manifest_size(&a, "snap/app", &arm)},
+        ],
+    }))
+    .unwrap();
+    let ct = ("Content-Type", "application/vnd.oci.image.index.v1+json");
+    assert_eq!(http("PUT", &format!("{a}/v2/snap/app/manifests/multi"), &[ct], Some(&index)).status, 201);
+    push_image_at(&a, "snap/app", "latest", &[noise(92, 5000)]).unwrap();
+    let latest = push_image_at(&a, "snap/app", "latest", &[noise(93, 5000)]).unwrap();
+    let gone = push_image_at(&a, "snap/gone", "v1", &[noise(94, 5000)]).unwrap();
+    assert_eq!(http("DELETE", &format!("{a}/v2/snap/gone/manifests/{gone}"), &[], None).status, 202);
+
+    // b goes away; the log moves on without it, and it is forgotten after 3 s.
+    converged(&[&f.nodes[0], &f.nodes[1]]);
+    f.nodes[1].kill9();
+    let after = push_image_at(&a, "snap/after", "v1", &[noise(95, 5000)]).unwrap();
+    std::thread::sleep(Duration::from_millis(4000));
+    let r = http(
+        "POST",
+        &format!("{}/internal/v1/cluster/compact", internal_base(&f.nodes[0])),
+        &[("Authorization", &bearer)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let report: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(report["deleted"].as_u64().unwrap() > 10, "{report}");
+    assert!(report["trimmed_upto"].as_u64().unwrap() >= report["at_seq"].as_u64().unwrap(), "{report}");
+    assert_eq!(cluster_view(&f.nodes[0])["snapshot"]["at_seq"], report["at_seq"]);
+
+    // A new node starts from the snapshot and follows the log after it.
+    let (pg, s3) = (common::s3::FaultProxy::start(f.pg.port), common::s3::FaultProxy::start(f._moto.port));
+    let env = node_env("c", &pg, &s3, &extra, false);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut c = Berth::start(&f.tmp.path().join("c"), &env);
+    let check = |n: &str| {
+        assert_eq!(pull_image_at(n, "snap/app", "amd64").unwrap(), amd, "on {n}");
+        assert_eq!(pull_image_at(n, "snap/app", "latest").unwrap(), latest, "the moved tag on {n}");
+        assert_eq!(pull_image_at(n, "snap/after", "v1").unwrap(), after, "on {n}");
+        let r = http("GET", &format!("{n}/v2/snap/app/manifests/multi"), &[("Accept", ct.1)], None);
+        assert_eq!((r.status, sha256(&r.body)), (200, sha256(&index)), "the index on {n}");
+        let r = http("GET", &format!("{n}/v2/snap/gone/manifests/{gone}"), &[], None);
+        assert_eq!(r.status, 404, "the deleted manifest on {n}");
+    };
+    check(&base(&c));
+    assert!(std::fs::read_to_string(&c.log).unwrap().contains("loaded the log's snapshot"));
+    let later = push_image_at(&a, "snap/later", "v1", &[noise(96, 5000)]).unwrap();
+    assert_eq!(pull_image_at(&base(&c), "snap/later", "v1").unwrap(), later);
+
+    // b comes back behind the trimmed part: it must not serve its stale view as current.
+    f.nodes[1].restart();
+    let b = &f.nodes[1];
+    wait_for("b to find itself stranded", 20, || cluster_view(b)["stranded"] == true);
+    assert_eq!(http("GET", &b.url("/readyz"), &[], None).status, 503);
+    assert!(std::fs::read_to_string(&b.log).unwrap().contains("empty its data directory"));
+    // Emptied, it is a new node: the snapshot, then the log.
+    f.nodes[1].kill9();
+    std::fs::remove_dir_all(&f.nodes[1].dir).unwrap();
+    f.nodes[1].restart();
+    let b = &f.nodes[1];
+    assert_eq!(http("GET", &b.url("/readyz"), &[], None).status, 200);
+    check(&base(b));
+    assert_eq!(pull_image_at(&base(b), "snap/later", "v1").unwrap(), later);
+    fsck_clean(&mut c);
+}

@@ -59,6 +59,31 @@ pub struct ClusterConfig {
     /// Content-addressed reads (blobs, manifests by digest) never ask.
     #[serde(default = "default_true")]
     pub consistent_reads: bool,
+    /// Compact the change log when it holds more than this many entries after the latest
+    /// snapshot: one node (under the `compact` lease) writes a snapshot of the registry's
+    /// state, then entries every node has applied are deleted. New nodes start from the
+    /// snapshot. 0: only on demand (`POST /internal/v1/cluster/compact`).
+    #[serde(default = "default_compact_after")]
+    pub compact_after_changes: u64,
+    /// Entries younger than this are never trimmed (a commit's checks look back at most a
+    /// few seconds; this leaves a wide margin).
+    #[serde(default = "default_trim_keep")]
+    pub trim_keep_secs: u64,
+    /// A node not heard from for this long no longer holds trimming back; if it comes back
+    /// after the log was trimmed past its position it refuses to serve (`/readyz` 503) until
+    /// its data directory is emptied.
+    #[serde(default = "default_forget")]
+    pub forget_nodes_after_secs: u64,
+}
+
+fn default_compact_after() -> u64 {
+    100_000
+}
+fn default_trim_keep() -> u64 {
+    600
+}
+fn default_forget() -> u64 {
+    7 * 24 * 3600
 }
 
 fn default_true() -> bool {

@@ -29,6 +29,7 @@ pub mod lease;
 mod log;
 mod metrics;
 mod nodes;
+mod snapshot;
 mod tail;
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ pub use lease::{Lease, LeaseError};
 pub use log::{Check, CommitError, Entry, StateKind, Write};
 pub use metrics::ClusterMetrics;
 pub use nodes::NodeInfo;
+pub use snapshot::{SnapshotInfo, TrimReport};
 
 /// How long a commit with a side effect (GC's S3 delete inside the transaction) may take on
 /// this side.
@@ -88,6 +90,10 @@ pub struct Cluster {
     /// Whether the last catch-up round reached Postgres (consistent reads do not wait for a
     /// Postgres that is known to be unreachable).
     reachable: AtomicBool,
+    /// Behind the trimmed part of the log: cannot catch up (see `snapshot`).
+    stranded: AtomicBool,
+    /// Loading a snapshot (see `snapshot`).
+    loading: AtomicBool,
     internal_token: String,
     state_sink: std::sync::OnceLock<StateSink>,
     /// Metrics, registered into the node's registry.
@@ -204,6 +210,8 @@ impl Cluster {
             stopping: AtomicBool::new(false),
             registered: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
+            stranded: AtomicBool::new(false),
+            loading: AtomicBool::new(false),
             internal_token,
             state_sink: std::sync::OnceLock::new(),
             metrics: ClusterMetrics::default(),
@@ -235,6 +243,8 @@ impl Cluster {
             }
             // Serve what the local index knows (misses and writes answer 503) rather than not
             // at all; the tail registers and catches up once Postgres answers.
+            // Behind the trimmed log: `strand` said so; `/readyz` answers 503.
+            Err(SetupError::Unreachable(_)) if c.stranded() => {}
             Err(SetupError::Unreachable(e)) => tracing::warn!(
                 error = %e,
                 "cluster: Postgres unreachable at start; serving this node's last view (writes and misses answer 503) until it is back"
@@ -264,13 +274,18 @@ impl Cluster {
     async fn check_import(&self) -> Result<(), SetupError> {
         let client = self.pool.get().await.map_err(|e| SetupError::Unreachable(e.to_string()))?;
         let row = client
-            .query_one("SELECT count(*), min(origin) FROM cluster_changes WHERE origin <> $1", &[&self.name])
+            .query_one(
+                "SELECT (SELECT count(*) FROM cluster_changes WHERE origin <> $1) \
+                      + (SELECT count(*) FROM cluster_snapshot_meta), \
+                        (SELECT min(origin) FROM cluster_changes WHERE origin <> $1)",
+                &[&self.name],
+            )
             .await
             .map_err(|e| SetupError::Unreachable(e.to_string()))?;
         let (others, origin): (i64, Option<String>) = (row.get(0), row.get(1));
         if others > 0 {
             return Err(SetupError::Fatal(format!(
-                "this data directory holds registry content that is not in the cluster's change log, and the log already has {others} changes from other nodes (node {:?} among them). Only the first node of a cluster may bring content: start this node with an empty data directory to join (it then serves everything from the log and the bucket), or give it its own cluster (another Postgres database)",
+                "this data directory holds registry content that is not in the cluster's change log, and the log already has {others} changes or snapshots from other nodes (node {:?} among them). Only the first node of a cluster may bring content: start this node with an empty data directory to join (it then serves everything from the log and the bucket), or give it its own cluster (another Postgres database)",
                 origin.unwrap_or_default()
             )));
         }
@@ -304,6 +319,11 @@ impl Cluster {
 
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node is shutting its cluster membership down.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping()
     }
 
     /// Run `fut` on the cluster runtime; await the result from any executor.
@@ -478,9 +498,23 @@ impl Cluster {
         }
         let round = self.rounds_started.fetch_add(1, Ordering::SeqCst) + 1;
         self.metrics.catch_up_rounds.inc();
+        if self.stranded() {
+            return Err(CommitError::Unavailable(
+                "this node cannot catch up with the change log; it must be rebuilt".into(),
+            ));
+        }
+        // A node that has applied nothing starts from the latest snapshot, if any.
+        if self.applied() == 0 {
+            self.load_snapshot().await?;
+        }
         loop {
             let from = self.applied();
-            let entries = self.fetch(from, 500).await?;
+            let (entries, trimmed) = self.fetch(from, 500).await?;
+            if from < trimmed {
+                return Err(self.strand(format!(
+                    "it was away while the log was trimmed past its position: applied {from}, trimmed up to {trimmed}"
+                )));
+            }
             let Some(last) = entries.last().map(|e| e.seq) else { break };
             let c = self.clone();
             let now = now_ms();
@@ -506,7 +540,8 @@ impl Cluster {
         Ok(self.applied())
     }
 
-    async fn fetch(&self, after: u64, limit: i64) -> Result<Vec<Entry>, CommitError> {
+    /// Entries after `after` (at most `limit`), and how far the log has been trimmed.
+    async fn fetch(&self, after: u64, limit: i64) -> Result<(Vec<Entry>, u64), CommitError> {
         let client = self.pool.get().await.map_err(|e| {
             self.metrics.postgres_errors.inc();
             unavailable(e)
@@ -517,23 +552,27 @@ impl Cluster {
             self.metrics.postgres_errors.inc();
             unavailable(e)
         };
+        // One row even when nothing is new (the trim position, entry columns NULL).
         let stmt = client
             .prepare_cached(
-                "SELECT seq, origin, (extract(epoch FROM at) * 1000)::bigint, body FROM cluster_changes \
-                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT s.trimmed_upto, c.seq, c.origin, (extract(epoch FROM c.at) * 1000)::bigint, c.body \
+                 FROM cluster_log_state s LEFT JOIN LATERAL ( \
+                     SELECT seq, origin, at, body FROM cluster_changes WHERE seq > $1 ORDER BY seq LIMIT $2 \
+                 ) c ON true WHERE s.id = 1",
             )
             .await
             .map_err(pg_error)?;
         let rows = client.query(&stmt, &[&(after as i64), &limit]).await.map_err(pg_error)?;
+        let trimmed = rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64);
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let seq: i64 = row.get(0);
-            let body: serde_json::Value = row.get(3);
+            let Some(seq) = row.get::<_, Option<i64>>(1) else { continue };
+            let body: serde_json::Value = row.get(4);
             let write: Write = serde_json::from_value(body)
                 .map_err(|e| CommitError::Unavailable(format!("change {seq} undecodable: {e}")))?;
-            out.push(Entry { seq: seq as u64, origin: row.get(1), at_ms: row.get::<_, i64>(2) as u64, write });
+            out.push(Entry { seq: seq as u64, origin: row.get(2), at_ms: row.get::<_, i64>(3) as u64, write });
         }
-        Ok(out)
+        Ok((out, trimmed))
     }
 
     /// The log's head (highest committed sequence).
@@ -542,7 +581,11 @@ impl Cluster {
         self.run(async move {
             let client = c.pool.get().await.map_err(unavailable)?;
             let row = client
-                .query_one("SELECT coalesce(max(seq), 0) FROM cluster_changes", &[])
+                .query_one(
+                    "SELECT greatest(coalesce(max(seq), 0), (SELECT trimmed_upto FROM cluster_log_state WHERE id = 1)) \
+                     FROM cluster_changes",
+                    &[],
+                )
                 .await
                 .map_err(unavailable)?;
             Ok(row.get::<_, i64>(0) as u64)

@@ -40,6 +40,24 @@ CREATE TABLE IF NOT EXISTS cluster_leases (
     epoch      bigint      NOT NULL,
     expires_at timestamptz NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cluster_snapshots (
+    at_seq bigint NOT NULL,
+    part   int    NOT NULL,
+    body   jsonb  NOT NULL,
+    PRIMARY KEY (at_seq, part)
+);
+CREATE TABLE IF NOT EXISTS cluster_snapshot_meta (
+    at_seq  bigint PRIMARY KEY,
+    parts   int         NOT NULL,
+    writes  bigint      NOT NULL,
+    made_by text        NOT NULL,
+    made_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS cluster_log_state (
+    id           int PRIMARY KEY CHECK (id = 1),
+    trimmed_upto bigint NOT NULL DEFAULT 0
+);
+INSERT INTO cluster_log_state (id) VALUES (1) ON CONFLICT DO NOTHING;
 "#;
 
 /// One entry of the log: a metadata write, as the node that made it decided it.

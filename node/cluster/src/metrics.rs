@@ -38,6 +38,8 @@ pub struct ClusterMetrics {
     pub postgres_errors: Counter,
     /// Nodes with a recent heartbeat (this one included).
     pub live_nodes: Gauge,
+    /// 1 when this node is behind the trimmed part of the log (it must be emptied).
+    pub stranded: Gauge,
 }
 
 impl Default for ClusterMetrics {
@@ -55,6 +57,7 @@ impl Default for ClusterMetrics {
             forwarded: Family::default(),
             postgres_errors: Counter::default(),
             live_nodes: Gauge::default(),
+            stranded: Gauge::default(),
         }
     }
 }
@@ -89,6 +92,11 @@ impl ClusterMetrics {
             self.postgres_errors.clone(),
         );
         r.register("live_nodes", "Nodes with a recent heartbeat", self.live_nodes.clone());
+        r.register(
+            "stranded",
+            "1 when this node is behind the trimmed change log and must be emptied to rejoin",
+            self.stranded.clone(),
+        );
     }
 
     pub(crate) fn fresh_read(&self, result: &str) {

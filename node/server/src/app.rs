@@ -259,19 +259,15 @@ impl App {
                 let cn = Arc::new(crate::cluster::ClusterNode { cluster: c.clone(), tier: tier.clone() });
                 if importing {
                     // This node's own content becomes the cluster's, before it serves anything.
-                    let accounts = auth
-                        .as_ref()
-                        .map(|a| a.managed.get())
-                        .filter(|s| !s.is_empty())
-                        .map(|s| serde_json::to_value(&*s))
-                        .transpose()
-                        .map_err(|e| StartError::Cluster(e.to_string()))?;
+                    let accounts =
+                        crate::cluster::compact::accounts_of(auth.as_deref()).map_err(StartError::Cluster)?;
                     tracing::warn!("cluster: this node's content is not in the change log yet; publishing it");
                     let report = c
                         .block_on(crate::cluster::import::publish(cn.clone(), index.clone(), accounts))
                         .map_err(|e| StartError::Cluster(format!("publishing this node's content: {e}")))?;
                     tracing::warn!(%report, "cluster: published this node's content into the change log");
                 }
+                crate::cluster::compact::start_schedule(cn.clone(), index.clone(), auth.clone());
                 Some(cn)
             }
             _ => None,

@@ -17,6 +17,11 @@ pub(super) fn handle(app: &App, req: &Request, ep: &Endpoint) -> Result<Response
         Endpoint::Ready => {
             if app.shutting_down.load(Ordering::Relaxed) {
                 Ok(Response::bytes(503, "text/plain", b"shutting down\n".to_vec()))
+            } else if app.cluster.as_ref().is_some_and(|c| c.cluster.stranded()) {
+                let msg = b"cannot catch up with the cluster's change log: empty this node's data directory and start it again\n";
+                Ok(Response::bytes(503, "text/plain", msg.to_vec()))
+            } else if app.cluster.as_ref().is_some_and(|c| c.cluster.loading()) {
+                Ok(Response::bytes(503, "text/plain", b"loading the cluster's snapshot\n".to_vec()))
             } else {
                 Ok(Response::bytes(200, "text/plain", b"ready\n".to_vec()))
             }

@@ -14,7 +14,10 @@ use berth_types::{Digest, ErrorKind, OciError, RepoName, Tag};
 
 use crate::app::App;
 
+pub(crate) mod compact;
 pub(crate) mod import;
+pub(crate) mod renewal;
+mod state;
 
 /// A node in a cluster: its membership and the S3 tier every cluster node has.
 pub struct ClusterNode {

@@ -28,7 +28,8 @@ use berth_types::{Digest, RepoName, Tag};
 use crate::store::BlobStore;
 
 mod cluster;
-use cluster::{run_clustered, LeaseRenewal};
+use crate::cluster::renewal::LeaseRenewal;
+use cluster::run_clustered;
 
 pub use berth_internal_api::gc::{
     human_bytes, BlobItem, GcPolicy, GcReport, GcRequest, GraceHeld, JobState, JobView, LinkItem, ManifestItem,

@@ -1,6 +1,8 @@
 //! `GET /internal/v1/cluster`: this node's view of the cluster — its name and applied log
-//! position, the log's head, every node with its heartbeat age and applied position (lag), and
-//! the leases. 404 on a single node; 503 when Postgres cannot be reached.
+//! position, the log's head, every node with its heartbeat age and applied position (lag), the
+//! leases and the latest snapshot. `POST /internal/v1/cluster/compact`: snapshot the registry
+//! and trim the log now (409 if another node is at it). 404 on a single node; 503 when
+//! Postgres cannot be reached.
 
 use berth_types::{ErrorKind, OciError};
 use serde_json::json;
@@ -15,6 +17,7 @@ pub(super) async fn get(app: &App) -> Result<Response, OciError> {
     let c = &cn.cluster;
     let head = c.head().await.map_err(|e| crate::cluster::unavailable(&e))?;
     let leases = c.leases().await.map_err(|e| crate::cluster::unavailable(&e))?;
+    let snapshot = c.latest_snapshot().await.map_err(|e| crate::cluster::unavailable(&e))?;
     let live_after = (c.config().heartbeat_secs * 3) as f64;
     let nodes: Vec<_> = c
         .nodes()
@@ -36,6 +39,33 @@ pub(super) async fn get(app: &App) -> Result<Response, OciError> {
         &json!({
             "node": c.node(), "applied_seq": c.applied(), "head_seq": head,
             "durability": c.config().durability, "nodes": nodes, "leases": leases,
+            "snapshot": snapshot, "stranded": c.stranded(),
         }),
     ))
+}
+
+pub(super) async fn compact(app: &App) -> Result<Response, OciError> {
+    let Some(cn) = app.cluster.clone() else {
+        return Err(OciError::new(ErrorKind::NotFound).msg("this node is not in a cluster ([cluster] is not set)"));
+    };
+    let (index, auth) = (app.index.clone(), app.auth.clone());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("berth-compact".into())
+        .spawn(move || {
+            let _ = reply.send(crate::cluster::compact::run(&cn, &index, auth.as_deref()));
+        })
+        .map_err(|e| OciError::new(ErrorKind::Unavailable).msg(format!("cannot start compaction: {e}")))?;
+    match answer.await {
+        Ok(Ok(report)) => Ok(Response::json(200, &serde_json::to_value(&report).unwrap_or_default())),
+        Ok(Err(crate::cluster::compact::CompactError::Busy(m))) => {
+            let mut r = Response::from(
+                OciError::new(ErrorKind::TooManyRequests).msg(format!("compaction runs elsewhere: {m}")),
+            );
+            r.status = 409;
+            Ok(r)
+        }
+        Ok(Err(e)) => Err(OciError::new(ErrorKind::Unavailable).msg(e.to_string())),
+        Err(_) => Err(OciError::new(ErrorKind::Unavailable).msg("compaction stopped")),
+    }
 }

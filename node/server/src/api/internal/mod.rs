@@ -9,7 +9,8 @@
 //! | GET | `/internal/v1/jobs`, `/internal/v1/jobs/<id>` | `jobs.rs` |
 //! | GET | `/internal/v1/workers` | `workers.rs` |
 //! | GET | `/internal/v1/stats` | `stats.rs` |
-//! | GET | `/internal/v1/cluster` | `cluster.rs` (nodes, log positions, leases) |
+//! | GET | `/internal/v1/cluster` | `cluster.rs` (nodes, log positions, leases, snapshot) |
+//! | POST | `/internal/v1/cluster/compact` | `cluster.rs` (snapshot the registry, trim the log) |
 //! | GET, PUT | `/internal/v1/scans/<digest>` | `scans.rs` (scan records from the sidecar) |
 //! | … | `/internal/v1/accounts`, `users/<n>`, `robots[/<n>]`, `groups/<n>`, `rules`, `audit` | `accounts.rs` (see `berth_internal_api::accounts`) |
 //! | any | `/v2/…` | the registry API for the sidecar and its scanner, exempt from the pull policy (`/v2/` answers without a token, as a registry ping must) |
@@ -67,12 +68,13 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
         (Method::Get, "workers") => ("internal_workers", workers::get(app)),
         (Method::Get, "stats") => ("internal_stats", stats::get(app)),
         (Method::Get, "cluster") => ("internal_cluster", cluster::get(app).await),
+        (Method::Post, "cluster/compact") => ("internal_cluster_compact", cluster::compact(app).await),
         (Method::Get, p) if p.starts_with("scans/") => ("internal_scan", scans::get(app, &p[6..])),
         (Method::Put, p) if p.starts_with("scans/") => ("internal_scan", scans::put(app, body, &p[6..]).await),
         (_, "changes" | "export" | "jobs" | "workers" | "stats" | "cluster") => {
             ("internal", super::method_not_allowed("GET"))
         }
-        (_, "gc") => ("internal", super::method_not_allowed("POST")),
+        (_, "gc" | "cluster/compact") => ("internal", super::method_not_allowed("POST")),
         _ => ("internal", Err(OciError::new(ErrorKind::NotFound).msg("no such internal endpoint"))),
     };
     (result.unwrap_or_else(Response::from), name)
