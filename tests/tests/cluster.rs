@@ -978,3 +978,79 @@ fn the_log_is_compacted_and_new_or_returning_nodes_start_from_its_snapshot() {
     assert_eq!(pull_image_at(&base(b), "snap/later", "v1").unwrap(), later);
     fsck_clean(&mut c);
 }
+
+#[test]
+fn snapshots_taken_during_pushes_rebuild_the_same_registry() {
+    let _serial = one_fleet();
+    let extra = [("BERTH_CLUSTER__TRIM_KEEP_SECS", "0"), ("BERTH_CLUSTER__COMPACT_AFTER_CHANGES", "0")];
+    let Some(f) = Fleet::start(2, false, &extra) else { return };
+    let (a, b) = (base(&f.nodes[0]), &f.nodes[1]);
+    let bearer = format!("Bearer {TOKEN}");
+
+    // Pushes, tag moves and deletions on a while b (whose tail applies them meanwhile) takes
+    // snapshots of its index: each snapshot is read while writes land.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (stop, a) = (stop.clone(), a.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let repo = format!("fuzzy/r{}", i % 4);
+                let d = push_image_at(&a, &repo, &format!("t{}", i % 7), &[noise(5000 + i, 1500)]).unwrap();
+                if i % 5 == 0 {
+                    assert_eq!(http("DELETE", &format!("{a}/v2/{repo}/manifests/{d}"), &[], None).status, 202);
+                }
+                if i % 9 == 0 {
+                    let _ = http("DELETE", &format!("{a}/v2/{repo}/manifests/t{}", (i + 3) % 7), &[], None);
+                }
+            }
+            i
+        })
+    };
+    let mut snapshots = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let r = http(
+            "POST",
+            &format!("{}/internal/v1/cluster/compact", internal_base(b)),
+            &[("Authorization", &bearer)],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        snapshots += 1;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let pushes = pusher.join().unwrap();
+    eprintln!("{pushes} pushes during {snapshots} snapshots");
+
+    // A new node from the last snapshot plus the log after it has what a has.
+    let (pg, s3) = (common::s3::FaultProxy::start(f.pg.port), common::s3::FaultProxy::start(f._moto.port));
+    let env = node_env("c", &pg, &s3, &extra, false);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let c = Berth::start(&f.tmp.path().join("c"), &env);
+    converged(&[&f.nodes[0], &c]);
+    let view = |n: &str| -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        let catalog: serde_json::Value =
+            serde_json::from_slice(&http("GET", &format!("{n}/v2/_catalog?n=1000"), &[], None).body).unwrap();
+        for repo in catalog["repositories"].as_array().unwrap() {
+            let repo = repo.as_str().unwrap();
+            let tags: serde_json::Value =
+                serde_json::from_slice(&http("GET", &format!("{n}/v2/{repo}/tags/list"), &[], None).body).unwrap();
+            for tag in tags["tags"].as_array().into_iter().flatten() {
+                let tag = tag.as_str().unwrap();
+                let r = http("HEAD", &format!("{n}/v2/{repo}/manifests/{tag}"), &[], None);
+                out.push((repo.into(), tag.into(), r.header("docker-content-digest").unwrap_or("?").to_string()));
+            }
+        }
+        out
+    };
+    let (on_a, on_c) = (view(&a), view(&base(&c)));
+    assert!(on_a.len() >= 10, "{on_a:?}");
+    assert_eq!(on_a, on_c, "c, built from a snapshot taken during pushes, differs from a");
+    for (repo, tag, digest) in on_a.iter().take(12) {
+        assert_eq!(&pull_image_at(&base(&c), repo, tag).unwrap(), digest);
+    }
+}
