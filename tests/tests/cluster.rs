@@ -656,6 +656,19 @@ fn accounts_scan_verdicts_and_scan_requests_reach_every_node() {
         let feed = internal(a, "GET", "/internal/v1/changes?from=1&limit=1000", None);
         String::from_utf8_lossy(&feed.body).contains("scan_requested")
     });
+
+    // Accounts and verdicts travel in the log's snapshot: a node started after a compaction
+    // (from the snapshot) knows the user and blocks the pull.
+    let r = internal(a, "PUT", "/internal/v1/users/ops", Some(br#"{"password":"opspw-123456"}"#));
+    assert!(r.status == 204 || r.status == 201);
+    assert_eq!(internal(a, "POST", "/internal/v1/cluster/compact", None).status, 200);
+    let (pg, s3) = (common::s3::FaultProxy::start(f.pg.port), common::s3::FaultProxy::start(f._moto.port));
+    let env = node_env("c", &pg, &s3, &extra, false);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let c = Berth::start(&f.tmp.path().join("c"), &env);
+    assert!(std::fs::read_to_string(&c.log).unwrap().contains("loaded the log's snapshot"));
+    assert_eq!(ping(&c, "ops", "opspw-123456"), 200);
+    assert_eq!(http("GET", &c.url("/v2/scan/app/manifests/v1"), &auth, None).status, 403);
 }
 
 #[test]
