@@ -338,6 +338,117 @@ fn monitoring_rules_check_and_use_only_exported_metrics() {
 
 /// `docker-compose up` of the whole stack on the host network: push an image, see it in
 /// Postgres through the admin API, tiered to S3 and scanned; `down`, `up` again, pull.
+/// Berth's images built from the host's binaries (the helpers are built by compose on the
+/// same base), and a copy of deploy/compose with this machine's CA trusted during the helper
+/// builds (package mirrors here sit behind a TLS-intercepting proxy).
+fn compose_dir(d: &Dockerd, tmp: &Path) -> std::path::PathBuf {
+    let target = berth_bin().parent().unwrap().to_path_buf();
+    let mut c = Command::new("bash");
+    c.arg(repo_root().join("deploy/docker/build.sh")).arg("dev").arg(&target).env("DOCKER_HOST", &d.host);
+    run_cmd(&mut c);
+    let dir = tmp.join("compose");
+    run_cmd(Command::new("cp").arg("-r").arg(repo_root().join("deploy/compose")).arg(&dir));
+    if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        std::fs::copy("/etc/ssl/certs/ca-certificates.crt", dir.join("extra-ca/host.crt")).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn compose_cluster_three_nodes_behind_haproxy() {
+    if !(have("dockerd") && have("docker-compose") && have("mmdebstrap")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..10).map(|_| free_port()).collect();
+    let lb = format!("http://127.0.0.1:{}", ports[0]);
+    let d = Dockerd::start(&tmp.path().join("docker"), &format!("127.0.0.1:{}", ports[0]));
+    let dir = compose_dir(&d, tmp.path());
+    let dotenv = dir.join("cluster.env");
+    std::fs::write(
+        &dotenv,
+        format!(
+            "BERTH_PORT={}\nNODE_A_PORT={}\nNODE_B_PORT={}\nNODE_C_PORT={}\nNODE_A_INTERNAL_PORT={}\n\
+             NODE_B_INTERNAL_PORT={}\nNODE_C_INTERNAL_PORT={}\nBERTH_ADMIN_PORT={}\nPOSTGRES_PORT={}\nS3_PORT={}\n\
+             BERTH_INTERNAL_TOKEN=t-internal-0123456789abcdef0123456789\nBERTH_ADMIN_API_TOKEN=t-admin-0123456789abcdef0123\n\
+             POSTGRES_PASSWORD=t-pg\nS3_SECRET_KEY=t-s3\nBUILD_BASE=berth-base:bookworm\n",
+            ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6], ports[7], ports[8], ports[9]
+        ),
+    )
+    .unwrap();
+    let project = format!("bc{}", ports[0]);
+    let compose = |args: &[&str]| {
+        let mut c = Command::new("docker-compose");
+        c.args(["-p", &project, "-f"]).arg(dir.join("cluster.yaml")).arg("--env-file").arg(&dotenv).args(args);
+        c.env("DOCKER_HOST", &d.host);
+        run_cmd(&mut c)
+    };
+    compose(&["build", "-q", "postgres", "s3", "haproxy"]);
+    compose(&["up", "-d"]);
+    let node = |i: usize| format!("http://127.0.0.1:{}", ports[1 + i]);
+    wait_for("the balancer and three ready nodes", 120, || {
+        (0..3).all(|i| {
+            try_http(&ureq::agent(), "GET", &format!("{}/readyz", node(i)), &[], None).is_ok_and(|r| r.status == 200)
+        }) && try_http(&ureq::agent(), "GET", &format!("{lb}/v2/"), &[], None).is_ok_and(|r| r.status == 200)
+    });
+    // Pushed through the balancer (its requests spread over the nodes), pulled from each node.
+    let mut pushed = Vec::new();
+    for i in 0..3u64 {
+        let tag = format!("v{i}");
+        pushed.push((tag.clone(), common::fleet::push_image_at(&lb, "cl/app", &tag, &[noise(i, 40_000)]).unwrap()));
+    }
+    for i in 0..3 {
+        for (tag, digest) in &pushed {
+            assert_eq!(&common::fleet::pull_image_at(&node(i), "cl/app", tag).unwrap(), digest, "{tag} on node {i}");
+        }
+    }
+    // One node stopped: the balancer drops it, pushes and pulls go on.
+    compose(&["stop", "node-b"]);
+    let mut next = None;
+    wait_for("a push through the balancer without node b", 30, || {
+        next = common::fleet::push_image_at(&lb, "cl/app", "after-stop", &[noise(9, 40_000)]).ok();
+        next.is_some()
+    });
+    pushed.push(("after-stop".into(), next.unwrap()));
+    for (tag, digest) in &pushed {
+        match common::fleet::pull_image_at(&lb, "cl/app", tag) {
+            Ok(d) => assert_eq!(&d, digest),
+            Err(e) => panic!("{e}\n{}", compose(&["logs", "--no-color", "node-a", "node-c"])),
+        }
+    }
+    // The sidecar (following node a) sees the whole cluster's pushes.
+    let admin = format!("http://127.0.0.1:{}", ports[7]);
+    wait_for("the sidecar to record the repository's 4 tags", 120, || {
+        let Ok(r) = try_http(
+            &ureq::agent(),
+            "GET",
+            &format!("{admin}/api/v1/repositories"),
+            &[("Authorization", "Bearer t-admin-0123456789abcdef0123")],
+            None,
+        ) else {
+            return false;
+        };
+        serde_json::from_slice::<serde_json::Value>(&r.body).is_ok_and(|v| {
+            v["repositories"].as_array().is_some_and(|rs| rs.iter().any(|r| r["name"] == "cl/app" && r["tags"] == 4))
+        })
+    });
+    // Every node and the balancer stopped and started again (moto, the stack's S3 server,
+    // keeps objects in memory: it stays up): everything pulls from every node, b caught up.
+    compose(&["stop", "haproxy", "admin", "node-a", "node-b", "node-c"]);
+    compose(&["up", "-d"]);
+    wait_for("three ready nodes again", 120, || {
+        (0..3).all(|i| {
+            try_http(&ureq::agent(), "GET", &format!("{}/readyz", node(i)), &[], None).is_ok_and(|r| r.status == 200)
+        })
+    });
+    for i in 0..3 {
+        for (tag, digest) in &pushed {
+            assert_eq!(&common::fleet::pull_image_at(&node(i), "cl/app", tag).unwrap(), digest, "{tag} on node {i}");
+        }
+    }
+    compose(&["down", "-v"]);
+}
+
 #[test]
 fn compose_stack_up_push_down_up_pull() {
     if !(have("dockerd") && have("docker-compose") && have("mmdebstrap") && have("trivy") && have("go")) {
@@ -350,19 +461,7 @@ fn compose_stack_up_push_down_up_pull() {
     let env = |c: &mut Command| {
         c.env("DOCKER_HOST", &d.host);
     };
-    // The images: ours from the host's binaries, the helpers built on the same base.
-    let target = berth_bin().parent().unwrap().to_path_buf();
-    let mut c = Command::new("bash");
-    c.arg(repo_root().join("deploy/docker/build.sh")).arg("dev").arg(&target);
-    env(&mut c);
-    run_cmd(&mut c);
-    // A copy of the compose directory, with this machine's CA trusted during the helper
-    // builds (package mirrors here sit behind a TLS-intercepting proxy).
-    let dir = tmp.path().join("compose");
-    run_cmd(Command::new("cp").arg("-r").arg(repo_root().join("deploy/compose")).arg(&dir));
-    if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
-        std::fs::copy("/etc/ssl/certs/ca-certificates.crt", dir.join("extra-ca/host.crt")).unwrap();
-    }
+    let dir = compose_dir(&d, tmp.path());
     let dotenv = dir.join(".env");
     std::fs::write(
         &dotenv,

@@ -205,7 +205,8 @@ pub fn pull_image_at(base: &str, repo: &str, tag: &str) -> Result<String, String
     for d in blobs {
         let r = try_http(&agent, "GET", &format!("{base}/v2/{repo}/blobs/{d}"), &[], None)?;
         if r.status != 200 || sha256(&r.body) != d {
-            return Err(format!("blob {d} of {repo}:{tag}: {} ({} bytes)", r.status, r.body.len()));
+            let text = if r.status == 200 { String::new() } else { String::from_utf8_lossy(&r.body).into_owned() };
+            return Err(format!("blob {d} of {repo}:{tag}: {} ({} bytes) {text}", r.status, r.body.len()));
         }
     }
     Ok(digest)
