@@ -1011,10 +1011,10 @@ fn snapshots_taken_during_pushes_rebuild_the_same_registry() {
                 i += 1;
                 let repo = format!("fuzzy/r{}", i % 4);
                 let d = push_image_at(&a, &repo, &format!("t{}", i % 7), &[noise(5000 + i, 1500)]).unwrap();
-                if i % 5 == 0 {
+                if i.is_multiple_of(5) {
                     assert_eq!(http("DELETE", &format!("{a}/v2/{repo}/manifests/{d}"), &[], None).status, 202);
                 }
-                if i % 9 == 0 {
+                if i.is_multiple_of(9) {
                     let _ = http("DELETE", &format!("{a}/v2/{repo}/manifests/t{}", (i + 3) % 7), &[], None);
                 }
             }

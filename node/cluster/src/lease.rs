@@ -48,3 +48,17 @@ pub(crate) const RELEASE: &str =
     "UPDATE cluster_leases SET expires_at = now() WHERE role = $1 AND holder = $2 AND epoch = $3";
 pub(crate) const FENCE: &str = "SELECT 1 FROM cluster_leases \
      WHERE role = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() FOR SHARE";
+
+/// Inside a transaction: fail with [`crate::CommitError::Fenced`] unless `lease` is still held
+/// with its epoch (the row stays locked `FOR SHARE` until the transaction ends, so a takeover
+/// waits for it).
+pub(crate) async fn check(tx: &tokio_postgres::Transaction<'_>, lease: &Lease) -> Result<(), crate::CommitError> {
+    let rows = tx
+        .query(FENCE, &[&lease.role, &lease.holder, &lease.epoch])
+        .await
+        .map_err(|e| crate::CommitError::Unavailable(e.to_string()))?;
+    if rows.is_empty() {
+        return Err(crate::CommitError::Fenced(lease.role.clone()));
+    }
+    Ok(())
+}

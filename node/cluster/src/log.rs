@@ -331,14 +331,7 @@ pub(crate) async fn run_check(tx: &tokio_postgres::Transaction<'_>, check: &Chec
                 Err(CommitError::Removed(digest.clone()))
             }
         }
-        Check::Fenced(l) => {
-            let rows = tx.query(crate::lease::FENCE, &[&l.role, &l.holder, &l.epoch]).await.map_err(unavailable)?;
-            if rows.is_empty() {
-                Err(CommitError::Fenced(l.role.clone()))
-            } else {
-                Ok(())
-            }
-        }
+        Check::Fenced(l) => crate::lease::check(tx, l).await,
     }
 }
 

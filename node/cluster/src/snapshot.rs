@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::lease::{Lease, FENCE};
+use crate::lease::Lease;
 use crate::log::{CommitError, Entry, Write};
 use crate::{unavailable, Cluster, CURSOR};
 
@@ -84,9 +84,7 @@ impl Cluster {
         self.run(async move {
             let mut client = c.pool.get().await.map_err(unavailable)?;
             let tx = client.transaction().await.map_err(unavailable)?;
-            if tx.query(FENCE, &[&lease.role, &lease.holder, &lease.epoch]).await.map_err(unavailable)?.is_empty() {
-                return Err(CommitError::Fenced(lease.role.clone()));
-            }
+            crate::lease::check(&tx, &lease).await?;
             let at = at_seq as i64;
             tx.execute("DELETE FROM cluster_snapshot_meta WHERE at_seq >= $1", &[&at]).await.map_err(unavailable)?;
             tx.execute("DELETE FROM cluster_snapshots WHERE at_seq >= $1", &[&at]).await.map_err(unavailable)?;
@@ -121,9 +119,7 @@ impl Cluster {
         self.run(async move {
             let mut client = c.pool.get().await.map_err(unavailable)?;
             let tx = client.transaction().await.map_err(unavailable)?;
-            if tx.query(FENCE, &[&lease.role, &lease.holder, &lease.epoch]).await.map_err(unavailable)?.is_empty() {
-                return Err(CommitError::Fenced(lease.role.clone()));
-            }
+            crate::lease::check(&tx, &lease).await?;
             let forget = c.cfg.forget_nodes_after_secs as f64;
             let keep = c.cfg.trim_keep_secs as f64;
             let row = tx
