@@ -13,6 +13,8 @@ Measured, in one run:
 - consistent reads: tag HEAD latency and throughput on a node that asks the log first (the
   default) against one that reads its local view only (`consistent_reads = false`), and the
   Postgres catch-up rounds per tag read;
+- group commit: commits/s of 16 clients mounting blobs (one commit each) at one node, batched
+  (the default) against one commit per transaction (`commit_batch_max = 1`), and at all three;
 - pull isolation: CPU seconds and requests on A while B and C serve warm pulls (goal: none);
 - S3 GETs per blob across cold nodes: concurrent pulls of fresh blobs on B and C (goal: one
   read-through fill per blob per node);
@@ -193,6 +195,38 @@ def get(port, path):
     return r.status, "sha256:" + h.hexdigest()
 
 
+def mount_storm(targets, per_node, secs, source_digest):
+    """`per_node` threads per target node mounting one blob into fresh repositories for
+    `secs` (each mount is one commit and nothing else: no body, no S3 request); returns
+    (mounts acknowledged, wall seconds)."""
+    stop = time.perf_counter() + secs
+    counts = []
+    lock = threading.Lock()
+
+    def worker(n, k):
+        c = httpc.HTTPConnection("127.0.0.1", n.port, timeout=60)
+        done, i = 0, 0
+        tag = os.urandom(4).hex()
+        while time.perf_counter() < stop:
+            i += 1
+            c.request("POST", f"/v2/bench/storm-{tag}-{k}-{i}/blobs/uploads/?mount={source_digest}&from=bench/storm",
+                      body=b"", headers={"Content-Length": "0"})
+            r = c.getresponse()
+            r.read()
+            if r.status == 201:
+                done += 1
+        c.close()
+        with lock:
+            counts.append(done)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(n, k)) for n in targets for k in range(per_node)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts), time.perf_counter() - t0
+
+
 def tag_reads(port, path, count):
     """`count` HEADs of `path` on one keep-alive connection; (p50, p99) in ms."""
     c = httpc.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -273,7 +307,8 @@ def main():
         # 1b. Consistent reads: a tag read asks the log first (one query when nothing is new,
         # shared by concurrent reads). Reference: node D, the same build with
         # consistent_reads = false (local view only), in the same cluster and run.
-        d = Node(bin, tmp, "d", pg, s3_port, BERTH_CLUSTER__CONSISTENT_READS="false")
+        d = Node(bin, tmp, "d", pg, s3_port, BERTH_CLUSTER__CONSISTENT_READS="false",
+                 BERTH_CLUSTER__COMMIT_BATCH_MAX="1")
         nodes.append(d)
         reads = 500 if args.quick else 3000
         path = "/v2/bench/lag/manifests/t0"
@@ -307,8 +342,30 @@ def main():
             print(f"tag GET, wrk 64 connections 5 s: consistent (B) {conc['b'][0]:.0f}/s p50 {conc['b'][2]} p99 "
                   f"{conc['b'][3]}, {conc['b'][1]:.3f} catch-up rounds per read; local view (D) {conc['d'][0]:.0f}/s "
                   f"p50 {conc['d'][2]} p99 {conc['d'][3]}")
+
+        # 1c. Group commit: 16 clients at one node for 5 s, each request a cross-repository
+        # mount (one commit, no body, no S3: what is measured is the log). B batches the
+        # commits queued meanwhile into one transaction (the default), D commits one per
+        # transaction (commit_batch_max = 1). Then 8 clients at each of A, B and C. (Blob
+        # pushes are bound here by moto, the S3 server: ~85/s whatever the log does.)
+        secs = 2 if args.quick else 5
+        source = push_blob(a.base(), "bench/storm", os.urandom(512))
+        rates = {}
+        for n in (b, d):
+            t0 = metric_sum(metrics(n.port), "berth_cluster_commit_transactions_total")
+            done, wall = mount_storm([n], 16, secs, source)
+            tx = metric_sum(metrics(n.port), "berth_cluster_commit_transactions_total") - t0
+            rates[n.name] = (done / wall, done / max(tx, 1))
+        print(f"group commit, 16 clients mounting a blob at one node for {secs} s: batched (B) "
+              f"{rates['b'][0]:.0f} commits/s ({rates['b'][1]:.1f} per transaction), one per transaction (D) "
+              f"{rates['d'][0]:.0f} commits/s ({rates['d'][1]:.1f}); ratio {rates['b'][0] / rates['d'][0]:.2f}x")
         d.kill9()
         nodes.remove(d)
+        tx0 = sum(metric_sum(metrics(n.port), "berth_cluster_commit_transactions_total") for n in (a, b, c))
+        done, wall = mount_storm([a, b, c], 8, secs, source)
+        tx = sum(metric_sum(metrics(n.port), "berth_cluster_commit_transactions_total") for n in (a, b, c)) - tx0
+        print(f"group commit, 8 clients mounting at each of A, B and C for {secs} s: {done / wall:.0f} commits/s "
+              f"cluster-wide ({done / max(tx, 1):.1f} per transaction)")
 
         # 2. Pull isolation: B and C serve warm pulls; A does nothing.
         big = os.urandom(32 << 20)

@@ -1067,3 +1067,43 @@ fn snapshots_taken_during_pushes_rebuild_the_same_registry() {
         assert_eq!(&pull_image_at(&base(&c), repo, tag).unwrap(), digest);
     }
 }
+
+#[test]
+fn commits_queued_on_a_node_share_one_transaction() {
+    let _serial = one_fleet();
+    let Some(f) = Fleet::start(2, false, &[]) else { return };
+    let (a, b) = (base(&f.nodes[0]), base(&f.nodes[1]));
+    push_blob_at(&a, "group/warm", b"warm").unwrap();
+    let tx0 = metric(&f.nodes[0], "berth_cluster_commit_transactions_total");
+    // The append lock held from psql for 2 s: a's commits queue meanwhile, then go together.
+    let mut holder = hold_append_lock(&f.pg);
+    let pushes: Vec<_> = (0..12u64)
+        .map(|i| {
+            let a = a.clone();
+            std::thread::spawn(move || push_blob_at(&a, "group/app", &noise(7000 + i, 700)))
+        })
+        .collect();
+    let digests: Vec<String> = pushes.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+    holder.wait().unwrap();
+    let transactions = metric(&f.nodes[0], "berth_cluster_commit_transactions_total") - tx0;
+    assert!(transactions < 12.0, "12 commits took {transactions} transactions: none were grouped");
+    // Each acknowledged blob is in the log (every node has it) with its own sequence.
+    for d in &digests {
+        let r = http("HEAD", &format!("{b}/v2/group/app/blobs/{d}"), &[], None);
+        assert_eq!(r.status, 200, "{d} on b");
+    }
+    let view: serde_json::Value = serde_json::from_slice(
+        &http(
+            "GET",
+            &format!("{}/internal/v1/changes?from=1&limit=1000", internal_base(&f.nodes[1])),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            None,
+        )
+        .body,
+    )
+    .unwrap();
+    let text = view.to_string();
+    for d in &digests {
+        assert!(text.contains(d.as_str()), "{d} missing from b's change feed");
+    }
+}

@@ -59,6 +59,10 @@ pub struct ClusterConfig {
     /// Content-addressed reads (blobs, manifests by digest) never ask.
     #[serde(default = "default_true")]
     pub consistent_reads: bool,
+    /// Commits of this node that may share one Postgres transaction (group commit: those
+    /// queued while the previous transaction ran). 1 turns batching off.
+    #[serde(default = "default_batch")]
+    pub commit_batch_max: usize,
     /// Compact the change log when it holds more than this many entries after the latest
     /// snapshot: one node (under the `compact` lease) writes a snapshot of the registry's
     /// state, then entries every node has applied are deleted. New nodes start from the
@@ -76,6 +80,9 @@ pub struct ClusterConfig {
     pub forget_nodes_after_secs: u64,
 }
 
+fn default_batch() -> usize {
+    64
+}
 fn default_compact_after() -> u64 {
     100_000
 }

@@ -23,6 +23,7 @@
 //! blob files (through `berth_tiering::LocalBlobs`), never the node's HTTP layer.
 
 mod apply;
+mod commit;
 mod config;
 mod forward;
 pub mod lease;
@@ -96,6 +97,8 @@ pub struct Cluster {
     loading: AtomicBool,
     internal_token: String,
     state_sink: std::sync::OnceLock<StateSink>,
+    /// Where commits queue for the group committer (`commit`).
+    commits: tokio::sync::mpsc::UnboundedSender<commit::Pending>,
     /// Metrics, registered into the node's registry.
     pub metrics: ClusterMetrics,
 }
@@ -191,6 +194,7 @@ impl Cluster {
         }
         let http = http.build().map_err(|e| e.to_string())?;
         let applied = index.cursor(CURSOR).map_err(|e| e.to_string())?;
+        let (commits, queued) = tokio::sync::mpsc::unbounded_channel();
         let c = Arc::new(Cluster {
             name: cfg.node.clone(),
             tag: nodes::tag_of(&cfg.node),
@@ -214,11 +218,13 @@ impl Cluster {
             loading: AtomicBool::new(false),
             internal_token,
             state_sink: std::sync::OnceLock::new(),
+            commits,
             metrics: ClusterMetrics::default(),
             cfg,
         });
         c.metrics.applied_seq.set(applied as i64);
         let _ = c.state_sink.set(state_sink);
+        c.handle.spawn(commit::committer(c.clone(), queued));
         let c2 = c.clone();
         let timeout = c.timeout();
         let started = c.block_on(async move {
@@ -355,7 +361,8 @@ impl Cluster {
 
     /// Append `writes` to the log, atomically, if every check passes; then apply the log on
     /// this node up to them (so this node reads its own write at once). Returns the last
-    /// sequence written.
+    /// sequence written. Without `effect` the commit may share a transaction with this node's
+    /// other commits queued meanwhile (group commit: see `commit`).
     pub fn commit(
         self: &Arc<Self>,
         writes: Vec<Write>,
@@ -365,11 +372,25 @@ impl Cluster {
         let c = self.clone();
         self.run(async move {
             let started = Instant::now();
-            // A side effect (GC's S3 delete) may take longer than a plain commit.
-            let limit = if effect.is_some() { c.timeout().max(EFFECT_TIMEOUT) } else { c.timeout() };
-            let r = match tokio::time::timeout(limit, c.append(writes, checks, effect)).await {
-                Ok(r) => r,
-                Err(_) => Err(CommitError::Unavailable("commit timed out".into())),
+            let r = match effect {
+                // A side effect (GC's S3 delete) may take longer than a plain commit.
+                Some(effect) => {
+                    tokio::time::timeout(c.timeout().max(EFFECT_TIMEOUT), c.append_with_effect(writes, checks, effect))
+                        .await
+                        .unwrap_or_else(|_| Err(CommitError::Unavailable("commit timed out".into())))
+                }
+                None => {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    let queued = c.commits.send(commit::Pending { writes, checks, reply });
+                    match queued {
+                        Err(_) => Err(CommitError::Unavailable("shutting down".into())),
+                        Ok(()) => match tokio::time::timeout(c.timeout(), answer).await {
+                            Ok(Ok(r)) => r,
+                            Ok(Err(_)) => Err(CommitError::Unavailable("shutting down".into())),
+                            Err(_) => Err(CommitError::Unavailable("commit timed out".into())),
+                        },
+                    }
+                }
             };
             c.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
             match &r {
@@ -385,38 +406,6 @@ impl Cluster {
             c.wait_applied_inner(seq).await?;
             Ok(seq)
         })
-    }
-
-    async fn append(&self, writes: Vec<Write>, checks: Vec<Check>, effect: Option<Effect>) -> Result<u64, CommitError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&log::APPEND_LOCK]).await.map_err(unavailable)?;
-        for check in &checks {
-            log::run_check(&tx, check).await?;
-        }
-        if let Some(effect) = effect {
-            // Postgres still ends this session if it stays idle longer than
-            // `postgres_timeout_ms` (what bounds how long a paused node blocks everyone's
-            // commits and a lease takeover); the GC then records its removal again.
-            effect.await.map_err(CommitError::Effect)?;
-        }
-        let mut last = 0i64;
-        for w in &writes {
-            let (repo, digest, refs) = w.columns();
-            let body = serde_json::to_value(w).map_err(unavailable)?;
-            let row = tx
-                .query_one(
-                    "INSERT INTO cluster_changes (origin, kind, repo, digest, refs, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-                    &[&self.name, &w.kind(), &repo, &digest, &refs, &body],
-                )
-                .await
-                .map_err(unavailable)?;
-            last = row.get(0);
-        }
-        tx.execute("SELECT pg_notify($1, $2)", &[&log::CHANNEL, &last.to_string()]).await.map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(last as u64)
     }
 
     /// Bring the local index up to date with everything committed before this call (what a

@@ -22,6 +22,10 @@ pub struct ClusterMetrics {
     pub commits: Family<ResultLabel, Counter>,
     /// Time of a commit (append transaction), seconds.
     pub commit_seconds: Histogram,
+    /// Commits per append transaction (group commit).
+    pub commit_batch_size: Histogram,
+    /// Append transactions (each holds one or more commits).
+    pub commit_transactions: Counter,
     /// Replication lag: commit on another node → applied here, seconds.
     pub lag_seconds: Histogram,
     /// Catch-ups started by a miss (a name this node did not know yet).
@@ -50,6 +54,8 @@ impl Default for ClusterMetrics {
             applied_seq: Gauge::default(),
             commits: Family::default(),
             commit_seconds: Histogram::new(buckets.into_iter()),
+            commit_batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0].into_iter()),
+            commit_transactions: Counter::default(),
             lag_seconds: Histogram::new(buckets.into_iter()),
             miss_catch_ups: Counter::default(),
             fresh_reads: Family::default(),
@@ -69,6 +75,16 @@ impl ClusterMetrics {
         r.register("applied_seq", "Last change-log sequence applied to the local index", self.applied_seq.clone());
         r.register("commits", "Change-log commits by result", self.commits.clone());
         r.register("commit_seconds", "Change-log commit time", self.commit_seconds.clone());
+        r.register(
+            "commit_batch_size",
+            "Commits sharing one append transaction (group commit)",
+            self.commit_batch_size.clone(),
+        );
+        r.register(
+            "commit_transactions",
+            "Append transactions (each carries one or more commits)",
+            self.commit_transactions.clone(),
+        );
         r.register(
             "replication_lag_seconds",
             "Commit on another node to applied here (the node clocks' skew included)",
