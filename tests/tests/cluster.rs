@@ -1107,3 +1107,43 @@ fn commits_queued_on_a_node_share_one_transaction() {
         assert!(text.contains(d.as_str()), "{d} missing from b's change feed");
     }
 }
+
+#[test]
+fn account_changes_made_on_two_nodes_at_once_both_stick() {
+    let _serial = one_fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("root:{}\n", bcrypt_hash("rootpw"))).unwrap();
+    let extra = [("BERTH_AUTH__HTPASSWD", htpasswd.to_str().unwrap())];
+    let Some(f) = Fleet::start(2, false, &extra) else { return };
+    let put_user = |n: &Berth, name: &str| {
+        let body = format!(r#"{{"password":"{name}-pw-123456"}}"#);
+        http(
+            "PUT",
+            &format!("{}/internal/v1/users/{name}", internal_base(n)),
+            &[("Authorization", &format!("Bearer {TOKEN}")), ("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+        .status
+    };
+    let ping = |n: &Berth, user: &str| {
+        let pw = format!("{user}-pw-123456");
+        http("GET", &n.url("/v2/"), &[("Authorization", &basic(user, &pw))], None).status
+    };
+    // Both nodes read the accounts before either commits (the append lock is held), so each
+    // change is made on a view without the other: the second commit must not undo the first.
+    for round in 0..2 {
+        let mut holder = hold_append_lock(&f.pg);
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+        let statuses = std::thread::scope(|s| {
+            let h1 = s.spawn(|| put_user(&f.nodes[0], &x));
+            let h2 = s.spawn(|| put_user(&f.nodes[1], &y));
+            (h1.join().unwrap(), h2.join().unwrap())
+        });
+        holder.wait().unwrap();
+        assert!(matches!(statuses, (200..=204, 200..=204)), "{statuses:?}");
+        for n in &f.nodes {
+            wait_for("both users on every node", 10, || ping(n, &x) == 200 && ping(n, &y) == 200);
+        }
+    }
+}

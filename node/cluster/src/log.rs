@@ -146,7 +146,8 @@ pub enum Write {
 pub enum StateKind {
     /// A scan record (`berth_internal_api::scan::ScanRecord`) for a manifest digest.
     Scan,
-    /// The managed users, robots, groups and rules, whole (last writer wins).
+    /// The managed users, robots, groups and rules, whole (committed with
+    /// [`Check::StateUnchanged`]: a change made on an overtaken view is refused and redone).
     Accounts,
 }
 
@@ -222,6 +223,17 @@ pub enum Check {
     },
     /// The writer still holds a lease (fencing): a holder that lost it cannot write.
     Fenced(crate::lease::Lease),
+    /// No node state of this kind and key was committed after `since` (the position the
+    /// writer's read of it reflected): a read-modify-write of the whole value (the managed
+    /// accounts) does not undo another node's change.
+    StateUnchanged {
+        /// Kind.
+        kind: StateKind,
+        /// Key.
+        key: String,
+        /// The position the writer's read reflected.
+        since: u64,
+    },
 }
 
 /// Why a commit did not happen.
@@ -239,6 +251,9 @@ pub enum CommitError {
     /// The blob was removed after the writer's upload began: upload again, then retry.
     #[error("{0} was removed while it was uploaded")]
     Removed(Digest),
+    /// The value was changed by another commit since the writer read it: read again, retry.
+    #[error("{0} changed concurrently")]
+    Changed(String),
     /// The lease was lost.
     #[error("the {0} lease is no longer held by this node")]
     Fenced(String),
@@ -332,6 +347,23 @@ pub(crate) async fn run_check(tx: &tokio_postgres::Transaction<'_>, check: &Chec
             }
         }
         Check::Fenced(l) => crate::lease::check(tx, l).await,
+        Check::StateUnchanged { kind, key, since } => {
+            let kind = serde_json::to_value(kind).map_err(unavailable)?;
+            let kind = kind.as_str().unwrap_or_default();
+            let rows = tx
+                .query(
+                    "SELECT 1 FROM cluster_changes WHERE kind = 'state' AND seq > $1 \
+                     AND body->>'kind' = $2 AND body->>'key' = $3 LIMIT 1",
+                    &[&(*since as i64), &kind, key],
+                )
+                .await
+                .map_err(unavailable)?;
+            if rows.is_empty() {
+                Ok(())
+            } else {
+                Err(CommitError::Changed(format!("{kind} {key:?}")))
+            }
+        }
     }
 }
 

@@ -254,7 +254,7 @@ impl App {
                 .map_err(StartError::Cluster)?;
                 c.metrics.register(metrics.registry_mut());
                 if let Some(auth) = &auth {
-                    auth.managed.set_replicator(crate::cluster::accounts_replicator(c.clone()));
+                    auth.managed.set_replicator(Box::new(crate::cluster::AccountsReplicator(c.clone())));
                 }
                 let cn = Arc::new(crate::cluster::ClusterNode { cluster: c.clone(), tier: tier.clone() });
                 if importing {

@@ -61,8 +61,16 @@ impl Stored {
     }
 }
 
-/// Sends a new state to the other nodes (a cluster's change log) before it is stored here.
-pub type Replicator = Box<dyn Fn(&Stored) -> Result<(), String> + Send + Sync>;
+/// How a cluster node changes the managed accounts: through the change log, as a
+/// compare-and-set of the whole state (see `crate::cluster::AccountsReplicator`).
+pub trait Replicator: Send + Sync {
+    /// Bring this node's view up to date with the log; the position it now reflects.
+    fn base(&self) -> Result<u64, String>;
+    /// Commit `next` unless the accounts were changed in the log after `base` (`Ok(false)`:
+    /// read again and retry). Once this returns `Ok(true)` this node has installed `next`
+    /// (and perhaps later changes) by applying the log.
+    fn commit(&self, next: &Stored, base: u64) -> Result<bool, String>;
+}
 
 /// Why a change to the managed accounts was not made.
 #[derive(Debug, Clone)]
@@ -90,7 +98,7 @@ pub struct Managed {
     /// Serialises writers (read-modify-write of the file).
     write: Mutex<()>,
     /// In a cluster: every change goes through the change log first.
-    replicator: std::sync::OnceLock<Replicator>,
+    replicator: std::sync::OnceLock<Box<dyn Replicator>>,
 }
 
 /// Unix ms now.
@@ -121,16 +129,30 @@ impl Managed {
     }
 
     /// Change the state with `f` and write it durably; the change is visible only once written.
-    /// In a cluster the new state is committed to the change log first (every node installs
-    /// it from there, this one included).
-    pub fn update<T>(&self, f: impl FnOnce(&mut Stored) -> Result<T, String>) -> Result<(T, Arc<Stored>), UpdateError> {
+    /// In a cluster the new state is committed to the change log first, unless another node
+    /// changed the accounts since this one read them: then `f` runs again on the new state
+    /// (a few times at most). Every node, this one included, installs it from the log.
+    pub fn update<T>(
+        &self,
+        mut f: impl FnMut(&mut Stored) -> Result<T, String>,
+    ) -> Result<(T, Arc<Stored>), UpdateError> {
         let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = (*self.get()).clone();
-        let out = f(&mut next).map_err(UpdateError::Change)?;
-        if let Some(replicate) = self.replicator.get() {
-            replicate(&next).map_err(UpdateError::Unavailable)?;
+        let Some(replicate) = self.replicator.get() else {
+            let mut next = (*self.get()).clone();
+            let out = f(&mut next).map_err(UpdateError::Change)?;
+            return self.store(next).map(|next| (out, next)).map_err(UpdateError::Change);
+        };
+        for _ in 0..5 {
+            let base = replicate.base().map_err(UpdateError::Unavailable)?;
+            let mut next = (*self.get()).clone();
+            let out = f(&mut next).map_err(UpdateError::Change)?;
+            if replicate.commit(&next, base).map_err(UpdateError::Unavailable)? {
+                // Installed by applying the log, with whatever followed it there: storing
+                // `next` here again could undo a later change from another node.
+                return Ok((out, self.get()));
+            }
         }
-        self.store(next).map(|next| (out, next)).map_err(UpdateError::Change)
+        Err(UpdateError::Unavailable("the accounts keep changing on other nodes at the same time; retry".into()))
     }
 
     fn store(&self, next: Stored) -> Result<Arc<Stored>, String> {
@@ -148,7 +170,7 @@ impl Managed {
     }
 
     /// Route every later `update` through `replicate` (cluster mode; set once at start).
-    pub fn set_replicator(&self, replicate: Replicator) {
+    pub fn set_replicator(&self, replicate: Box<dyn Replicator>) {
         let _ = self.replicator.set(replicate);
     }
 

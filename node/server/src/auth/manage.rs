@@ -135,7 +135,7 @@ impl Auth {
             .managed
             .update(|s| {
                 let created_at_ms = s.users.get(name).map_or_else(now_ms, |u| u.created_at_ms);
-                s.users.insert(name.to_owned(), StoredUser { bcrypt: hash, created_at_ms });
+                s.users.insert(name.to_owned(), StoredUser { bcrypt: hash.clone(), created_at_ms });
                 Ok(())
             })
             .map_err(|e| e.or(AccountError::Io))?;
@@ -177,7 +177,7 @@ impl Auth {
                 if s.robots.contains_key(&r.name) {
                     return Err(format!("robot {:?} exists; delete it first to issue a new secret", r.name));
                 }
-                s.robots.insert(r.name.clone(), robot);
+                s.robots.insert(r.name.clone(), robot.clone());
                 Ok(())
             })
             .map_err(|e| e.or(AccountError::Conflict))?;
@@ -206,7 +206,7 @@ impl Auth {
         let (_, stored) = self
             .managed
             .update(|s| {
-                s.groups.insert(name.to_owned(), members);
+                s.groups.insert(name.to_owned(), members.clone());
                 Ok(())
             })
             .map_err(|e| e.or(AccountError::Io))?;
@@ -235,7 +235,7 @@ impl Auth {
         let (_, stored) = self
             .managed
             .update(|s| {
-                s.rules = rules;
+                s.rules = rules.clone();
                 Ok(())
             })
             .map_err(|e| e.or(AccountError::Io))?;

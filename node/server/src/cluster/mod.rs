@@ -203,14 +203,29 @@ pub(crate) fn state_sink(
     })
 }
 
-/// Managed-account changes go through the change log (every node installs them from there).
-/// Blocks the calling thread for one commit: account changes are rare administrative calls.
-pub(crate) fn accounts_replicator(c: Arc<Cluster>) -> crate::auth::accounts::Replicator {
-    Box::new(move |stored| {
-        let value = serde_json::to_value(stored).map_err(|e| e.to_string())?;
+/// Managed-account changes go through the change log (every node installs them from there),
+/// as a compare-and-set of the whole state: a change made on a view another node's change has
+/// overtaken is refused in the commit and made again on the new view. Blocks the calling
+/// thread for a catch-up and a commit: account changes are rare administrative calls.
+pub(crate) struct AccountsReplicator(pub Arc<Cluster>);
+
+impl crate::auth::accounts::Replicator for AccountsReplicator {
+    fn base(&self) -> Result<u64, String> {
+        let c = &self.0;
+        c.block_on(c.catch_up()).map_err(|e| e.to_string())
+    }
+
+    fn commit(&self, next: &crate::auth::accounts::Stored, base: u64) -> Result<bool, String> {
+        let c = &self.0;
+        let value = serde_json::to_value(next).map_err(|e| e.to_string())?;
         let write = Write::State { kind: StateKind::Accounts, key: String::new(), value };
-        c.block_on(c.commit(vec![write], Vec::new(), None)).map(|_| ()).map_err(|e| e.to_string())
-    })
+        let check = Check::StateUnchanged { kind: StateKind::Accounts, key: String::new(), since: base };
+        match c.block_on(c.commit(vec![write], vec![check], None)) {
+            Ok(_) => Ok(true),
+            Err(CommitError::Changed(_)) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 impl ClusterNode {
