@@ -53,8 +53,8 @@ fn check_name(name: &str, what: &str) -> Result<(), AccountError> {
 impl Auth {
     /// Install managed accounts committed to the cluster's change log (by any node).
     pub fn install_managed(&self, stored: super::accounts::Stored) -> Result<(), AccountError> {
-        let stored = self.managed.install(stored).map_err(AccountError::Io)?;
-        self.apply(&stored)
+        self.managed.install(stored).map_err(AccountError::Io)?;
+        self.apply_current()
     }
 
     fn configured(&self) -> crate::config::AuthConfig {
@@ -131,15 +131,14 @@ impl Auth {
         if hash.is_empty() {
             return Err(AccountError::Invalid("bcrypt refused the password".into()));
         }
-        let (_, stored) = self
-            .managed
+        self.managed
             .update(|s| {
                 let created_at_ms = s.users.get(name).map_or_else(now_ms, |u| u.created_at_ms);
                 s.users.insert(name.to_owned(), StoredUser { bcrypt: hash.clone(), created_at_ms });
                 Ok(())
             })
             .map_err(|e| e.or(AccountError::Io))?;
-        self.apply(&stored)?;
+        self.apply_current()?;
         self.audit.record("user_set", actor, name, None);
         Ok(())
     }
@@ -151,11 +150,10 @@ impl Auth {
                 "user {name:?} is defined in the configuration; remove it there"
             )));
         }
-        let (_, stored) = self
-            .managed
+        self.managed
             .update(|s| s.users.remove(name).map(|_| ()).ok_or_else(|| format!("no managed user {name:?}")))
             .map_err(|e| e.or(AccountError::NotFound))?;
-        self.apply(&stored)?;
+        self.apply_current()?;
         self.audit.record("user_deleted", actor, name, None);
         Ok(())
     }
@@ -171,8 +169,7 @@ impl Auth {
             created_at_ms: now_ms(),
             expires_at_ms,
         };
-        let (_, stored) = self
-            .managed
+        self.managed
             .update(|s| {
                 if s.robots.contains_key(&r.name) {
                     return Err(format!("robot {:?} exists; delete it first to issue a new secret", r.name));
@@ -181,18 +178,17 @@ impl Auth {
                 Ok(())
             })
             .map_err(|e| e.or(AccountError::Conflict))?;
-        self.apply(&stored)?;
+        self.apply_current()?;
         self.audit.record("robot_created", actor, &r.name, None);
         Ok(CreatedRobot { name: r.name.clone(), login: format!("{ROBOT_PREFIX}{}", r.name), secret, expires_at_ms })
     }
 
     /// Revoke a robot.
     pub fn delete_robot(&self, name: &str, actor: &str) -> Result<(), AccountError> {
-        let (_, stored) = self
-            .managed
+        self.managed
             .update(|s| s.robots.remove(name).map(|_| ()).ok_or_else(|| format!("no robot {name:?}")))
             .map_err(|e| e.or(AccountError::NotFound))?;
-        self.apply(&stored)?;
+        self.apply_current()?;
         self.audit.record("robot_deleted", actor, name, None);
         Ok(())
     }
@@ -203,25 +199,23 @@ impl Auth {
         if self.configured().groups.iter().any(|g| g.name == name) {
             return Err(AccountError::Conflict(format!("group {name:?} is defined in the configuration")));
         }
-        let (_, stored) = self
-            .managed
+        self.managed
             .update(|s| {
                 s.groups.insert(name.to_owned(), members.clone());
                 Ok(())
             })
             .map_err(|e| e.or(AccountError::Io))?;
-        self.apply(&stored)?;
+        self.apply_current()?;
         self.audit.record("group_set", actor, name, None);
         Ok(())
     }
 
     /// Delete a managed group.
     pub fn delete_group(&self, name: &str, actor: &str) -> Result<(), AccountError> {
-        let (_, stored) = self
-            .managed
+        self.managed
             .update(|s| s.groups.remove(name).map(|_| ()).ok_or_else(|| format!("no managed group {name:?}")))
             .map_err(|e| e.or(AccountError::NotFound))?;
-        self.apply(&stored)?;
+        self.apply_current()?;
         self.audit.record("group_deleted", actor, name, None);
         Ok(())
     }
@@ -232,14 +226,13 @@ impl Auth {
         probe.rules = rules.clone();
         super::compile_policy(&self.configured(), &probe).map_err(AccountError::Invalid)?;
         let n = rules.len();
-        let (_, stored) = self
-            .managed
+        self.managed
             .update(|s| {
                 s.rules = rules.clone();
                 Ok(())
             })
             .map_err(|e| e.or(AccountError::Io))?;
-        self.apply(&stored)?;
+        self.apply_current()?;
         self.audit.record("rules_set", actor, &format!("{n} rules"), None);
         Ok(())
     }

@@ -108,6 +108,9 @@ pub struct Auth {
     passwords: Passwords,
     limiter: limiter::Limiter,
     policy: RwLock<Arc<Policy>>,
+    /// Held while the managed state is compiled into `passwords` and `policy`, so the last to
+    /// finish has compiled the latest state (see `apply_current`).
+    applying: std::sync::Mutex<()>,
     /// The token protocol, when `[auth.token]` is set.
     pub tokens: Option<Tokens>,
 }
@@ -168,6 +171,7 @@ impl Auth {
             passwords,
             limiter: limiter::Limiter::new(&cfg.failed_logins),
             policy: RwLock::new(Arc::new(policy)),
+            applying: std::sync::Mutex::new(()),
             tokens,
         }))
     }
@@ -195,8 +199,14 @@ impl Auth {
         Ok(n)
     }
 
-    /// Apply a new managed state: users (cached verifications dropped) and rules.
-    fn apply(&self, stored: &accounts::Stored) -> Result<(), AccountError> {
+    /// Compile the managed state in force into users (cached verifications dropped) and rules.
+    /// Reads the state under the lock: in a cluster a change this node made and one applied
+    /// from the log may finish in either order, and compiling a state each caller captured
+    /// earlier could leave an older one in force (a user missing from logins though listed).
+    fn apply_current(&self) -> Result<(), AccountError> {
+        let _one = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let stored = self.managed.get();
+        let stored = &*stored;
         let cfg = self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone();
         let policy = compile_policy(&cfg, stored).map_err(AccountError::Invalid)?;
         self.passwords.reload(&cfg, &managed_users(stored)).map_err(|e| AccountError::Io(e.to_string()))?;
