@@ -726,3 +726,48 @@ fn gc_records_a_removal_whose_commit_failed_after_its_s3_delete() {
         }
     }
 }
+
+#[test]
+fn doctor_reports_the_cluster_and_a_node_the_others_cannot_reach() {
+    let _serial = one_fleet();
+    let Some(f) = Fleet::start(2, false, &[]) else { return };
+    let doctor = |n: &Berth, env: &[(String, String)]| -> (bool, String) {
+        let out = Command::new(berth_bin())
+            .args(["doctor", "--listen", &n.addr, "--data-dir"])
+            .arg(&n.dir)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let env_a = node_env("a", &f.pgs[0], &f.s3[0], &[], false);
+    let nodes_seen_by_a = || -> usize {
+        let r = http(
+            "GET",
+            &format!("{}/internal/v1/cluster", internal_base(&f.nodes[0])),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            None,
+        );
+        serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| v["nodes"].as_array().map(|n| n.len()))
+            .unwrap_or(0)
+    };
+    wait_for("a to see both nodes", 10, || nodes_seen_by_a() == 2);
+    let (ok, out) = doctor(&f.nodes[0], &env_a);
+    assert!(ok, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("ok   cluster ") && l.contains("2 of 2 nodes live")), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("ok   cluster node")).count(), 2, "{out}");
+
+    // Node c advertises an internal URL nobody answers on (a classic: 127.0.0.1 in a pod).
+    let wrong = format!("http://127.0.0.1:{}", free_port());
+    let env = node_env("c", &f.pgs[0], &f.s3[0], &[("BERTH_CLUSTER__INTERNAL_URL", wrong.as_str())], false);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _c = Berth::start(&f.tmp.path().join("c"), &env);
+    wait_for("c in a's node table", 10, || nodes_seen_by_a() == 3);
+    let (ok, out) = doctor(&f.nodes[0], &env_a);
+    assert!(!ok, "{out}");
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 1, "{out}");
+    assert!(fails[0].contains("c:") && fails[0].contains(&wrong), "{out}");
+}

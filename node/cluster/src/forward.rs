@@ -145,3 +145,27 @@ impl Cluster {
         }
     }
 }
+
+impl Cluster {
+    /// Whether each node's internal URL answers from here (`GET /healthz`, 3 s each, all at
+    /// once): what forwarding an upload to it needs. By node name; `Err` says why not.
+    pub fn probe_nodes(self: &Arc<Self>) -> impl Future<Output = Vec<(String, Result<(), String>)>> + 'static {
+        let c = self.clone();
+        let h = self.handle.spawn(async move {
+            let probes = c.nodes().into_iter().map(|n| {
+                let c = c.clone();
+                async move {
+                    let url = format!("{}/healthz", n.internal_url.trim_end_matches('/'));
+                    let r = match c.http.get(&url).timeout(std::time::Duration::from_secs(3)).send().await {
+                        Ok(resp) if resp.status().is_success() => Ok(()),
+                        Ok(resp) => Err(format!("{url} answered {}", resp.status().as_u16())),
+                        Err(e) => Err(format!("{url}: {e}")),
+                    };
+                    (n.name, r)
+                }
+            });
+            futures_util::future::join_all(probes).await
+        });
+        async move { h.await.unwrap_or_default() }
+    }
+}

@@ -1,7 +1,9 @@
 //! `berth doctor`: checks a node's setup and says what is wrong and how to fix it, one line per
 //! check: the configuration, the data directory (exists, writable, free space), the running
 //! node (health, readiness, its internal API), S3 (reachable, writable: a probe object is
-//! written, read back and deleted) and the clock (against S3's `Date`). The sidecar's
+//! written, read back and deleted), the clock (against S3's `Date`) and, in a cluster, the
+//! node's view of it (Postgres, its position in the log, every node's heartbeat and whether
+//! its internal URL answers from this node). The sidecar's
 //! dependencies (Postgres, Trivy) are checked by `berth-admin doctor`.
 
 use std::path::Path;
@@ -140,6 +142,71 @@ fn node(cfg: &Config) -> Vec<Check> {
     out
 }
 
+/// In a cluster: the running node's view (`GET /internal/v1/cluster`): Postgres reachable, this
+/// node caught up and not stranded, every node heartbeating and its internal URL reachable
+/// from this node (uploads are forwarded there).
+fn cluster(cfg: &Config) -> Vec<Check> {
+    if cfg.cluster.is_none() {
+        return Vec::new();
+    }
+    let Ok(client) = berth_internal_api::InternalClient::resolve(&cfg.data_dir, None, cfg.internal.token.clone())
+    else {
+        return Vec::new(); // "internal api" already failed
+    };
+    let v = match client.call("GET", "/internal/v1/cluster", None, Duration::from_secs(15)) {
+        Ok((200, v)) => v,
+        Ok((503, v)) => {
+            let why = v["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
+            return vec![check(
+                "cluster",
+                Outcome::Fail(format!(
+                    "the node cannot use the cluster's Postgres ({why}); check cluster.postgres_url and the network"
+                )),
+            )];
+        }
+        Ok((s, v)) => {
+            return vec![check("cluster", Outcome::Fail(format!("GET /internal/v1/cluster answered {s}: {v}")))]
+        }
+        Err(_) => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+    let live = nodes.iter().filter(|n| n["live"] == true).count();
+    let me = v["node"].as_str().unwrap_or("?");
+    let (applied, head) = (v["applied_seq"].as_u64().unwrap_or(0), v["head_seq"].as_u64().unwrap_or(0));
+    out.push(check(
+        "cluster",
+        if v["stranded"] == true {
+            Outcome::Fail(
+                "this node cannot catch up with the change log (it was away while the log was compacted past it): stop it, empty its data directory, start it again".into(),
+            )
+        } else if head.saturating_sub(applied) > 10_000 {
+            Outcome::Warn(format!("node {me}: {} changes behind the log (applied {applied} of {head})", head - applied))
+        } else {
+            Outcome::Ok(format!("node {me}: {live} of {} nodes live, log applied {applied} of {head}", nodes.len()))
+        },
+    ));
+    for n in &nodes {
+        let name = n["name"].as_str().unwrap_or("?");
+        let url = n["internal_url"].as_str().unwrap_or("?");
+        if n["live"] != true {
+            let age = n["heartbeat_age_secs"].as_f64().unwrap_or(0.0);
+            out.push(check("cluster node", Outcome::Warn(format!("{name}: last heartbeat {age:.0} s ago (stopped?)"))));
+        } else if n["reachable"] != true {
+            let why = n["unreachable_because"].as_str().unwrap_or("no answer");
+            out.push(check(
+                "cluster node",
+                Outcome::Fail(format!(
+                    "{name}: its internal_url {url} does not answer from this node ({why}): uploads it owns fail when they land here; set cluster.internal_url on {name} to an address the others reach"
+                )),
+            ));
+        } else {
+            out.push(check("cluster node", Outcome::Ok(format!("{name}: live, {url} reachable"))));
+        }
+    }
+    out
+}
+
 fn s3(cfg: &Config) -> Vec<Check> {
     let Some(s3) = cfg.storage.s3.clone() else {
         return vec![check("s3", Outcome::Ok("not configured (local disk only)".into()))];
@@ -230,6 +297,7 @@ pub fn run(cfg: &Config) -> Vec<Check> {
     }];
     out.extend(data_dir(&cfg.data_dir));
     out.extend(node(cfg));
+    out.extend(cluster(cfg));
     out.extend(s3(cfg));
     out
 }

@@ -19,14 +19,19 @@ pub(super) async fn get(app: &App) -> Result<Response, OciError> {
     let leases = c.leases().await.map_err(|e| crate::cluster::unavailable(&e))?;
     let snapshot = c.latest_snapshot().await.map_err(|e| crate::cluster::unavailable(&e))?;
     let live_after = (c.config().heartbeat_secs * 3) as f64;
+    // Whether this node can reach each node's internal URL (uploads are forwarded there).
+    let probes: std::collections::HashMap<String, Result<(), String>> = c.probe_nodes().await.into_iter().collect();
     let nodes: Vec<_> = c
         .nodes()
         .into_iter()
         .map(|n| {
+            let reach = probes.get(&n.name);
             json!({
                 "name": n.name, "internal_url": n.internal_url, "heartbeat_age_secs": n.heartbeat_age_secs,
                 "live": n.heartbeat_age_secs < live_after, "applied_seq": n.applied_seq,
                 "behind": head.saturating_sub(n.applied_seq),
+                "reachable": reach.is_some_and(|r| r.is_ok()),
+                "unreachable_because": reach.and_then(|r| r.as_ref().err()),
             })
         })
         .collect();
