@@ -59,9 +59,7 @@ fn three_nodes_behind_a_balancer_act_as_one_registry() {
     );
     // The cluster as a node sees it: three live nodes, none behind after a moment.
     wait_for("every node to report its position", 10, || {
-        let auth = format!("Bearer {TOKEN}");
-        let r = http("GET", &format!("{}/internal/v1/cluster", internal_base(c)), &[("Authorization", &auth)], None);
-        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let v = cluster_view(c);
         v["node"] == "c"
             && v["applied_seq"] == v["head_seq"]
             && v["nodes"]
@@ -741,18 +739,7 @@ fn doctor_reports_the_cluster_and_a_node_the_others_cannot_reach() {
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let env_a = node_env("a", &f.pgs[0], &f.s3[0], &[], false);
-    let nodes_seen_by_a = || -> usize {
-        let r = http(
-            "GET",
-            &format!("{}/internal/v1/cluster", internal_base(&f.nodes[0])),
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
-            None,
-        );
-        serde_json::from_slice::<serde_json::Value>(&r.body)
-            .ok()
-            .and_then(|v| v["nodes"].as_array().map(|n| n.len()))
-            .unwrap_or(0)
-    };
+    let nodes_seen_by_a = || cluster_view(&f.nodes[0])["nodes"].as_array().map_or(0, |n| n.len());
     wait_for("a to see both nodes", 10, || nodes_seen_by_a() == 2);
     let (ok, out) = doctor(&f.nodes[0], &env_a);
     assert!(ok, "{out}");

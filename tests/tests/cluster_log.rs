@@ -109,11 +109,6 @@ fn the_log_is_compacted_and_new_or_returning_nodes_start_from_its_snapshot() {
     ];
     let Some(mut f) = Fleet::start(2, false, &extra) else { return };
     let a = base(&f.nodes[0]);
-    let bearer = format!("Bearer {TOKEN}");
-    let cluster_view = |n: &Berth| -> serde_json::Value {
-        let r = http("GET", &format!("{}/internal/v1/cluster", internal_base(n)), &[("Authorization", &bearer)], None);
-        serde_json::from_slice(&r.body).unwrap()
-    };
 
     // History worth compacting: pushes, a moved tag, a deleted image, a multi-arch index.
     let amd = push_image_at(&a, "snap/app", "amd64", &[noise(90, 5000)]).unwrap();
@@ -138,12 +133,7 @@ fn the_log_is_compacted_and_new_or_returning_nodes_start_from_its_snapshot() {
     f.nodes[1].kill9();
     let after = push_image_at(&a, "snap/after", "v1", &[noise(95, 5000)]).unwrap();
     std::thread::sleep(Duration::from_millis(4000));
-    let r = http(
-        "POST",
-        &format!("{}/internal/v1/cluster/compact", internal_base(&f.nodes[0])),
-        &[("Authorization", &bearer)],
-        None,
-    );
+    let r = internal_call(&f.nodes[0], "POST", "/internal/v1/cluster/compact", None);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let report: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert!(report["deleted"].as_u64().unwrap() > 10, "{report}");
@@ -192,7 +182,6 @@ fn snapshots_taken_during_pushes_rebuild_the_same_registry() {
     let extra = [("BERTH_CLUSTER__TRIM_KEEP_SECS", "0"), ("BERTH_CLUSTER__COMPACT_AFTER_CHANGES", "0")];
     let Some(f) = Fleet::start(2, false, &extra) else { return };
     let (a, b) = (base(&f.nodes[0]), &f.nodes[1]);
-    let bearer = format!("Bearer {TOKEN}");
 
     // Pushes, tag moves and deletions on a while b (whose tail applies them meanwhile) takes
     // snapshots of its index: each snapshot is read while writes land.
@@ -218,12 +207,7 @@ fn snapshots_taken_during_pushes_rebuild_the_same_registry() {
     let mut snapshots = 0;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(6) {
-        let r = http(
-            "POST",
-            &format!("{}/internal/v1/cluster/compact", internal_base(b)),
-            &[("Authorization", &bearer)],
-            None,
-        );
+        let r = internal_call(b, "POST", "/internal/v1/cluster/compact", None);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         snapshots += 1;
         std::thread::sleep(Duration::from_millis(150));
@@ -286,17 +270,8 @@ fn commits_queued_on_a_node_share_one_transaction() {
         let r = http("HEAD", &format!("{b}/v2/group/app/blobs/{d}"), &[], None);
         assert_eq!(r.status, 200, "{d} on b");
     }
-    let view: serde_json::Value = serde_json::from_slice(
-        &http(
-            "GET",
-            &format!("{}/internal/v1/changes?from=1&limit=1000", internal_base(&f.nodes[1])),
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
-            None,
-        )
-        .body,
-    )
-    .unwrap();
-    let text = view.to_string();
+    let feed = internal_call(&f.nodes[1], "GET", "/internal/v1/changes?from=1&limit=1000", None);
+    let text = String::from_utf8_lossy(&feed.body);
     for d in &digests {
         assert!(text.contains(d.as_str()), "{d} missing from b's change feed");
     }
@@ -312,13 +287,7 @@ fn account_changes_made_on_two_nodes_at_once_both_stick() {
     let Some(f) = Fleet::start(2, false, &extra) else { return };
     let put_user = |n: &Berth, name: &str| {
         let body = format!(r#"{{"password":"{name}-pw-123456"}}"#);
-        http(
-            "PUT",
-            &format!("{}/internal/v1/users/{name}", internal_base(n)),
-            &[("Authorization", &format!("Bearer {TOKEN}")), ("Content-Type", "application/json")],
-            Some(body.as_bytes()),
-        )
-        .status
+        internal_call(n, "PUT", &format!("/internal/v1/users/{name}"), Some(body.as_bytes())).status
     };
     let ping = |n: &Berth, user: &str| {
         let pw = format!("{user}-pw-123456");
@@ -362,15 +331,7 @@ fn accounts_scan_verdicts_and_scan_requests_reach_every_node() {
     ];
     let Some(f) = Fleet::start(2, false, &extra) else { return };
     let (a, b) = (&f.nodes[0], &f.nodes[1]);
-    let bearer = format!("Bearer {TOKEN}");
-    let internal = |n: &Berth, method: &str, path: &str, body: Option<&[u8]>| {
-        http(
-            method,
-            &format!("{}{path}", internal_base(n)),
-            &[("Authorization", &bearer), ("Content-Type", "application/json")],
-            body,
-        )
-    };
+    let internal = internal_call;
     let ping = |n: &Berth, user: &str, pw: &str| {
         http("GET", &n.url("/v2/"), &[("Authorization", &basic(user, pw))], None).status
     };

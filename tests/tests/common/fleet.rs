@@ -324,13 +324,22 @@ pub fn header_of(text: &str, name: &str) -> String {
 /// than the writer's (a blob GC removed) do: removals reach the others after the replication
 /// lag.
 pub fn converged(nodes: &[&Berth]) {
-    let auth = format!("Bearer {TOKEN}");
     for n in nodes {
         wait_for("the node to apply the whole log", 30, || {
-            let r =
-                http("GET", &format!("{}/internal/v1/cluster", internal_base(n)), &[("Authorization", &auth)], None);
-            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let v = cluster_view(n);
             v["applied_seq"].is_u64() && v["applied_seq"] == v["head_seq"]
         });
     }
+}
+
+/// `method path` on a node's internal API, with the fleet's token.
+pub fn internal_call(node: &Berth, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    http(method, &format!("{}{path}", internal_base(node)), &headers, body)
+}
+
+/// The node's `GET /internal/v1/cluster` (`Null` when it does not answer with JSON).
+pub fn cluster_view(node: &Berth) -> serde_json::Value {
+    serde_json::from_slice(&internal_call(node, "GET", "/internal/v1/cluster", None).body).unwrap_or_default()
 }
