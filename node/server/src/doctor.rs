@@ -153,7 +153,7 @@ fn cluster(cfg: &Config) -> Vec<Check> {
     else {
         return Vec::new(); // "internal api" already failed
     };
-    let v = match client.call("GET", "/internal/v1/cluster", None, Duration::from_secs(15)) {
+    let v = match client.call("GET", "/internal/v1/cluster?probe=true", None, Duration::from_secs(15)) {
         Ok((200, v)) => v,
         Ok((503, v)) => {
             let why = v["errors"][0]["message"].as_str().unwrap_or_default().to_owned();

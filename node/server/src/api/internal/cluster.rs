@@ -1,6 +1,8 @@
 //! `GET /internal/v1/cluster`: this node's view of the cluster — its name and applied log
 //! position, the log's head, every node with its heartbeat age and applied position (lag), the
-//! leases and the latest snapshot. `POST /internal/v1/cluster/compact`: snapshot the registry
+//! leases and the latest snapshot; with `?probe=true` also whether each node's internal URL
+//! answers from this node (a request to every node: `berth doctor` asks, monitoring polls need
+//! not). `POST /internal/v1/cluster/compact`: snapshot the registry
 //! and trim the log now (409 if another node is at it). 404 on a single node; 503 when
 //! Postgres cannot be reached.
 
@@ -8,9 +10,9 @@ use berth_types::{ErrorKind, OciError};
 use serde_json::json;
 
 use crate::app::App;
-use crate::http::Response;
+use crate::http::{Request, Response};
 
-pub(super) async fn get(app: &App) -> Result<Response, OciError> {
+pub(super) async fn get(app: &App, req: &Request) -> Result<Response, OciError> {
     let Some(cn) = &app.cluster else {
         return Err(OciError::new(ErrorKind::NotFound).msg("this node is not in a cluster ([cluster] is not set)"));
     };
@@ -19,20 +21,26 @@ pub(super) async fn get(app: &App) -> Result<Response, OciError> {
     let leases = c.leases().await.map_err(|e| crate::cluster::unavailable(&e))?;
     let snapshot = c.latest_snapshot().await.map_err(|e| crate::cluster::unavailable(&e))?;
     let live_after = (c.config().heartbeat_secs * 3) as f64;
-    // Whether this node can reach each node's internal URL (uploads are forwarded there).
-    let probes: std::collections::HashMap<String, Result<(), String>> = c.probe_nodes().await.into_iter().collect();
+    // On request: whether this node can reach each node's internal URL (uploads are
+    // forwarded there).
+    let probes: Option<std::collections::HashMap<String, Result<(), String>>> = match req.query("probe") {
+        Some("true" | "1") => Some(c.probe_nodes().await.into_iter().collect()),
+        _ => None,
+    };
     let nodes: Vec<_> = c
         .nodes()
         .into_iter()
         .map(|n| {
-            let reach = probes.get(&n.name);
-            json!({
+            let mut v = json!({
                 "name": n.name, "internal_url": n.internal_url, "heartbeat_age_secs": n.heartbeat_age_secs,
                 "live": n.heartbeat_age_secs < live_after, "applied_seq": n.applied_seq,
                 "behind": head.saturating_sub(n.applied_seq),
-                "reachable": reach.is_some_and(|r| r.is_ok()),
-                "unreachable_because": reach.and_then(|r| r.as_ref().err()),
-            })
+            });
+            if let Some(reach) = probes.as_ref().map(|p| p.get(&n.name)) {
+                v["reachable"] = json!(reach.is_some_and(|r| r.is_ok()));
+                v["unreachable_because"] = json!(reach.and_then(|r| r.as_ref().err()));
+            }
+            v
         })
         .collect();
     let leases: Vec<_> = leases

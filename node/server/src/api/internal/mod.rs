@@ -9,7 +9,7 @@
 //! | GET | `/internal/v1/jobs`, `/internal/v1/jobs/<id>` | `jobs.rs` |
 //! | GET | `/internal/v1/workers` | `workers.rs` |
 //! | GET | `/internal/v1/stats` | `stats.rs` |
-//! | GET | `/internal/v1/cluster` | `cluster.rs` (nodes, log positions, leases, snapshot) |
+//! | GET | `/internal/v1/cluster[?probe=true]` | `cluster.rs` (nodes, log positions, leases, snapshot; with `probe`, each node's reachability) |
 //! | POST | `/internal/v1/cluster/compact` | `cluster.rs` (snapshot the registry, trim the log) |
 //! | GET, PUT | `/internal/v1/scans/<digest>` | `scans.rs` (scan records from the sidecar) |
 //! | … | `/internal/v1/accounts`, `users/<n>`, `robots[/<n>]`, `groups/<n>`, `rules`, `audit` | `accounts.rs` (see `berth_internal_api::accounts`) |
@@ -67,7 +67,7 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
         (Method::Get, p) if p.starts_with("jobs/") => ("internal_job", jobs::get(app, &p[5..])),
         (Method::Get, "workers") => ("internal_workers", workers::get(app)),
         (Method::Get, "stats") => ("internal_stats", stats::get(app)),
-        (Method::Get, "cluster") => ("internal_cluster", cluster::get(app).await),
+        (Method::Get, "cluster") => ("internal_cluster", cluster::get(app, req).await),
         (Method::Post, "cluster/compact") => ("internal_cluster_compact", cluster::compact(app).await),
         (Method::Get, p) if p.starts_with("scans/") => ("internal_scan", scans::get(app, &p[6..])),
         (Method::Put, p) if p.starts_with("scans/") => ("internal_scan", scans::put(app, body, &p[6..]).await),
