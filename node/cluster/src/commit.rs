@@ -65,9 +65,7 @@ impl Cluster {
         requests: Vec<(Vec<Write>, Vec<Check>)>,
     ) -> Result<Vec<Result<u64, CommitError>>, CommitError> {
         let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&log::APPEND_LOCK]).await.map_err(unavailable)?;
-        let insert = tx.prepare(INSERT).await.map_err(unavailable)?;
+        let (tx, insert) = locked(&mut client).await?;
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut head = 0i64;
         'requests: for (writes, checks) in requests {
@@ -82,18 +80,11 @@ impl Cluster {
                     }
                 }
             }
-            let mut last = 0i64;
-            for w in &writes {
-                last = self.insert(&tx, &insert, w).await?;
-            }
+            let last = self.insert_all(&tx, &insert, &writes).await?;
             head = head.max(last);
             outcomes.push(Ok(last as u64));
         }
-        if head > 0 {
-            tx.execute("SELECT pg_notify($1, $2)", &[&log::CHANNEL, &head.to_string()]).await.map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        self.metrics.commit_transactions.inc();
+        self.finish(tx, head).await?;
         Ok(outcomes)
     }
 
@@ -105,8 +96,7 @@ impl Cluster {
         effect: Effect,
     ) -> Result<u64, CommitError> {
         let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&log::APPEND_LOCK]).await.map_err(unavailable)?;
+        let (tx, insert) = locked(&mut client).await?;
         for check in &checks {
             log::run_check(&tx, check).await?;
         }
@@ -114,29 +104,50 @@ impl Cluster {
         // (what bounds how long a paused node blocks everyone's commits and a lease takeover);
         // the GC then records its removal again.
         effect.await.map_err(CommitError::Effect)?;
-        let insert = tx.prepare(INSERT).await.map_err(unavailable)?;
-        let mut last = 0i64;
-        for w in &writes {
-            last = self.insert(&tx, &insert, w).await?;
-        }
-        tx.execute("SELECT pg_notify($1, $2)", &[&log::CHANNEL, &last.to_string()]).await.map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        self.metrics.commit_transactions.inc();
+        let last = self.insert_all(&tx, &insert, &writes).await?;
+        self.finish(tx, last).await?;
         Ok(last as u64)
     }
 
-    async fn insert(
+    /// Insert `writes` in order; the last sequence (0 for none).
+    async fn insert_all(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         insert: &tokio_postgres::Statement,
-        w: &Write,
+        writes: &[Write],
     ) -> Result<i64, CommitError> {
-        let (repo, digest, refs) = w.columns();
-        let body = serde_json::to_value(w).map_err(unavailable)?;
-        let row =
-            tx.query_one(insert, &[&self.name, &w.kind(), &repo, &digest, &refs, &body]).await.map_err(unavailable)?;
-        Ok(row.get(0))
+        let mut last = 0i64;
+        for w in writes {
+            let (repo, digest, refs) = w.columns();
+            let body = serde_json::to_value(w).map_err(unavailable)?;
+            let row = tx
+                .query_one(insert, &[&self.name, &w.kind(), &repo, &digest, &refs, &body])
+                .await
+                .map_err(unavailable)?;
+            last = row.get(0);
+        }
+        Ok(last)
     }
+
+    /// Wake the tails (when anything was written) and commit.
+    async fn finish(&self, tx: deadpool_postgres::Transaction<'_>, head: i64) -> Result<(), CommitError> {
+        if head > 0 {
+            tx.execute("SELECT pg_notify($1, $2)", &[&log::CHANNEL, &head.to_string()]).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        self.metrics.commit_transactions.inc();
+        Ok(())
+    }
+}
+
+/// A transaction holding the append lock, and the prepared insert.
+async fn locked(
+    client: &mut deadpool_postgres::Object,
+) -> Result<(deadpool_postgres::Transaction<'_>, tokio_postgres::Statement), CommitError> {
+    let tx = client.transaction().await.map_err(unavailable)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&log::APPEND_LOCK]).await.map_err(unavailable)?;
+    let insert = tx.prepare_cached(INSERT).await.map_err(unavailable)?;
+    Ok((tx, insert))
 }
 
 const INSERT: &str = "INSERT INTO cluster_changes (origin, kind, repo, digest, refs, body) \
