@@ -561,3 +561,93 @@ fn preload_through_the_admin_api() {
     let (st, v) = e.admin.send("POST", "/api/v1/preload", Some(json!({"images": ["not an image"]})));
     assert_eq!(st, 400, "{v}");
 }
+
+/// Security round 2, finding 7: the admin API's path parameters (`{name}`, `{id}`,
+/// `{digest}`) were percent-decoded and pasted into internal URLs, so `..%2F` reached any
+/// internal endpoint (a forged scan record, a deleted manifest, the full export). Every route
+/// with a parameter, with every encoding of a dot segment: 400, and nothing changed.
+#[test]
+fn admin_api_path_parameters_cannot_leave_their_segment() {
+    let Some(e) = setup_with(&[], &[("BERTH_AUTH__ENABLED", "true")]) else { return };
+    let send = |method: &str, path: &str, ct: &str, body: Option<&[u8]>| {
+        let addr = std::fs::read_to_string(e.node.dir.join("internal.addr")).unwrap();
+        let token = std::fs::read_to_string(e.node.dir.join("internal.token")).unwrap();
+        http(
+            method,
+            &format!("http://{}{path}", addr.trim()),
+            &[("Authorization", &format!("Bearer {}", token.trim())), ("Content-Type", ct)],
+            body,
+        )
+    };
+    let internal = |path: &str| send("GET", path, "application/json", None);
+    // An image pushed through the internal listener (auth is on at the public one).
+    let (config, layer) = (b"{}".as_slice(), b"layer".as_slice());
+    for b in [config, layer] {
+        let r = send(
+            "POST",
+            &format!("/v2/team/app/blobs/uploads/?digest={}", sha256(b)),
+            "application/octet-stream",
+            Some(b),
+        );
+        assert_eq!(r.status, 201);
+    }
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":sha256(config),"size":config.len()},
+        "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":sha256(layer),"size":layer.len()}]
+    }))
+    .unwrap();
+    let ct = "application/vnd.oci.image.manifest.v1+json";
+    assert_eq!(send("PUT", "/v2/team/app/manifests/v1", ct, Some(&m)).status, 201);
+    let digest = sha256(&m);
+    assert_eq!(internal(&format!("/internal/v1/scans/{digest}")).status, 404, "no scan record to begin with");
+    let forged = json!({"password": "x", "status": "completed", "digest": digest});
+    for dots in ["..", "%2e%2e", "%2E%2E", ".%2e"] {
+        let cases: Vec<(&str, String, Option<Value>)> = vec![
+            ("PUT", format!("/api/v1/users/{dots}%2Fscans%2F{digest}"), Some(forged.clone())),
+            ("DELETE", format!("/api/v1/users/{dots}%2F{dots}%2F{dots}%2Fv2%2Fteam%2Fapp%2Fmanifests%2Fv1"), None),
+            ("DELETE", format!("/api/v1/robots/{dots}%2F{dots}%2F{dots}%2Fv2%2Fteam%2Fapp%2Fmanifests%2Fv1"), None),
+            ("PUT", format!("/api/v1/groups/{dots}%2Frules"), Some(json!({"members": []}))),
+            ("DELETE", format!("/api/v1/groups/{dots}%2F{dots}%2F{dots}%2Fv2%2Fteam%2Fapp%2Fmanifests%2Fv1"), None),
+            ("GET", format!("/api/v1/jobs/{dots}%2Fexport"), None),
+            ("GET", format!("/api/v1/scans/{dots}%2F{dots}%2Fexport"), None),
+        ];
+        for (method, path, body) in cases {
+            let (st, v) = e.admin.send(method, &path, body);
+            assert_eq!(st, 400, "{method} {path}: {v}");
+            assert!(v["error"].is_string(), "{method} {path}: a JSON error, got {v}");
+            assert!(!v.to_string().contains("blobs"), "{method} {path} leaked the export: {v}");
+        }
+    }
+    // A bare dot segment as the name (sent as written: an HTTP client library would resolve it).
+    for dots in ["..", "%2e%2e", ".%2E"] {
+        let url = e.admin.url("/");
+        let host = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let mut s = std::net::TcpStream::connect(&host).unwrap();
+        let body = r#"{"password":"x"}"#;
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "PUT /api/v1/users/{dots} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            e.admin.token,
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 404"), "PUT users/{dots}: {out}");
+    }
+    // Nothing moved: no scan record was forged, the manifest is still there, the rules are as
+    // they were.
+    assert_eq!(internal(&format!("/internal/v1/scans/{digest}")).status, 404, "a scan record was forged");
+    assert_eq!(internal("/v2/team/app/manifests/v1").status, 200, "the manifest was deleted");
+    let (_, accounts) = e.admin.get("/api/v1/accounts");
+    assert_eq!(accounts["rules"], json!([]), "{accounts}");
+    // The node's internal listener refuses such paths too (the other side of the same rule).
+    assert_eq!(internal("/internal/v1/users/%2e%2e%2Fexport").status, 400);
+    assert_eq!(internal("/internal/v1/jobs/..%2Fexport").status, 400);
+    // Well-formed parameters still work.
+    assert_eq!(e.admin.send("PUT", "/api/v1/users/dot.ted", Some(json!({"password": "pw-dotted"}))).0, 204);
+    assert_eq!(e.admin.send("DELETE", "/api/v1/users/dot.ted", None).0, 204);
+    assert_eq!(e.admin.get("/api/v1/jobs/gc-0123456789abcdef0123456789abcdef").0, 404);
+}

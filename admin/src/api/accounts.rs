@@ -15,14 +15,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{JsonBody, QueryParams};
+use super::extract::{JsonBody, NameParam, QueryParams};
 use crate::{audit, db, Sidecar};
 
 async fn forward(sc: &Sidecar, method: &'static str, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
@@ -73,17 +73,17 @@ pub(super) async fn accounts(State(sc): State<Arc<Sidecar>>) -> Response {
 
 pub(super) async fn put_user(
     State(sc): State<Arc<Sidecar>>,
-    Path(name): Path<String>,
+    NameParam(name): NameParam,
     JsonBody(body): JsonBody<Value>,
 ) -> Response {
     match body {
-        Some(b) => change(&sc, "PUT", &format!("/internal/v1/users/{name}"), Some(b), "user_set", &name).await,
+        Some(b) => change(&sc, "PUT", &format!("/internal/v1/users/{name}"), Some(b), "user_set", name.as_str()).await,
         None => missing_body(),
     }
 }
 
-pub(super) async fn delete_user(State(sc): State<Arc<Sidecar>>, Path(name): Path<String>) -> Response {
-    change(&sc, "DELETE", &format!("/internal/v1/users/{name}"), None, "user_deleted", &name).await
+pub(super) async fn delete_user(State(sc): State<Arc<Sidecar>>, NameParam(name): NameParam) -> Response {
+    change(&sc, "DELETE", &format!("/internal/v1/users/{name}"), None, "user_deleted", name.as_str()).await
 }
 
 pub(super) async fn post_robot(State(sc): State<Arc<Sidecar>>, JsonBody(body): JsonBody<Value>) -> Response {
@@ -96,23 +96,25 @@ pub(super) async fn post_robot(State(sc): State<Arc<Sidecar>>, JsonBody(body): J
     }
 }
 
-pub(super) async fn delete_robot(State(sc): State<Arc<Sidecar>>, Path(name): Path<String>) -> Response {
-    change(&sc, "DELETE", &format!("/internal/v1/robots/{name}"), None, "robot_deleted", &name).await
+pub(super) async fn delete_robot(State(sc): State<Arc<Sidecar>>, NameParam(name): NameParam) -> Response {
+    change(&sc, "DELETE", &format!("/internal/v1/robots/{name}"), None, "robot_deleted", name.as_str()).await
 }
 
 pub(super) async fn put_group(
     State(sc): State<Arc<Sidecar>>,
-    Path(name): Path<String>,
+    NameParam(name): NameParam,
     JsonBody(body): JsonBody<Value>,
 ) -> Response {
     match body {
-        Some(b) => change(&sc, "PUT", &format!("/internal/v1/groups/{name}"), Some(b), "group_set", &name).await,
+        Some(b) => {
+            change(&sc, "PUT", &format!("/internal/v1/groups/{name}"), Some(b), "group_set", name.as_str()).await
+        }
         None => missing_body(),
     }
 }
 
-pub(super) async fn delete_group(State(sc): State<Arc<Sidecar>>, Path(name): Path<String>) -> Response {
-    change(&sc, "DELETE", &format!("/internal/v1/groups/{name}"), None, "group_deleted", &name).await
+pub(super) async fn delete_group(State(sc): State<Arc<Sidecar>>, NameParam(name): NameParam) -> Response {
+    change(&sc, "DELETE", &format!("/internal/v1/groups/{name}"), None, "group_deleted", name.as_str()).await
 }
 
 pub(super) async fn get_rules(State(sc): State<Arc<Sidecar>>) -> Response {

@@ -5,7 +5,7 @@
 //! with. An empty body is `None` (the endpoint's defaults).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -41,6 +41,57 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
             .await
             .map(|Query(q)| QueryParams(q))
             .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
+/// A `{name}` path parameter parsed into an account name (users, robots, groups) at the edge:
+/// a name that could leave its path segment (`..`, `/`, `%`) is a 400 here, never pasted into
+/// an internal URL.
+pub(crate) struct NameParam(pub berth_internal_api::accounts::AccountName);
+
+impl<S: Send + Sync> FromRequestParts<S> for NameParam {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        berth_internal_api::accounts::AccountName::parse(&raw)
+            .map(NameParam)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e))
+    }
+}
+
+/// A GC job id (`gc-` and 32 hex digits, as the node makes them), parsed at the edge.
+pub(crate) struct JobIdParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobIdParam {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let hex = raw.strip_prefix("gc-").unwrap_or("");
+        if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(JobIdParam(raw))
+        } else {
+            Err(error(StatusCode::BAD_REQUEST, format!("invalid job id {raw:?}: expected gc-<32 hex digits>")))
+        }
+    }
+}
+
+/// A `{digest}` path parameter parsed into a digest.
+pub(crate) struct DigestParam(pub berth_types::Digest);
+
+impl<S: Send + Sync> FromRequestParts<S> for DigestParam {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        raw.parse().map(DigestParam).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid digest {raw:?}: {e}")))
     }
 }
 

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::extract::JobIdParam;
 use crate::{db, Sidecar};
 
 fn row_json(r: &tokio_postgres::Row) -> Value {
@@ -34,7 +35,7 @@ pub(super) async fn list(State(sc): State<Arc<Sidecar>>) -> Response {
     }
 }
 
-pub(super) async fn get(State(sc): State<Arc<Sidecar>>, Path(id): Path<String>) -> Response {
+pub(super) async fn get(State(sc): State<Arc<Sidecar>>, JobIdParam(id): JobIdParam) -> Response {
     // Live from the node while it remembers the job (progress), else the stored record.
     if let Ok((200, v)) = sc.node.call("GET", &format!("/internal/v1/jobs/{id}"), None, Duration::from_secs(10)).await {
         return Json(v).into_response();

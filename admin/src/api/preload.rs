@@ -20,6 +20,9 @@ use std::sync::Arc;
 use super::extract::JsonBody;
 use crate::{audit, Sidecar};
 
+/// Images one request may name: the request holds its connection until every one is loaded.
+const MAX_IMAGES: usize = 1000;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreloadRequest {
@@ -32,6 +35,12 @@ pub struct PreloadRequest {
 
 pub async fn post(State(sc): State<Arc<Sidecar>>, JsonBody(req): JsonBody<PreloadRequest>) -> Response {
     let Some(req) = req else { return super::error(StatusCode::BAD_REQUEST, "a JSON body with images is required") };
+    if req.images.len() > MAX_IMAGES {
+        return super::error(
+            StatusCode::BAD_REQUEST,
+            format!("images: {} named, at most {MAX_IMAGES} per request", req.images.len()),
+        );
+    }
     let images: Result<Vec<ImageRef>, String> = req.images.iter().map(|s| s.parse()).collect();
     let images = match images {
         Ok(i) if !i.is_empty() => i,

@@ -20,7 +20,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{JsonBody, QueryParams};
+use super::extract::{DigestParam, JsonBody, QueryParams};
 use crate::scan::queue;
 use crate::{db, Sidecar};
 
@@ -97,7 +97,8 @@ pub(super) async fn list(State(sc): State<Arc<Sidecar>>, QueryParams(q): QueryPa
     }
 }
 
-pub(super) async fn get(State(sc): State<Arc<Sidecar>>, Path(digest): Path<String>) -> Response {
+pub(super) async fn get(State(sc): State<Arc<Sidecar>>, DigestParam(digest): DigestParam) -> Response {
+    let digest = digest.to_string();
     if let Some(r) = off(&sc) {
         return r;
     }

@@ -30,6 +30,14 @@ pub(crate) fn decode_manifest(v: &[u8]) -> Result<(ManifestRecord, Vec<u8>)> {
     Ok((rec, v[4 + len..].to_vec()))
 }
 
+/// The length of the pushed bytes in an encoded manifest record.
+pub(crate) fn manifest_bytes_len(v: &[u8]) -> Result<u64> {
+    let corrupt = || IndexError::Corrupt { cf: "manifests", reason: "short record".into() };
+    let len = u32::from_be_bytes(v.get(..4).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?) as usize;
+    let rest = v.len().checked_sub(4 + len).ok_or_else(corrupt)?;
+    Ok(rest as u64)
+}
+
 pub(crate) fn u64_from(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }

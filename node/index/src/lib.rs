@@ -548,6 +548,15 @@ impl Index {
         }
     }
 
+    /// The size of a manifest's bytes in `repo`, without copying or decoding them (reference
+    /// checks of an index look at many children).
+    pub fn manifest_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        match self.db.get_pinned_cf(self.cf(CF_MANIFESTS), key2(repo.as_str(), &digest.to_string()))? {
+            Some(v) => codec::manifest_bytes_len(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Whether a manifest exists in `repo`.
     pub fn has_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         Ok(self.db.get_pinned_cf(self.cf(CF_MANIFESTS), key2(repo.as_str(), &digest.to_string()))?.is_some())

@@ -59,6 +59,8 @@ fn manifests_tags_referrers() {
     idx.put_manifest(&r, &m2, &record(vec![], Some(m1.clone())), b"m2", &[]).unwrap();
     assert_eq!(idx.tag(&r, &tags[0]).unwrap(), Some(m1.clone()));
     assert_eq!(idx.manifest(&r, &m1).unwrap().unwrap().1, b"m1");
+    assert_eq!(idx.manifest_size(&r, &m1).unwrap(), Some(2));
+    assert_eq!(idx.manifest_size(&r, &Digest::of(Algorithm::Sha256, b"none")).unwrap(), None);
     assert_eq!(idx.list_tags(&r, None, 10).unwrap().items, vec!["latest", "v1"]);
     let p = idx.list_tags(&r, None, 1).unwrap();
     assert_eq!((p.items, p.more), (vec!["latest".to_string()], true));

@@ -177,12 +177,44 @@ pub struct AuditPage {
     pub events: Vec<AuditEvent>,
 }
 
-/// Whether `name` is acceptable for a user or robot: no `:` (the Basic separator), no
-/// whitespace or control characters, not empty, at most 128 bytes.
+/// Whether `name` is acceptable for a user, robot or group: not empty, at most 128 bytes, no
+/// `:` (the Basic separator), no whitespace or control characters, and nothing that means
+/// something in a URL path (`/`, `\\`, `%`, `?`, `#`, or a name that is only dots): a name is
+/// pasted into internal API paths and must stay one segment.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && !name.chars().any(|c| c == ':' || c == '/' || c.is_whitespace() || c.is_control())
+        && !name.chars().all(|c| c == '.')
+        && !name.chars().any(|c| matches!(c, ':' | '/' | '\\' | '%' | '?' | '#') || c.is_whitespace() || c.is_control())
+}
+
+/// A user, robot or group name parsed at the edge (see [`valid_name`]): safe to put into one
+/// path segment of an internal API URL as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountName(String);
+
+impl AccountName {
+    /// The name, if [`valid_name`] accepts it.
+    pub fn parse(name: &str) -> Result<AccountName, String> {
+        if valid_name(name) {
+            Ok(AccountName(name.to_owned()))
+        } else {
+            Err(format!(
+                "invalid account name {name:?}: 1-128 characters, none of : / \\ % ? # or whitespace, not only dots"
+            ))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AccountName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[cfg(test)]
@@ -191,5 +223,10 @@ mod tests {
     fn names() {
         assert!(super::valid_name("alice") && super::valid_name("ci.bot-1_x"));
         assert!(!super::valid_name("") && !super::valid_name("a:b") && !super::valid_name("a b"));
+        for hostile in ["..", ".", "...", "a/b", "..%2Fscans", "a\\b", "a?b", "a#b", "%2e%2e"] {
+            assert!(!super::valid_name(hostile), "{hostile:?} must be refused");
+            assert!(super::AccountName::parse(hostile).is_err());
+        }
+        assert_eq!(super::AccountName::parse("robot$ci").unwrap().as_str(), "robot$ci");
     }
 }

@@ -89,6 +89,30 @@ fn agent(ca: Option<&Path>) -> Result<ureq::Agent, String> {
     }
 }
 
+/// Refuse a request path that could name another endpoint than the one its builder meant:
+/// dot segments (`.`, `..`, also percent-encoded), encoded separators (`%2F`, `%5C`), a
+/// backslash, or anything outside printable ASCII. The URL parser would resolve `..` before
+/// the request is sent, so a value pasted into a path (`users/..%2Fscans%2F…` once decoded)
+/// could otherwise reach any internal endpoint. Callers build paths from parsed types; this is
+/// the last line.
+pub fn check_path(path: &str) -> Result<(), String> {
+    let p = path.split_once('?').map_or(path, |(p, _)| p);
+    if !p.starts_with('/') || p.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b'\\') {
+        return Err(format!("refused internal API path {path:?}: not a plain absolute path"));
+    }
+    let lower = p.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return Err(format!("refused internal API path {path:?}: encoded separator"));
+    }
+    for seg in lower.split('/') {
+        let decoded = seg.replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(format!("refused internal API path {path:?}: dot segment"));
+        }
+    }
+    Ok(())
+}
+
 fn read(dir: &Path, name: &str) -> Result<String, ResolveError> {
     let p = dir.join(name);
     std::fs::read_to_string(&p).map(|s| s.trim().to_string()).map_err(|source| ResolveError {
@@ -159,6 +183,7 @@ impl InternalClient {
         want_headers: &[&str],
         timeout: Duration,
     ) -> Result<RawAnswer, String> {
+        check_path(path)?;
         let req = self
             .agent
             .request(method, &format!("{}{path}", self.url))
@@ -184,6 +209,7 @@ impl InternalClient {
     /// `GET path` (with `accept`, if given) as the registry API wants it: any status is an
     /// answer, only a transport failure an error.
     fn get(&self, path: &str, accept: Option<&str>, timeout: Duration) -> Result<ureq::Response, String> {
+        check_path(path)?;
         let mut req = self
             .agent
             .get(&format!("{}{path}", self.url))
@@ -262,6 +288,31 @@ impl InternalClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_that_could_leave_their_endpoint_are_refused() {
+        for ok in ["/internal/v1/users/alice", "/internal/v1/scans/sha256:ab", "/v2/a/b/manifests/v1?x=../y"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/internal/v1/users/../scans/sha256:ab",
+            "/internal/v1/users/..%2Fscans",
+            "/internal/v1/users/%2e%2E/export",
+            "/internal/v1/users/.",
+            "/internal/v1/users/a%2fb",
+            "/internal/v1/users/a%5Cb",
+            "/internal/v1/users/a\\b",
+            "/internal/v1/users/a b",
+            "internal/v1/users",
+            "/internal/v1/users/\u{e9}",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        // The client refuses before anything is sent.
+        let c = InternalClient::new("http://127.0.0.1:9", "t");
+        let e = c.call("DELETE", "/internal/v1/users/../../../v2/r/manifests/v1", None, Duration::from_secs(1));
+        assert!(e.unwrap_err().contains("dot segment"));
+    }
 
     #[test]
     fn refresh_follows_the_data_dir() {

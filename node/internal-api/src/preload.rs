@@ -50,6 +50,9 @@ impl std::str::FromStr for ImageRef {
         if repository.is_empty() || reference.is_empty() || repository.contains(char::is_whitespace) {
             return Err(format!("{s:?} is not an image reference (repository:tag or repository@digest)"));
         }
+        // Parsed here, at the edge: both go into internal API paths.
+        repository.parse::<berth_types::RepoName>().map_err(|e| format!("{s:?}: repository: {e}"))?;
+        reference.parse::<berth_types::Reference>().map_err(|e| format!("{s:?}: reference: {e}"))?;
         Ok(ImageRef { repository: repository.to_owned(), reference: reference.to_owned() })
     }
 }
@@ -129,6 +132,9 @@ fn load_into(c: &InternalClient, image: &ImageRef, platforms: &Platforms, out: &
     if let Some(children) = top["manifests"].as_array() {
         for m in children.iter().filter(|m| platforms.wants(&m["platform"])) {
             let d = m["digest"].as_str().ok_or("index entry without a digest")?;
+            let d = d.parse::<berth_types::Digest>().map_err(|e| format!("index entry digest {d:?}: {e}"))?;
+            let d = d.to_string();
+            let d = d.as_str();
             images.push(manifest(c, repo, d)?);
             out.manifests += 1;
         }
@@ -142,6 +148,7 @@ fn load_into(c: &InternalClient, image: &ImageRef, platforms: &Platforms, out: &
         let blobs = std::iter::once(&m["config"]).chain(m["layers"].as_array().into_iter().flatten());
         for b in blobs {
             let Some(d) = b["digest"].as_str() else { continue };
+            let d = d.parse::<berth_types::Digest>().map_err(|e| format!("blob digest {d:?}: {e}"))?;
             let (status, n) = c.drain(&format!("/v2/{repo}/blobs/{d}"), TIMEOUT)?;
             if status != 200 {
                 return Err(format!("blob {d}: {status}"));
@@ -186,10 +193,16 @@ mod tests {
         assert_eq!((r.repository.as_str(), r.reference.as_str()), ("registry.k8s.io/pause", "3.9"));
         let r: ImageRef = "docker.io/library/alpine".parse().unwrap();
         assert_eq!(r.reference, "latest");
-        let r: ImageRef = "a/b@sha256:abc".parse().unwrap();
-        assert_eq!((r.repository.as_str(), r.reference.as_str()), ("a/b", "sha256:abc"));
-        assert_eq!(r.to_string(), "a/b@sha256:abc");
-        let list = parse_list("# images\nup/a:v1\n\n  up/b@sha256:x  # pinned\n").unwrap();
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let r: ImageRef = format!("a/b@{d}").parse().unwrap();
+        assert_eq!((r.repository.as_str(), r.reference.as_str()), ("a/b", d));
+        assert_eq!(r.to_string(), format!("a/b@{d}"));
+        let list = parse_list(&format!("# images\nup/a:v1\n\n  up/b@{d}  # pinned\n")).unwrap();
+        assert_eq!(list.len(), 2);
+        // Parsed at the edge: both parts go into internal API paths.
+        for bad in ["a/../../internal/v1/export:x", "a/b@sha256:abc", "A/b:v1", "a/b:..%2F"] {
+            assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
+        }
         assert_eq!(list.len(), 2);
         assert!(parse_list("up/a:v1\nbad name:x\n").unwrap_err().starts_with("line 2"));
     }

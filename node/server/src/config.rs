@@ -203,6 +203,9 @@ pub struct UploadConfig {
 pub struct LimitsConfig {
     /// Largest manifest accepted (413 beyond).
     pub max_manifest_bytes: u64,
+    /// Most descriptors (config, layers, index children) one manifest may list
+    /// (`MANIFEST_INVALID` beyond): bounds the reference checks a push asks for.
+    pub max_manifest_descriptors: usize,
     /// Largest blob accepted (413 beyond); 0 means no limit.
     pub max_blob_bytes: u64,
     /// Largest request head (431 beyond).
@@ -346,6 +349,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_manifest_bytes: 4 * 1024 * 1024,
+            max_manifest_descriptors: crate::manifest::DEFAULT_MAX_DESCRIPTORS,
             max_blob_bytes: 0,
             max_head_bytes: 64 * 1024,
             idle_timeout_secs: 75,

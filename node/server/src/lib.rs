@@ -19,6 +19,7 @@ pub mod gc_cli;
 pub mod http;
 pub mod manifest;
 pub mod metrics;
+pub mod offload;
 pub mod preload_cli;
 pub mod pull_through;
 pub mod rebuild;

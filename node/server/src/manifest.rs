@@ -121,8 +121,28 @@ impl ParsedManifest {
     }
 }
 
-/// Validate `bytes` pushed with `content_type` (the request's `Content-Type`, if any).
+/// Descriptors (config, layers, index children) one manifest may list unless configured
+/// otherwise (`limits.max_manifest_descriptors`): the work a push asks for is bounded.
+pub const DEFAULT_MAX_DESCRIPTORS: usize = 1000;
+
+/// Validate `bytes` pushed with `content_type` (the request's `Content-Type`, if any), with
+/// the default bound on descriptors.
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, OciError> {
+    parse_limited(bytes, content_type, DEFAULT_MAX_DESCRIPTORS)
+}
+
+/// Keep the first of each digest, in order.
+fn unique(v: &mut Vec<Digest>) {
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    v.retain(|d| seen.insert(d.clone()));
+}
+
+/// Validate `bytes`, refusing more than `max_descriptors` descriptors (`MANIFEST_INVALID`).
+pub fn parse_limited(
+    bytes: &[u8],
+    content_type: Option<&str>,
+    max_descriptors: usize,
+) -> Result<ParsedManifest, OciError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
     if !value.is_object() {
@@ -130,6 +150,13 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
     }
     let raw: RawManifest =
         serde_json::from_value(value).map_err(|e| invalid(format!("manifest structure is invalid: {e}")))?;
+    let listed = raw.layers.as_ref().map_or(0, Vec::len) + raw.manifests.as_ref().map_or(0, Vec::len);
+    if listed + usize::from(raw.config.is_some()) > max_descriptors {
+        return Err(invalid(format!(
+            "the manifest lists {listed} layers or manifests; this registry accepts at most {max_descriptors} \
+             (limits.max_manifest_descriptors)"
+        )));
+    }
     if raw.schema_version != Some(2) {
         return Err(invalid("schemaVersion must be 2"));
     }
@@ -210,7 +237,9 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
         Some(s) => Some(descriptor_digest(s, "subject")?),
         None => None,
     };
-    blobs.dedup();
+    // Each distinct target once: an index may list one child many times.
+    unique(&mut blobs);
+    unique(&mut manifests);
     Ok(ParsedManifest {
         media_type,
         blobs,

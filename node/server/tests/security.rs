@@ -378,3 +378,77 @@ fn rules_decide_and_the_catalog_is_filtered() {
     assert!(r.header("www-authenticate").unwrap().starts_with("Basic realm="));
     assert_eq!(n.get("/v2/public/x/tags/list").status, 404, "allowed, and the repository does not exist");
 }
+
+/// Security round 2, finding 2: an index listing the same 4 MiB child manifest 10,000 times
+/// took 131 s of CPU on one serving core (each descriptor re-read and copied the child), and
+/// every other client of that core waited. Each distinct child is now checked once (by size,
+/// without copying it), large manifests are parsed off the serving cores, and the number of
+/// descriptors is bounded (`MANIFEST_INVALID` beyond `limits.max_manifest_descriptors`).
+/// The deadlines are hang guards far above what the fixed code needs and far below what the
+/// old code took.
+#[test]
+fn an_index_of_one_huge_child_repeated_does_not_hold_a_core() {
+    let n = TestNode::start_with(|c| c.limits.max_manifest_descriptors = 10_000);
+    let (config, layer) = (b"{}".as_slice(), vec![7u8; 1000]);
+    let cd = n.push_blob("big/app", config);
+    let ld = n.push_blob("big/app", &layer);
+    // A child manifest just under 4 MiB (an annotation pads it).
+    let child = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len()}],
+        "annotations": {"pad": "x".repeat((4 << 20) - 2000)}
+    }))
+    .unwrap();
+    let child_digest = sha256(&child);
+    let ct = [("Content-Type", "application/vnd.oci.image.manifest.v1+json")];
+    assert_eq!(n.req("PUT", &format!("/v2/big/app/manifests/{child_digest}"), &ct, Some(&child)).status, 201);
+    let index = |count: usize| {
+        let d = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child_digest,
+            "size": child.len(), "platform": {"os": "linux", "architecture": "amd64"}});
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": vec![d; count]
+        }))
+        .unwrap()
+    };
+    let ict = [("Content-Type", "application/vnd.oci.image.index.v1+json")];
+    // Other clients keep being answered while the index is processed, on every core.
+    let stop = Arc::new(AtomicBool::new(false));
+    let probes: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), format!("{}/healthz", n.base));
+            std::thread::spawn(move || {
+                let mut worst = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    // A fresh connection each time: the kernel spreads them over the cores.
+                    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+                    let t = Instant::now();
+                    assert_eq!(agent.get(&url).call().unwrap().status(), 200);
+                    worst = worst.max(t.elapsed());
+                }
+                worst
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let r = n.req("PUT", "/v2/big/app/manifests/multi", &ict, Some(&index(10_000)));
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert!(took < Duration::from_secs(20), "the index took {took:?} (131 s before the fix)");
+    for p in probes {
+        let worst = p.join().unwrap();
+        assert!(worst < Duration::from_secs(10), "/healthz waited {worst:?} behind the index");
+    }
+    // The stored index is served whole, and the references are recorded once.
+    assert_eq!(n.get("/v2/big/app/manifests/multi").body, index(10_000));
+    // Beyond the configured bound: the spec's error, naming the limit.
+    let r = n.req("PUT", "/v2/big/app/manifests/toomany", &ict, Some(&index(10_001)));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), "MANIFEST_INVALID");
+    assert!(String::from_utf8_lossy(&r.body).contains("max_manifest_descriptors"));
+    // The default bound is 1,000.
+    let d = TestNode::start();
+    assert_eq!(d.req("PUT", "/v2/x/y/manifests/toomany", &ict, Some(&index(1001))).error_code(), "MANIFEST_INVALID");
+}

@@ -328,3 +328,70 @@ fn key_rotation_mid_traffic() {
     assert_eq!(header["alg"], "EdDSA");
     assert_eq!(n.get("/token/jwks.json").json()["keys"].as_array().unwrap().len(), 2);
 }
+
+fn internal(n: &TestNode, method: &str, path: &str, body: Option<serde_json::Value>) -> common::Resp {
+    let token = std::fs::read_to_string(n.dir.path().join("internal.token")).unwrap();
+    let bytes = body.map(|b| b.to_string().into_bytes());
+    n.req(
+        method,
+        &n.internal_url(path),
+        &[("Authorization", &format!("Bearer {}", token.trim())), ("Content-Type", "application/json")],
+        bytes.as_deref(),
+    )
+}
+
+fn offline_token(n: &TestNode, user: &str, password: &str) -> String {
+    let r = n.req(
+        "GET",
+        "/token?service=berth&offline_token=true&scope=repository%3Aapps%2Fweb%3Apull",
+        &[("Authorization", &basic(user, password))],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["refresh_token"].as_str().expect("a refresh token").to_owned()
+}
+
+fn refresh(n: &TestNode, refresh: &str) -> u16 {
+    let form =
+        format!("grant_type=refresh_token&refresh_token={refresh}&service=berth&scope=repository%3Aapps%2Fweb%3Apull");
+    n.req("POST", "/token", &[], Some(form.as_bytes())).status
+}
+
+/// Security round 2, finding 1: a refresh token is bound to the credential it came from. It
+/// stopped refreshing neither when the password changed nor when the account was deleted and
+/// re-created (another person, another password); the same for robots.
+#[test]
+fn refresh_tokens_die_with_the_credential_they_came_from() {
+    let n = node(TokenConfig::default());
+    let set =
+        |pw: &str| internal(&n, "PUT", "/internal/v1/users/erin", Some(serde_json::json!({"password": pw}))).status;
+    assert_eq!(set("erin-pw-1"), 204);
+    let t1 = offline_token(&n, "erin", "erin-pw-1");
+    assert_eq!(refresh(&n, &t1), 200, "a fresh refresh token refreshes");
+    // The password changes: the old refresh token is dead, a new one works.
+    assert_eq!(set("erin-pw-2"), 204);
+    assert_eq!(refresh(&n, &t1), 401, "refreshed after a password change");
+    let t2 = offline_token(&n, "erin", "erin-pw-2");
+    assert_eq!(refresh(&n, &t2), 200);
+    // Deleted, then re-created with the same password: still dead (a new account).
+    assert_eq!(internal(&n, "DELETE", "/internal/v1/users/erin", None).status, 204);
+    assert_eq!(refresh(&n, &t2), 401, "refreshed for a deleted user");
+    assert_eq!(set("erin-pw-2"), 204);
+    assert_eq!(refresh(&n, &t2), 401, "refreshed for a re-created user");
+    // Robots: revoked and re-created under the same name.
+    let robot = |n: &TestNode| {
+        let r = internal(n, "POST", "/internal/v1/robots", Some(serde_json::json!({"name": "ci"})));
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["secret"].as_str().unwrap().to_owned()
+    };
+    let s1 = robot(&n);
+    let rt = offline_token(&n, "robot$ci", &s1);
+    assert_eq!(refresh(&n, &rt), 200);
+    assert_eq!(internal(&n, "DELETE", "/internal/v1/robots/ci", None).status, 204);
+    assert_eq!(refresh(&n, &rt), 401, "refreshed for a revoked robot");
+    let _s2 = robot(&n);
+    assert_eq!(refresh(&n, &rt), 401, "refreshed for a re-created robot");
+    // Configured users are unaffected while their hash stays.
+    let dev = offline_token(&n, "dev", "pw");
+    assert_eq!(refresh(&n, &dev), 200);
+}

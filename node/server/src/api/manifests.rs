@@ -1,6 +1,8 @@
 //! `/v2/<name>/manifests/<reference>`: GET/HEAD the exact stored bytes, PUT with validation and
 //! reference checks (plus `?tag=` for several tags at once), DELETE by tag or by digest.
 
+use std::collections::HashMap;
+
 use berth_types::{Algorithm, Digest, ErrorKind, OciError, Reference, RepoName, Tag};
 
 use crate::app::App;
@@ -98,10 +100,29 @@ async fn put(
         BodyError::Malformed(m) => OciError::new(ErrorKind::BadRequest).msg(m),
         BodyError::Io(e) => OciError::new(ErrorKind::ManifestInvalid).msg(format!("manifest body: {e}")),
     })?;
-    let parsed = manifest::parse(&bytes, req.header("content-type"))?;
+    // Parse and digest: a large manifest (up to `max_manifest_bytes`) takes tens of
+    // milliseconds of CPU, so it is validated off the serving core.
+    let content_type = req.header("content-type").map(str::to_owned);
+    let max = app.cfg.limits.max_manifest_descriptors;
+    let algorithm = match reference {
+        Reference::Digest(d) => d.algorithm(),
+        Reference::Tag(_) => Algorithm::Sha256,
+    };
+    let validate = move |bytes: Vec<u8>| {
+        let parsed = manifest::parse_limited(&bytes, content_type.as_deref(), max);
+        let digest = Digest::of(algorithm, &bytes);
+        (bytes, parsed, digest)
+    };
+    let (bytes, parsed, computed) = if bytes.len() <= crate::offload::INLINE_BYTES {
+        validate(bytes)
+    } else {
+        crate::offload::run(move || validate(bytes)).await.ok_or_else(|| {
+            OciError::new(ErrorKind::Unavailable).msg("too many large manifests being validated; retry")
+        })?
+    };
+    let parsed = parsed?;
     let digest = match reference {
         Reference::Digest(d) => {
-            let computed = Digest::of(d.algorithm(), &bytes);
             if &computed != d {
                 return Err(
                     OciError::new(ErrorKind::DigestInvalid).msg(format!("manifest digest is {computed}, not {d}"))
@@ -109,7 +130,7 @@ async fn put(
             }
             computed
         }
-        Reference::Tag(_) => Digest::of(Algorithm::Sha256, &bytes),
+        Reference::Tag(_) => computed,
     };
     // The log position this validation sees (cluster mode): removals committed after it are
     // checked again inside the commit.
@@ -176,24 +197,41 @@ fn size_mismatch(label: &str, d: &Digest, declared: u64, stored: u64) -> OciErro
 fn check_references(app: &App, repo: &RepoName, parsed: &manifest::ParsedManifest) -> Result<Vec<Digest>, OciError> {
     let policy = &app.cfg.validation;
     let mut absent = Vec::new();
+    // Each distinct target is looked up once (an index may list one child thousands of times);
+    // later descriptors of it are checked against the remembered size.
+    let mut blob_sizes: HashMap<&Digest, Option<u64>> = HashMap::new();
     for r in &parsed.blob_refs {
-        let meta = if app.index.repo_has_blob(repo, &r.digest).map_err(index_error)? {
-            app.index.blob(&r.digest).map_err(index_error)?
-        } else {
-            None
+        let size = match blob_sizes.get(&r.digest) {
+            Some(s) => *s,
+            None => {
+                let s = if app.index.repo_has_blob(repo, &r.digest).map_err(index_error)? {
+                    app.index.blob(&r.digest).map_err(index_error)?.map(|m| m.size)
+                } else {
+                    None
+                };
+                blob_sizes.insert(&r.digest, s);
+                s
+            }
         };
-        match meta {
-            Some(m) if m.size != r.size => return Err(size_mismatch(&r.label, &r.digest, r.size, m.size)),
+        match size {
+            Some(stored) if stored != r.size => return Err(size_mismatch(&r.label, &r.digest, r.size, stored)),
             Some(_) => {}
             None if policy.allow_absent_layers && r.label != "config" => absent.push(r.digest.clone()),
             None => return Err(blob_unknown("blob", &r.label, &r.digest, repo)),
         }
     }
+    let mut manifest_sizes: HashMap<&Digest, Option<u64>> = HashMap::new();
     for r in &parsed.manifest_refs {
-        match app.index.manifest(repo, &r.digest).map_err(index_error)? {
-            Some((_, bytes)) if bytes.len() as u64 != r.size => {
-                return Err(size_mismatch(&r.label, &r.digest, r.size, bytes.len() as u64))
+        let size = match manifest_sizes.get(&r.digest) {
+            Some(s) => *s,
+            None => {
+                let s = app.index.manifest_size(repo, &r.digest).map_err(index_error)?;
+                manifest_sizes.insert(&r.digest, s);
+                s
             }
+        };
+        match size {
+            Some(stored) if stored != r.size => return Err(size_mismatch(&r.label, &r.digest, r.size, stored)),
             Some(_) => {}
             None if policy.child_may_be_absent(r.platform.as_deref()) => absent.push(r.digest.clone()),
             None => {

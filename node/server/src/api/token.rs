@@ -91,14 +91,22 @@ async fn post(auth: &Auth, body: &mut Body<'_>, peer: Option<IpAddr>) -> Result<
         }
         Some("refresh_token") => {
             let t = field("refresh_token").ok_or_else(|| invalid_request("refresh_token missing"))?;
-            let user = tokens.verify_refresh(t).map_err(|e| {
+            let refresh = tokens.verify_refresh(t).map_err(|e| {
                 auth.audit.record("token_refused", "-", e.as_str(), peer);
                 OciError::new(ErrorKind::Unauthorized).msg(e.as_str())
             })?;
-            if !auth.user_exists(&user) {
-                return Err(OciError::new(ErrorKind::Unauthorized).msg("the refresh token's user no longer exists"));
+            // Bound to the credential it came from: a changed password, a deleted (even if
+            // re-created) user, a revoked or re-created robot all move the stamp.
+            let current = auth.credential_stamp(&refresh.subject);
+            if current.is_none() || current != refresh.stamp {
+                let why = if current.is_none() { "account gone" } else { "credential changed" };
+                auth.audit.record("token_refused", &refresh.subject, why, peer);
+                return Err(OciError::new(ErrorKind::Unauthorized).msg(
+                    "the refresh token is no longer valid (its account's credentials changed or it was removed); \
+                     log in again",
+                ));
             }
-            Caller::Named(user)
+            Caller::Named(refresh.subject)
         }
         other => return Err(invalid_request(&format!("unsupported grant_type {other:?} (password or refresh_token)"))),
     };
@@ -192,9 +200,13 @@ fn answer(auth: &Auth, caller: &Caller, scopes: &[&str], offline: bool, oauth: b
         out["scope"] = scopes.join(" ").into();
         out["token_type"] = "Bearer".into();
     }
-    if offline && !subject.is_empty() {
-        out["refresh_token"] =
-            tokens.issue_refresh(subject).map_err(|e| OciError::new(ErrorKind::Unavailable).msg(e.to_string()))?.into();
+    // A refresh token only for an account it can be bound to (a certificate whose name has no
+    // account gets access tokens, not a credential that would outlive its removal).
+    if let Some(stamp) = (offline && !subject.is_empty()).then(|| auth.credential_stamp(subject)).flatten() {
+        out["refresh_token"] = tokens
+            .issue_refresh(subject, &stamp)
+            .map_err(|e| OciError::new(ErrorKind::Unavailable).msg(e.to_string()))?
+            .into();
     }
     Ok(Response::json(200, &out).header("Cache-Control", "no-store"))
 }

@@ -219,17 +219,23 @@ impl Auth {
         self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Whether a user or live robot exists (refresh tokens of removed ones stop working).
-    pub fn user_exists(&self, user: &str) -> bool {
-        match user.strip_prefix(berth_internal_api::accounts::ROBOT_PREFIX) {
-            Some(name) => self
-                .managed
-                .get()
-                .robots
-                .get(name)
-                .is_some_and(|r| r.expires_at_ms.is_none_or(|e| accounts::now_ms() < e)),
-            None => self.passwords.contains(user),
-        }
+    /// The credential stamp of a user or live robot: a digest of what it logs in with (the
+    /// stored bcrypt hash or the robot's secret hash, with its creation time). It moves when
+    /// the password changes, the account is deleted and re-created, or the robot is revoked and
+    /// re-created; refresh tokens carry it and are refused once it moved. Derived from the
+    /// replicated account state, so every node of a cluster computes the same stamp.
+    /// `None` for names with no account (nothing to bind a refresh token to).
+    pub fn credential_stamp(&self, user: &str) -> Option<String> {
+        use sha2::Digest as _;
+        let material = match user.strip_prefix(berth_internal_api::accounts::ROBOT_PREFIX) {
+            Some(name) => {
+                let stored = self.managed.get();
+                let r = stored.robots.get(name).filter(|r| r.expires_at_ms.is_none_or(|e| accounts::now_ms() < e))?;
+                format!("robot\0{name}\0{}\0{}", r.secret_sha256, r.created_at_ms)
+            }
+            None => format!("user\0{user}\0{}", self.passwords.stored_hash(user)?),
+        };
+        Some(hex::encode(&sha2::Sha256::digest(material.as_bytes())[..16]))
     }
 
     /// Number of password users.

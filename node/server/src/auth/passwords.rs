@@ -103,6 +103,12 @@ impl Passwords {
         self.table().users.contains_key(user)
     }
 
+    /// The stored bcrypt hash of `user`: what a refresh token's credential stamp is derived
+    /// from (a new password or a re-created user has a new salt, so a new stamp).
+    pub fn stored_hash(&self, user: &str) -> Option<String> {
+        self.table().users.get(user).cloned()
+    }
+
     /// Hash a new password (bcrypt, cost [`DEFAULT_COST`]) off the calling thread. `None` when
     /// the queue is full.
     pub async fn hash(&self, password: &str) -> Option<String> {

@@ -113,6 +113,10 @@ struct Claims {
     /// `refresh` on refresh tokens; they are refused where an access token is expected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     berth_use: Option<String>,
+    /// On refresh tokens: the credential stamp of the subject when it was issued
+    /// (`Auth::credential_stamp`); a refresh is refused once the stamp moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    berth_cred: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +128,17 @@ struct IncomingClaims {
     access: Vec<ResourceActions>,
     #[serde(default)]
     berth_use: Option<String>,
+    #[serde(default)]
+    berth_cred: Option<String>,
+}
+
+/// A verified refresh token: whom it was issued to, and that account's credential stamp then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    /// `sub`.
+    pub subject: String,
+    /// `berth_cred` (`None` in tokens from before stamps: refused).
+    pub stamp: Option<String>,
 }
 
 /// What a verified access token grants.
@@ -247,9 +262,10 @@ impl Tokens {
         self.sign(subject, access, None, self.cfg.ttl_secs)
     }
 
-    /// Sign a refresh token for `subject`.
-    pub fn issue_refresh(&self, subject: &str) -> Result<String, KeyError> {
-        self.sign(subject, Vec::new(), Some("refresh".into()), self.cfg.refresh_ttl_secs).map(|(t, _)| t)
+    /// Sign a refresh token for `subject`, bound to its credential `stamp`.
+    pub fn issue_refresh(&self, subject: &str, stamp: &str) -> Result<String, KeyError> {
+        self.sign_with(subject, Vec::new(), Some("refresh".into()), Some(stamp.to_owned()), self.cfg.refresh_ttl_secs)
+            .map(|(t, _)| t)
     }
 
     fn sign(
@@ -257,6 +273,17 @@ impl Tokens {
         subject: &str,
         access: Vec<ResourceActions>,
         berth_use: Option<String>,
+        ttl: u64,
+    ) -> Result<(String, u64), KeyError> {
+        self.sign_with(subject, access, berth_use, None, ttl)
+    }
+
+    fn sign_with(
+        &self,
+        subject: &str,
+        access: Vec<ResourceActions>,
+        berth_use: Option<String>,
+        berth_cred: Option<String>,
         ttl: u64,
     ) -> Result<(String, u64), KeyError> {
         let keys = self.keys();
@@ -274,6 +301,7 @@ impl Tokens {
             jti: uuid::Uuid::new_v4().simple().to_string(),
             access,
             berth_use,
+            berth_cred,
         };
         let mut header = Header::new(*alg);
         header.kid = Some(kid.clone());
@@ -327,13 +355,14 @@ impl Tokens {
         Ok(grant)
     }
 
-    /// Verify a refresh token; returns its subject.
-    pub fn verify_refresh(&self, token: &str) -> Result<String, TokenError> {
+    /// Verify a refresh token; returns its subject and credential stamp (the caller compares
+    /// the stamp with the account's current one).
+    pub fn verify_refresh(&self, token: &str) -> Result<Refresh, TokenError> {
         let claims = self.decode(token)?;
         if claims.berth_use.as_deref() != Some("refresh") {
             return Err(TokenError::WrongUse);
         }
-        Ok(claims.sub)
+        Ok(Refresh { subject: claims.sub, stamp: claims.berth_cred })
     }
 
     fn decode(&self, token: &str) -> Result<IncomingClaims, TokenError> {
@@ -581,10 +610,10 @@ mod tests {
         assert_eq!(t.verify(&format!("{}.{}.{}", parts[0], p2[1], p2[2])).unwrap_err(), TokenError::Invalid);
         assert_eq!(t.verify(&tok2).unwrap_err(), TokenError::Invalid, "unknown kid");
         // A refresh token is not an access token, and the reverse.
-        let r = t.issue_refresh("alice").unwrap();
+        let r = t.issue_refresh("alice", "stamp-1").unwrap();
         assert_eq!(t.verify(&r).unwrap_err(), TokenError::WrongUse);
         assert_eq!(t.verify_refresh(&tok).unwrap_err(), TokenError::WrongUse);
-        assert_eq!(t.verify_refresh(&r).unwrap(), "alice");
+        assert_eq!(t.verify_refresh(&r).unwrap(), Refresh { subject: "alice".into(), stamp: Some("stamp-1".into()) });
     }
 
     /// Tokens of a configured external issuer are accepted (verified with its JWKS), with

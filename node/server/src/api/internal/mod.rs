@@ -52,6 +52,11 @@ pub async fn handle(app: &App, req: &Request, body: &mut Body<'_>) -> (Response,
             .header("WWW-Authenticate", "Bearer realm=\"berth-internal\"");
         return (r, "internal");
     }
+    if let Err(e) = berth_internal_api::client::check_path(&req.path) {
+        // Dot segments and encoded separators name no internal endpoint (the sidecar's client
+        // refuses to send them; this is the other side of the same rule).
+        return (Response::from(bad(e)), "internal");
+    }
     if req.path.starts_with("/v2/") {
         return super::handle_as(app, req, body, super::View::Internal, &super::Client::default()).await;
     }
