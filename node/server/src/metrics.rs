@@ -66,6 +66,8 @@ pub struct Metrics {
     pub disk_free: Gauge,
     /// Connections refused or limited to health checks, by reason (`total`, `address`).
     pub connections_refused: Family<ReasonLabels, Counter>,
+    /// Bytes held by the verified-token caches (sampled at scrape).
+    pub token_cache_bytes: Gauge,
 }
 
 /// Labels of a refusal metric.
@@ -110,6 +112,7 @@ impl Metrics {
             disk_size: Gauge::default(),
             disk_free: Gauge::default(),
             connections_refused: Family::default(),
+            token_cache_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests by endpoint, method and status", m.requests.clone());
@@ -148,6 +151,11 @@ impl Metrics {
             "scan_policy_denials",
             "Manifest pulls refused by the vulnerability policy",
             m.policy_denials.clone(),
+        );
+        registry.register(
+            "auth_token_cache_bytes",
+            "Bytes held by the verified-token caches of the serving cores (bounded by auth.token.verified_cache_bytes per core)",
+            m.token_cache_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -75,7 +75,7 @@ fn challenge_login_and_scoped_access() {
     // docker login: a token without scopes opens /v2/.
     let (st, t) = token(&n, Some(&basic("dev", "pw")), &[]);
     assert_eq!(st, 200);
-    assert!(t["expires_in"].as_u64().unwrap() == 300 && t["issued_at"].is_string() && t["access_token"] == t["token"]);
+    assert!(t["expires_in"].as_u64().unwrap() == 240 && t["issued_at"].is_string() && t["access_token"] == t["token"]);
     assert_eq!(n.req("GET", "/v2/", &[("Authorization", &bearer(&t))], None).status, 200);
     let header: serde_json::Value = serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -394,4 +394,41 @@ fn refresh_tokens_die_with_the_credential_they_came_from() {
     // Configured users are unaffected while their hash stays.
     let dev = offline_token(&n, "dev", "pw");
     assert_eq!(refresh(&n, &dev), 200);
+}
+
+/// Security round 2, finding 3: anonymous token requests with many long scopes made tokens of
+/// 60 KB, and presenting many of them grew the verified-token cache without a byte bound. The
+/// request's scopes are capped (400), over-long bearer tokens are refused unread, and the
+/// cache stays within its byte budget however many distinct big tokens arrive.
+#[test]
+fn token_requests_and_the_verified_cache_are_bounded() {
+    let n = TestNode::start_with(|c| {
+        c.auth.rules = vec![rule(&["anonymous"], &["public/**"], &["pull"])];
+        c.auth.token = Some(TokenConfig { verified_cache_bytes: 256 * 1024, ..TokenConfig::default() });
+    });
+    let long = |i: usize| format!("repository:public/{}{i}:pull", "n".repeat(200));
+    let too_many: Vec<String> = (0..51).map(long).collect();
+    let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
+    let (st, v) = token(&n, None, &refs);
+    assert_eq!(st, 400, "{v}");
+    let huge = format!("Bearer {}", "e".repeat(40 * 1024));
+    assert_eq!(n.req("GET", "/v2/public/x/tags/list", &[("Authorization", &huge)], None).status, 401);
+    let gauge = |n: &TestNode| {
+        let m = n.metrics();
+        let line = m.lines().find(|l| l.starts_with("berth_auth_token_cache_bytes ")).expect("the gauge").to_owned();
+        line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap()
+    };
+    for round in 0..300 {
+        let scopes: Vec<String> = (0..50).map(|i| long(round * 100 + i)).collect();
+        let refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        let (st, t) = token(&n, None, &refs);
+        assert_eq!(st, 200);
+        assert!(t["token"].as_str().unwrap().len() > 10_000);
+        let repo = format!("public/{}{}", "n".repeat(200), round * 100);
+        let r = n.req("GET", &format!("/v2/{repo}/tags/list"), &[("Authorization", &bearer(&t))], None);
+        assert_eq!(r.status, 404, "the token verified (no such repository)");
+    }
+    // Two serving cores, each within its budget (300 tokens of ~15 KB would be ~4.5 MB).
+    let held = gauge(&n);
+    assert!(held > 0.0 && held <= 2.0 * 256.0 * 1024.0, "{held} bytes cached");
 }

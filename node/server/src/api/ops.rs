@@ -37,6 +37,9 @@ pub(super) fn handle(app: &App, req: &Request, ep: &Endpoint) -> Result<Response
                 app.metrics.tier_pending.set(t.pending_count as i64);
                 app.metrics.tier_pending_bytes.set(t.pending_bytes as i64);
             }
+            if let Some(t) = app.auth.as_ref().and_then(|a| a.tokens.as_ref()) {
+                app.metrics.token_cache_bytes.set(t.cache_bytes() as i64);
+            }
             if let Some((size, free)) = disk_space(&app.cfg.data_dir) {
                 app.metrics.disk_size.set(size as i64);
                 app.metrics.disk_free.set(free as i64);

@@ -154,6 +154,14 @@ fn parse_scope(s: &str) -> Option<(&str, &str, Vec<&str>)> {
 
 fn answer(auth: &Auth, caller: &Caller, scopes: &[&str], offline: bool, oauth: bool) -> Result<Response, OciError> {
     let tokens = auth.tokens.as_ref().ok_or_else(no_tokens)?;
+    // Bounded: a token's size (and what verifying and caching it costs) follows its scopes.
+    if scopes.len() > crate::auth::token::MAX_SCOPES {
+        return Err(invalid_request(&format!(
+            "{} scopes requested; at most {} per token request",
+            scopes.len(),
+            crate::auth::token::MAX_SCOPES
+        )));
+    }
     let id = match caller {
         Caller::Anonymous => crate::auth::Identity::Anonymous,
         Caller::Named(n) => crate::auth::Identity::User(n.clone()),

@@ -20,6 +20,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::KeyPair as _;
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 use super::policy::Actions;
 
@@ -42,8 +43,12 @@ pub struct TokenConfig {
     pub ttl_secs: u64,
     /// Lifetime of refresh tokens (`offline_token=true`, `access_type=offline`), seconds.
     pub refresh_ttl_secs: u64,
-    /// Clock skew tolerated on `exp` and `nbf`, seconds.
+    /// Clock skew tolerated on `exp` and `nbf`, seconds. Tokens this node issues carry an
+    /// `exp` this much earlier than `ttl_secs`, so none is accepted longer than `ttl_secs`.
     pub leeway_secs: u64,
+    /// Bytes of verified tokens each serving core remembers (they skip the signature check);
+    /// the cache is emptied when full.
+    pub verified_cache_bytes: usize,
     /// Other token servers whose tokens this node accepts.
     pub trusted_issuers: Vec<TrustedIssuer>,
 }
@@ -59,6 +64,7 @@ impl Default for TokenConfig {
             ttl_secs: 300,
             refresh_ttl_secs: 30 * 24 * 3600,
             leeway_secs: 60,
+            verified_cache_bytes: 4 << 20,
             trusted_issuers: Vec::new(),
         }
     }
@@ -153,6 +159,11 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// About how many bytes the grant takes in memory (for the cache's byte budget).
+    fn approx_bytes(&self) -> usize {
+        128 + self.subject.len() + self.repos.keys().map(|k| k.len() + 64).sum::<usize>()
+    }
+
     /// The actions granted on `repo`.
     pub fn actions(&self, repo: &str) -> Actions {
         self.repos.get(repo).copied().unwrap_or(Actions::NONE)
@@ -163,6 +174,13 @@ impl Grant {
         self.catalog
     }
 }
+
+/// Longest bearer token considered (a token endpoint request is bounded to
+/// [`MAX_SCOPES`] scopes, which stays well below): longer ones are refused unread.
+pub const MAX_TOKEN_BYTES: usize = 32 * 1024;
+
+/// Most scopes one token request may ask for (400 beyond).
+pub const MAX_SCOPES: usize = 50;
 
 /// Why a token was refused (said in logs and in the challenge's `error_description`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +224,8 @@ struct Keys {
 
 /// Issues and verifies tokens.
 pub struct Tokens {
+    /// Bytes held by the verified-token caches of all cores (`berth_auth_token_cache_bytes`).
+    cache_bytes: Arc<AtomicU64>,
     /// Configuration in force.
     pub cfg: TokenConfig,
     key_dir: PathBuf,
@@ -227,14 +247,26 @@ impl Tokens {
     pub fn new(cfg: &TokenConfig, data_dir: &Path) -> Result<Tokens, KeyError> {
         let key_dir = cfg.key_dir.clone().unwrap_or_else(|| data_dir.join("token-keys"));
         let keys = load_keys(cfg, &key_dir, true)?;
-        Ok(Tokens { cfg: cfg.clone(), key_dir, keys: RwLock::new(Arc::new(keys)), generation: AtomicU64::new(0) })
+        Ok(Tokens {
+            cfg: cfg.clone(),
+            key_dir,
+            keys: RwLock::new(Arc::new(keys)),
+            generation: AtomicU64::new(0),
+            cache_bytes: Arc::default(),
+        })
     }
 
     /// Load the keys of `cfg.key_dir` without generating any (CLI).
     pub fn load_only(cfg: &TokenConfig) -> Result<Tokens, KeyError> {
         let key_dir = cfg.key_dir.clone().ok_or_else(|| KeyError("no key directory".into()))?;
         let keys = load_keys(cfg, &key_dir, false)?;
-        Ok(Tokens { cfg: cfg.clone(), key_dir, keys: RwLock::new(Arc::new(keys)), generation: AtomicU64::new(0) })
+        Ok(Tokens {
+            cfg: cfg.clone(),
+            key_dir,
+            keys: RwLock::new(Arc::new(keys)),
+            generation: AtomicU64::new(0),
+            cache_bytes: Arc::default(),
+        })
     }
 
     /// Re-read keys and trusted issuers (SIGHUP). Returns how many keys verify.
@@ -295,7 +327,8 @@ impl Tokens {
             iss: self.cfg.issuer.clone(),
             sub: subject.to_owned(),
             aud: self.cfg.service.clone(),
-            exp: now + ttl,
+            // Accepted until `exp` + leeway: issued so that is at most `ttl` from now.
+            exp: now + ttl.saturating_sub(self.cfg.leeway_secs),
             nbf: now.saturating_sub(1),
             iat: now,
             jti: uuid::Uuid::new_v4().simple().to_string(),
@@ -305,24 +338,53 @@ impl Tokens {
         };
         let mut header = Header::new(*alg);
         header.kid = Some(kid.clone());
-        jsonwebtoken::encode(&header, &claims, key).map(|t| (t, ttl)).map_err(|e| KeyError(e.to_string()))
+        let lifetime = claims.exp - now;
+        jsonwebtoken::encode(&header, &claims, key).map(|t| (t, lifetime)).map_err(|e| KeyError(e.to_string()))
     }
 
-    /// Verify an access token (cached per core).
+    /// Bytes held by the verified-token caches of all cores.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Verify an access token (cached per core, by the token's SHA-256, within
+    /// `verified_cache_bytes`; refused tokens are never cached).
     pub fn verify(&self, token: &str) -> Result<Arc<Grant>, TokenError> {
-        /// Verified tokens of this core, and the key generation they were verified under.
-        type Seen = (u64, HashMap<Box<str>, Arc<Grant>>);
-        thread_local! {
-            static SEEN: RefCell<Seen> = RefCell::new((0, HashMap::new()));
+        /// Verified tokens of one core: the key generation they were verified under, the
+        /// grants by token hash, and the bytes they take.
+        #[derive(Default)]
+        struct Seen {
+            generation: u64,
+            grants: HashMap<[u8; 32], Arc<Grant>>,
+            bytes: usize,
+            /// The shared gauge this core's bytes are counted in.
+            counted: Option<Arc<AtomicU64>>,
         }
+        impl Seen {
+            fn clear(&mut self) {
+                if let Some(c) = &self.counted {
+                    c.fetch_sub(self.bytes as u64, Ordering::Relaxed);
+                }
+                self.grants.clear();
+                self.bytes = 0;
+            }
+        }
+        thread_local! {
+            static SEEN: RefCell<Seen> = RefCell::new(Seen::default());
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Invalid);
+        }
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let generation = self.generation.load(Ordering::Relaxed);
         let now = now_secs();
         let hit = SEEN.with(|s| {
             let mut s = s.borrow_mut();
-            if s.0 != generation {
-                *s = (generation, HashMap::new());
+            if s.generation != generation {
+                s.clear();
+                s.generation = generation;
             }
-            s.1.get(token).cloned()
+            s.grants.get(&key).cloned()
         });
         if let Some(g) = hit {
             return if now <= g.exp + self.cfg.leeway_secs { Ok(g) } else { Err(TokenError::Expired) };
@@ -345,13 +407,23 @@ impl Tokens {
             }
         }
         let grant = Arc::new(Grant { subject: claims.sub, exp: claims.exp, repos, catalog });
-        SEEN.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.1.len() >= 10_000 {
-                s.1.clear();
-            }
-            s.1.insert(token.into(), grant.clone());
-        });
+        let size = grant.approx_bytes();
+        let budget = self.cfg.verified_cache_bytes;
+        if size <= budget {
+            SEEN.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.counted.is_none() {
+                    s.counted = Some(self.cache_bytes.clone());
+                }
+                if s.bytes + size > budget {
+                    s.clear();
+                }
+                if s.grants.insert(key, grant.clone()).is_none() {
+                    s.bytes += size;
+                    self.cache_bytes.fetch_add(size as u64, Ordering::Relaxed);
+                }
+            });
+        }
         Ok(grant)
     }
 
@@ -572,7 +644,8 @@ mod tests {
             let d = tempfile::tempdir().unwrap();
             let t = tokens(d.path(), alg);
             let (tok, ttl) = t.issue("alice", access("a/b", &["pull", "push"])).unwrap();
-            assert_eq!(ttl, 300);
+            // `expires_in` is ttl_secs less the leeway (accepted for ttl_secs in all).
+            assert_eq!(ttl, 240);
             let g = t.verify(&tok).unwrap();
             assert_eq!(g.subject, "alice");
             assert_eq!(g.actions("a/b").names(), vec!["pull", "push"]);
@@ -655,6 +728,46 @@ mod tests {
                 .unwrap();
         let (t, _) = impostor.issue("svc", access("a/b", &["push"])).unwrap();
         assert_eq!(ours.verify(&t).unwrap_err(), TokenError::WrongAudience);
+    }
+
+    #[test]
+    fn accepted_no_longer_than_ttl_and_the_cache_is_bounded_by_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = TokenConfig { ttl_secs: 300, leeway_secs: 60, verified_cache_bytes: 64 * 1024, ..Default::default() };
+        let t = Tokens::new(&cfg, d.path()).unwrap();
+        // Security round 2, finding 12: exp + leeway is the promised lifetime, not more.
+        let (tok, expires_in) = t.issue("a", vec![]).unwrap();
+        let p = tok.split('.').nth(1).unwrap();
+        use base64::Engine as _;
+        let c: serde_json::Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap();
+        let (exp, iat) = (c["exp"].as_u64().unwrap(), c["iat"].as_u64().unwrap());
+        assert_eq!(exp + cfg.leeway_secs - iat, cfg.ttl_secs, "accepted for ttl_secs in all");
+        assert_eq!(expires_in, exp - iat);
+        // Finding 3: big tokens fill the cache only up to its byte budget, keyed by hash.
+        let names: Vec<ResourceActions> = (0..50)
+            .map(|i| ResourceActions {
+                kind: "repository".into(),
+                name: format!("{}{i}", "n".repeat(200)),
+                actions: vec!["pull".into()],
+            })
+            .collect();
+        for i in 0..200 {
+            let (tok, _) = t.issue(&format!("user{i}"), names.clone()).unwrap();
+            assert!(tok.len() > 10_000 && tok.len() < MAX_TOKEN_BYTES);
+            t.verify(&tok).unwrap();
+            assert!(t.cache_bytes() <= 64 * 1024, "{} cached bytes", t.cache_bytes());
+        }
+        assert!(t.cache_bytes() > 0);
+        // Refused tokens are never cached; oversized ones are not even decoded.
+        let before = t.cache_bytes();
+        let (tok, _) = t.issue("z", vec![]).unwrap();
+        let i = tok.len() - 20;
+        let flipped = if &tok[i..=i] == "A" { "B" } else { "A" };
+        let forged = format!("{}{flipped}{}", &tok[..i], &tok[i + 1..]);
+        assert_eq!(t.verify(&forged).unwrap_err(), TokenError::Invalid);
+        assert_eq!(t.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)).unwrap_err(), TokenError::Invalid);
+        assert_eq!(t.cache_bytes(), before);
     }
 
     #[test]
