@@ -452,3 +452,55 @@ fn an_index_of_one_huge_child_repeated_does_not_hold_a_core() {
     let d = TestNode::start();
     assert_eq!(d.req("PUT", "/v2/x/y/manifests/toomany", &ict, Some(&index(1001))).error_code(), "MANIFEST_INVALID");
 }
+
+/// One GET from a chosen loopback source address (127.0.0.2 is another client).
+fn get_from(n: &TestNode, source: &str, path: &str, auth: &str) -> u16 {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    sock.connect(&n.addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Security round 2, finding 4: eleven wrong secrets for `robot$ci` from another address made
+/// the robot's correct secret get 429 from everywhere (and the same for a user whose password
+/// was not cached). Failures now lock a name out only at the address that failed; a robot's
+/// right secret is never limited.
+#[test]
+fn nobody_can_lock_a_user_or_robot_out_from_elsewhere() {
+    let n = with_alice(|_| {});
+    let token = std::fs::read_to_string(n.dir.path().join("internal.token")).unwrap();
+    let r = n.req(
+        "POST",
+        &n.internal_url("/internal/v1/robots"),
+        &[("Authorization", &format!("Bearer {}", token.trim())), ("Content-Type", "application/json")],
+        Some(br#"{"name":"ci"}"#),
+    );
+    assert_eq!(r.status, 201);
+    let secret = r.json()["secret"].as_str().unwrap().to_owned();
+    let attacker = "127.0.0.2";
+    for (user, right) in [("robot$ci", secret.as_str()), ("alice", "secret")] {
+        let mut limited = false;
+        for _ in 0..15 {
+            match get_from(&n, attacker, "/v2/", &basic(user, "guess")) {
+                401 => {}
+                429 => limited = true,
+                other => panic!("{user}: a wrong guess got {other}"),
+            }
+        }
+        assert!(limited, "{user}: the attacker's address was never limited");
+        assert_eq!(
+            get_from(&n, "127.0.0.1", "/v2/", &basic(user, right)),
+            200,
+            "{user} locked out by another's failures"
+        );
+    }
+    // The robot's right secret works even from the attacker's address (nothing to guess there);
+    // a user's stays limited there until the bucket refills.
+    assert_eq!(get_from(&n, attacker, "/v2/", &basic("robot$ci", &secret)), 200);
+}

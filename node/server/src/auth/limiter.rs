@@ -1,8 +1,14 @@
-//! Failed-login limits, per client address and per user name: a token bucket each. A failed
-//! check takes a token; with the bucket empty further attempts are answered 429 with
-//! `Retry-After` before any password is checked. Successful logins take nothing, and
-//! credentials already verified (cached) are never limited, so a user who is logged in keeps
-//! working while someone guesses at their name.
+//! Failed-login limits, per client address and per user name *at* that address: a token
+//! bucket each. A failed check takes a token; with the bucket empty further attempts are
+//! answered 429 with `Retry-After` before any password is checked. Successful logins take
+//! nothing, and credentials already verified (cached) are never limited.
+//!
+//! The user bucket is keyed by (user, address): someone guessing at a name from one address
+//! locks that name out *for that address only*; its owner, logging in from elsewhere, is not
+//! refused because of the attacker's failures (round 1 keyed it by name alone, so eleven wrong
+//! guesses locked a user or robot out everywhere). Guesses from many addresses are bounded
+//! by each address's own bucket and by the bcrypt pool's queue (`Busy`); robots' secrets are
+//! high-entropy and checked before any limit (see `Auth::login`).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -98,7 +104,7 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
 /// Failed-login buckets per address and per user.
 pub struct Limiter {
     addresses: Buckets<IpAddr>,
-    users: Buckets<String>,
+    users: Buckets<(String, Option<IpAddr>)>,
 }
 
 impl Limiter {
@@ -114,7 +120,7 @@ impl Limiter {
     pub fn wait(&self, addr: Option<IpAddr>, user: Option<&str>) -> Option<Duration> {
         let now = Instant::now();
         let a = addr.and_then(|a| self.addresses.wait(&a, now));
-        let u = user.and_then(|u| self.users.wait(&u.to_owned(), now));
+        let u = user.and_then(|u| self.users.wait(&(u.to_owned(), addr), now));
         a.max(u)
     }
 
@@ -125,7 +131,7 @@ impl Limiter {
             self.addresses.take(&a, now);
         }
         if let Some(u) = user {
-            self.users.take(&u.to_owned(), now);
+            self.users.take(&(u.to_owned(), addr), now);
         }
     }
 }
@@ -149,10 +155,28 @@ mod tests {
         }
         let w = l.wait(Some(ip), Some("u")).expect("limited");
         assert!(w <= Duration::from_secs(1), "{w:?}");
-        // Another address is not limited.
+        // Another address is not limited, not even for the same user.
         assert!(l.wait(Some("192.0.2.2".parse().unwrap()), Some("u")).is_none());
         std::thread::sleep(w + Duration::from_millis(20));
         assert!(l.wait(Some(ip), Some("u")).is_none());
+    }
+
+    /// Security round 2, finding 4: failures for a user from one address do not lock the user
+    /// out at another.
+    #[test]
+    fn a_user_locked_at_one_address_logs_in_from_another() {
+        let l = Limiter::new(&FailedLoginLimits {
+            per_address_burst: 1000,
+            per_address_per_minute: 60,
+            per_user_burst: 3,
+            per_user_per_minute: 1,
+        });
+        let attacker: IpAddr = "192.0.2.66".parse().unwrap();
+        for _ in 0..3 {
+            l.failed(Some(attacker), Some("robot$ci"));
+        }
+        assert!(l.wait(Some(attacker), Some("robot$ci")).is_some());
+        assert!(l.wait(Some("192.0.2.7".parse().unwrap()), Some("robot$ci")).is_none());
     }
 
     #[test]
