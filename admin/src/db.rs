@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_scans.sql")),
     (3, include_str!("../migrations/0003_audit.sql")),
+    (4, include_str!("../migrations/0004_audit_count.sql")),
 ];
 
 /// Connect (the connection task runs on the current tokio runtime).

@@ -651,3 +651,48 @@ fn admin_api_path_parameters_cannot_leave_their_segment() {
     assert_eq!(e.admin.send("DELETE", "/api/v1/users/dot.ted", None).0, 204);
     assert_eq!(e.admin.get("/api/v1/jobs/gc-0123456789abcdef0123456789abcdef").0, 404);
 }
+
+/// Security round 2, finding 5: 215k anonymous denials in 20 s overflowed the node's audit
+/// ring and a failed login made before them never reached Postgres. Denials are aggregated
+/// (rows with a `count`) and cannot push security events out; every denial is accounted for.
+#[test]
+fn a_denial_flood_cannot_erase_the_audit_trail() {
+    let Some(mut e) = setup_with(&[], &[("BERTH_AUTH__ENABLED", "true")]) else { return };
+    e.admin.kill9(); // away while the flood happens
+    let r = http("GET", &e.node.url("/v2/"), &[("Authorization", &basic("mallory", "guess"))], None);
+    assert_eq!(r.status, 401);
+    let (threads, each) = (4, 4_000);
+    let url = e.node.url("/v2/private/app/tags/list");
+    let flood: Vec<_> = (0..threads)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let agent = ureq::agent();
+                for _ in 0..each {
+                    assert_eq!(try_http(&agent, "GET", &url, &[], None).unwrap().status, 401);
+                }
+            })
+        })
+        .collect();
+    for f in flood {
+        f.join().unwrap();
+    }
+    let sent = (threads * each) as i64;
+    let log = e.admin.log.clone();
+    e.admin = Admin::start(&e.pg, &e.node.dir, log, &[]);
+    wait_for("the flood's denials in Postgres", 60, || {
+        e.pg.query("SELECT coalesce(sum(count), 0) FROM audit_log WHERE event = 'denied'").parse::<i64>().unwrap_or(0)
+            >= sent
+    });
+    assert_eq!(
+        e.pg.query("SELECT count(*) FROM audit_log WHERE event = 'login_failed' AND actor = 'mallory'"),
+        "1",
+        "the failed login before the flood was lost"
+    );
+    let denied = e.pg.query("SELECT sum(count) FROM audit_log WHERE event = 'denied'").parse::<i64>().unwrap();
+    assert_eq!(denied, sent, "every denial is counted once");
+    let rows = e.pg.query("SELECT count(*) FROM audit_log WHERE event = 'denied'").parse::<i64>().unwrap();
+    assert!(rows < sent / 10, "{rows} rows for {sent} denials: not aggregated");
+    // Nothing was lost, so no loss is reported.
+    assert_eq!(e.pg.query("SELECT count(*) FROM audit_log WHERE event = 'audit_events_dropped'"), "0");
+}

@@ -152,7 +152,7 @@ pub(super) async fn audit_log(State(sc): State<Arc<Sidecar>>, QueryParams(q): Qu
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let rows = c
         .query(
-            "SELECT extract(epoch from at)::float8, source, event, actor, subject, peer FROM audit_log
+            "SELECT extract(epoch from at)::float8, source, event, actor, subject, peer, count FROM audit_log
              WHERE ($1::text IS NULL OR event = $1) AND ($2::text IS NULL OR actor = $2)
              ORDER BY at DESC, id DESC LIMIT $3",
             &[&q.event, &q.actor, &limit],
@@ -170,6 +170,7 @@ pub(super) async fn audit_log(State(sc): State<Arc<Sidecar>>, QueryParams(q): Qu
                         "actor": r.get::<_, String>(3),
                         "subject": r.get::<_, String>(4),
                         "peer": r.get::<_, Option<String>>(5),
+                        "count": r.get::<_, i64>(6),
                     })
                 })
                 .collect();

@@ -164,6 +164,14 @@ pub struct AuditEvent {
     pub subject: String,
     /// Client address, when known.
     pub peer: Option<String>,
+    /// How many occurrences this record stands for: repeated denials (same event, actor,
+    /// subject and address) are aggregated per window instead of recorded one by one.
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// A page of audit events.
@@ -175,6 +183,15 @@ pub struct AuditPage {
     pub first: u64,
     /// Events from the requested sequence on.
     pub events: Vec<AuditEvent>,
+    /// Occurrences lost since the node started, by class: `denials` (aggregated denials pushed
+    /// out of the ring by newer ones) and `security` (logins, failures, account and rule
+    /// changes: only when the ring holds nothing else). Also in
+    /// `berth_audit_events_dropped{class}` and, on the sidecar, as `audit_events_dropped` rows.
+    #[serde(default)]
+    pub dropped_denials: u64,
+    /// See `dropped_denials`.
+    #[serde(default)]
+    pub dropped_security: u64,
 }
 
 /// Whether `name` is acceptable for a user, robot or group: not empty, at most 128 bytes, no

@@ -68,6 +68,15 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabels, Counter>,
     /// Bytes held by the verified-token caches (sampled at scrape).
     pub token_cache_bytes: Gauge,
+    /// Audit occurrences lost, by class (`denials`, `security`; sampled at scrape).
+    pub audit_dropped: Family<ClassLabels, Gauge>,
+}
+
+/// Labels of the audit loss gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// `denials` or `security`.
+    pub class: &'static str,
 }
 
 /// Labels of a refusal metric.
@@ -113,6 +122,7 @@ impl Metrics {
             disk_free: Gauge::default(),
             connections_refused: Family::default(),
             token_cache_bytes: Gauge::default(),
+            audit_dropped: Family::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests by endpoint, method and status", m.requests.clone());
@@ -156,6 +166,11 @@ impl Metrics {
             "auth_token_cache_bytes",
             "Bytes held by the verified-token caches of the serving cores (bounded by auth.token.verified_cache_bytes per core)",
             m.token_cache_bytes.clone(),
+        );
+        registry.register(
+            "audit_events_dropped",
+            "Audit occurrences lost from the node's ring before the sidecar copied them, by class (denials, security)",
+            m.audit_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -37,6 +37,12 @@ pub(super) fn handle(app: &App, req: &Request, ep: &Endpoint) -> Result<Response
                 app.metrics.tier_pending.set(t.pending_count as i64);
                 app.metrics.tier_pending_bytes.set(t.pending_bytes as i64);
             }
+            if let Some(auth) = &app.auth {
+                let (denials, security) = auth.audit.dropped();
+                let class = |class| crate::metrics::ClassLabels { class };
+                app.metrics.audit_dropped.get_or_create(&class("denials")).set(denials as i64);
+                app.metrics.audit_dropped.get_or_create(&class("security")).set(security as i64);
+            }
             if let Some(t) = app.auth.as_ref().and_then(|a| a.tokens.as_ref()) {
                 app.metrics.token_cache_bytes.set(t.cache_bytes() as i64);
             }
