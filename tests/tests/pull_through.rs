@@ -569,3 +569,140 @@ fn multi_arch_index_is_cached_sparsely() {
         assert_eq!((r.status, r.body == *layer), (200, true), "{arch}");
     }
 }
+
+/// A scripted HTTP server playing a hostile upstream (or a realm it names): it answers every
+/// request with `answer(head)` and records each request head. A fake is the point here: no
+/// real registry sends credentials-stealing realms or inward redirects on purpose.
+struct Scripted {
+    port: u16,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Scripted {
+    fn start(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> Scripted {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (h, answer) = (heads.clone(), Arc::new(answer));
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                let (h, answer) = (h.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    loop {
+                        let mut head = Vec::new();
+                        let mut b = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match s.read(&mut b) {
+                                Ok(1) => head.push(b[0]),
+                                _ => return,
+                            }
+                        }
+                        let head = String::from_utf8_lossy(&head).into_owned();
+                        h.lock().unwrap().push(head.clone());
+                        if s.write_all(answer(&head).as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Scripted { port, heads }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+fn reply(status: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut r = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    r
+}
+
+/// Security round 2, findings 6 and 11: an upstream that answers 401 with a realm at another
+/// port got the upstream's configured password sent there; a 302 to another port (the node's
+/// internal listener) was followed; upstream details (realm URLs, addresses) were echoed to
+/// clients; `allow = ["lib/*"]` also let `lib/a/b` through.
+#[test]
+fn hostile_upstreams_get_no_credentials_no_inward_redirects_and_no_echo() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The thief: a "token realm" that records what it is sent, and any redirect target.
+    let thief = Scripted::start(|_| reply("200 OK", &[("Content-Type", "application/json")], r#"{"token":"t"}"#));
+    let realm = format!("{}/token", thief.url());
+    let challenger = Scripted::start(move |head| {
+        if head.to_ascii_lowercase().contains("authorization: bearer t") {
+            reply("404 Not Found", &[], "")
+        } else {
+            reply(
+                "401 Unauthorized",
+                &[("WWW-Authenticate", &format!("Bearer realm=\"{realm}\",service=\"evil\""))],
+                "",
+            )
+        }
+    });
+    let to = format!("{}/internal/v1/export", thief.url());
+    let redirector = Scripted::start(move |_| reply("302 Found", &[("Location", &to)], ""));
+    let globbed = Scripted::start(|_| reply("404 Not Found", &[], ""));
+    let cfg = write_config(
+        &tmp.path().join("proxy.toml"),
+        &format!(
+            "[[proxy.upstreams]]\nname = \"evil\"\nurl = \"{}\"\nusername = \"mirror\"\npassword = \"upstream-secret\"\n\
+             [[proxy.upstreams]]\nname = \"redir\"\nurl = \"{}\"\nusername = \"mirror\"\npassword = \"upstream-secret\"\n\
+             [[proxy.upstreams]]\nname = \"globbed\"\nurl = \"{}\"\nallow = [\"lib/*\"]\n",
+            challenger.url(),
+            redirector.url(),
+            globbed.url()
+        ),
+    );
+    let node = Berth::start(&tmp.path().join("data"), &[("BERTH_CONFIG", &cfg)]);
+    let leaked = |body: &[u8]| {
+        let b = String::from_utf8_lossy(body).into_owned();
+        assert!(
+            !b.contains("127.0.0.1") && !b.contains(&thief.port.to_string()) && !b.contains("realm"),
+            "echoed: {b}"
+        );
+    };
+    // The realm at another origin is never sent the credentials (nor asked at all: it is not
+    // public and not listed in token_realms).
+    let r = get_manifest(&node, "/v2/evil/lib/app/manifests/v1");
+    assert!(r.status >= 400, "{}", r.status);
+    leaked(&r.body);
+    let r = http(
+        "GET",
+        &node.url("/v2/evil/lib/app/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000"),
+        &[],
+        None,
+    );
+    assert!(r.status >= 400);
+    leaked(&r.body);
+    assert!(!challenger.heads().is_empty(), "the upstream was asked");
+    for h in thief.heads() {
+        assert!(!h.to_ascii_lowercase().contains("authorization"), "credentials sent to the realm: {h}");
+    }
+    // A redirect inward (another port on loopback) is not followed.
+    let before = thief.heads().len();
+    let r = get_manifest(&node, "/v2/redir/lib/app/manifests/v1");
+    assert!(r.status >= 400, "{}", r.status);
+    leaked(&r.body);
+    assert!(!redirector.heads().is_empty());
+    assert_eq!(thief.heads().len(), before, "the redirect to another port was followed");
+    // One glob meaning: `lib/*` is one segment.
+    let r = get_manifest(&node, "/v2/globbed/lib/a/b/manifests/v1");
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(globbed.heads().is_empty(), "lib/a/b reached the upstream");
+    let r = get_manifest(&node, "/v2/globbed/lib/a/manifests/v1");
+    assert_eq!(r.status, 404);
+    assert_eq!(globbed.heads().len(), 1);
+}

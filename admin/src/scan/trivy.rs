@@ -50,7 +50,16 @@ pub struct ServerVersion {
 pub async fn server_version(server: &str) -> Option<ServerVersion> {
     let url = format!("{}/version", server.trim_end_matches('/'));
     let v: Value = tokio::task::spawn_blocking(move || {
-        ureq::get(&url).timeout(Duration::from_secs(5)).call().ok()?.into_json().ok()
+        // The configured server only: a redirect elsewhere is not followed.
+        ureq::AgentBuilder::new()
+            .redirects(0)
+            .build()
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .call()
+            .ok()?
+            .into_json()
+            .ok()
     })
     .await
     .ok()??;

@@ -82,7 +82,12 @@ pub async fn deliver(sc: Arc<Sidecar>) {
         let body = serde_json::to_vec(&payload).unwrap_or_default();
         let (u, ev, b) = (url.clone(), event.clone(), body.clone());
         let sent = tokio::task::spawn_blocking(move || {
-            let mut req = ureq::post(&u)
+            // The configured URL only: a redirect (to an internal address, say) is a failed
+            // delivery, never followed with the signed body.
+            let mut req = ureq::AgentBuilder::new()
+                .redirects(0)
+                .build()
+                .post(&u)
                 .timeout(Duration::from_secs(10))
                 .set("Content-Type", "application/json")
                 .set("User-Agent", "berth-admin")
@@ -92,6 +97,9 @@ pub async fn deliver(sc: Arc<Sidecar>) {
                 req = req.set("X-Berth-Signature-256", &signature(s, &b));
             }
             match req.send_bytes(&b) {
+                Ok(r) if (300..400).contains(&r.status()) => {
+                    Err((Some(r.status()), format!("answered {} (redirects are not followed)", r.status())))
+                }
                 Ok(r) => Ok(r.status()),
                 Err(ureq::Error::Status(code, _)) => Err((Some(code), format!("answered {code}"))),
                 Err(e) => Err((None, e.to_string())),

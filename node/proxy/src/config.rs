@@ -57,6 +57,16 @@ pub struct UpstreamConfig {
     /// Allow pushes into this upstream's namespace here (refused by default: it is a cache).
     #[serde(default)]
     pub allow_push: bool,
+    /// Origins (`scheme://host[:port]`) besides the upstream's own that its redirects may go to
+    /// even at non-public addresses or over plain http (e.g. a LAN object store its blobs are
+    /// redirected to). Public `https` origins need no entry.
+    #[serde(default)]
+    pub redirect_origins: Vec<String>,
+    /// Token realms besides the upstream's own origin that receive its credentials. Empty: for
+    /// Docker Hub, `https://auth.docker.io`; otherwise none. Other realms are asked anonymously
+    /// (public https ones) or refused.
+    #[serde(default)]
+    pub token_realms: Vec<String>,
 }
 
 fn default_tag_ttl() -> u64 {
@@ -101,6 +111,8 @@ impl ProxyConfig {
             for g in &u.allow {
                 glob::Pattern::new(g).map_err(|e| format!("proxy upstream {:?}: allow pattern {g:?}: {e}", u.name))?;
             }
+            crate::outbound::Outbound::new(&u.url, &u.redirect_origins, &u.token_realms)
+                .map_err(|e| format!("proxy upstream {:?}: {e}", u.name))?;
         }
         if let Some(d) = &self.default_upstream {
             if !self.upstreams.iter().any(|u| &u.name == d) {
@@ -130,6 +142,8 @@ mod tests {
             tag_ttl_secs: 300,
             timeout_secs: 30,
             allow_push: false,
+            redirect_origins: vec![],
+            token_realms: vec![],
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod challenge;
 pub mod config;
 pub mod metrics;
+pub mod outbound;
 pub mod upstream;
 
 use std::collections::HashMap;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use crate::challenge::{self, Challenge, TokenResponse};
 use crate::config::UpstreamConfig;
 use crate::metrics::ProxyMetrics;
+use crate::outbound::{Outbound, RealmUse};
 
 /// Every manifest type a client may ask for: an upstream answers with what it has.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -84,6 +85,8 @@ pub struct Upstream {
     client: reqwest::Client,
     password: Option<String>,
     allow: Vec<glob::Pattern>,
+    /// Where its requests, redirects and credentials may go.
+    outbound: Arc<Outbound>,
     /// The upstream asked for Basic once: send it up front from then on.
     basic: AtomicBool,
     /// Bearer tokens by scope, with their expiry.
@@ -99,8 +102,14 @@ impl Upstream {
     /// Build the client: CA bundle, client certificate, skip-verify, timeouts, password file.
     pub fn new(cfg: UpstreamConfig, metrics: ProxyMetrics) -> Result<Upstream, String> {
         let name = cfg.name.clone();
+        let outbound = Arc::new(
+            Outbound::new(&cfg.url, &cfg.redirect_origins, &cfg.token_realms)
+                .map_err(|e| format!("proxy upstream {name:?}: {e}"))?,
+        );
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
+            .redirect(outbound.redirect_policy())
+            .dns_resolver(outbound.resolver())
             .connect_timeout(Duration::from_secs(cfg.timeout_secs))
             .read_timeout(Duration::from_secs(cfg.timeout_secs))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -142,6 +151,7 @@ impl Upstream {
             client,
             password,
             allow,
+            outbound,
             basic: AtomicBool::new(false),
             tokens: Mutex::new(HashMap::new()),
             metrics,
@@ -153,9 +163,11 @@ impl Upstream {
         &self.cfg.name
     }
 
-    /// Whether `repo` (the upstream's name for it) may be pulled through.
+    /// Whether `repo` (the upstream's name for it) may be pulled through. Globs as in auth
+    /// rules: `*` is one path segment, `**` any number (`library/*` is not `library/a/b`).
     pub fn allows(&self, repo: &str) -> bool {
-        self.allow.is_empty() || self.allow.iter().any(|p| p.matches(repo))
+        let opts = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
+        self.allow.is_empty() || self.allow.iter().any(|p| p.matches_with(repo, opts))
     }
 
     fn basic_header(&self) -> Option<String> {
@@ -177,6 +189,9 @@ impl Upstream {
     async fn token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String, UpstreamError> {
         let mut url = reqwest::Url::parse(realm)
             .map_err(|e| UpstreamError::Invalid(self.cfg.name.clone(), format!("token realm {realm:?}: {e}")))?;
+        // Credentials only where they were meant for; an unknown public realm is asked
+        // anonymously, anything else refused.
+        let realm_use = self.outbound.realm_use(&url).map_err(|e| UpstreamError::Denied(self.cfg.name.clone(), e))?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -185,7 +200,7 @@ impl Upstream {
             q.append_pair("scope", scope);
         }
         let mut req = self.client.get(url);
-        if let Some(h) = self.basic_header() {
+        if let (RealmUse::WithCredentials, Some(h)) = (realm_use, self.basic_header()) {
             req = req.header("Authorization", h);
         }
         let started = Instant::now();

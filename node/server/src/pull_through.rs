@@ -35,13 +35,19 @@ pub struct PullThrough {
     tag_locks: Mutex<HashMap<TagKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// The client's answer to an upstream failure: the upstream's configured name and the kind of
+/// failure, never its details (URLs, realms, addresses, upstream error texts: those are
+/// logged, with the request id, for the operator).
 fn upstream_error(e: UpstreamError) -> OciError {
     tracing::warn!(target: "berth::proxy", error = %e, "upstream request failed");
     match e {
-        UpstreamError::Denied(u, why) => {
-            OciError::new(ErrorKind::Denied).msg(format!("upstream {u} refused this registry's request: {why}"))
+        UpstreamError::Denied(u, _) => OciError::new(ErrorKind::Denied)
+            .msg(format!("upstream {u} refused this registry's request (details in the registry's log)")),
+        UpstreamError::Invalid(u, _) => OciError::new(ErrorKind::Unavailable)
+            .msg(format!("upstream {u} sent an invalid answer; nothing was cached; retry later")),
+        UpstreamError::Unreachable(u, _) | UpstreamError::Status(u, ..) => {
+            OciError::new(ErrorKind::Unavailable).msg(format!("upstream {u} is unavailable; retry later"))
         }
-        e => OciError::new(ErrorKind::Unavailable).msg(format!("{e}; retry later")),
     }
 }
 
