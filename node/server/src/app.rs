@@ -123,6 +123,9 @@ pub enum StartError {
         /// How to fix it.
         hint: &'static str,
     },
+    /// The data directory's disk is too full to open the index.
+    #[error("{0}")]
+    DiskFull(String),
     /// Another process holds the index.
     #[error("data directory {0} is in use by another berth process (its index is locked); stop that process or choose another --data-dir")]
     InUse(String),
@@ -196,6 +199,8 @@ impl App {
         create_private_dir(&cfg.data_dir).map_err(data_dir_err)?;
         let auth = Auth::from_config(&cfg.auth, &cfg.data_dir)?.map(Arc::new);
         let blobs = Arc::new(BlobStore::open(&cfg.data_dir).map_err(data_dir_err)?);
+        let space = Arc::new(crate::store::space::Space::new(&cfg.data_dir, cfg.storage.min_free_bytes));
+        crate::store::space::before_open(&cfg.data_dir, space.floor()).map_err(StartError::DiskFull)?;
         let index_dir = cfg.data_dir.join("index");
         let index = Arc::new(Index::open(&index_dir, cfg.storage.sync_index).map_err(|source| {
             let text = source.to_string();
@@ -208,6 +213,7 @@ impl App {
                 StartError::Index { path: index_dir.display().to_string(), source }
             }
         })?);
+        crate::store::space::ensure_reserve(&cfg.data_dir, cfg.storage.reserve_bytes, space.floor());
         let internal_token = internal_token(&cfg).map_err(data_dir_err)?;
         let (feed_notify, _) = tokio::sync::watch::channel(index.next_sequence() - 1);
         let mut metrics = Metrics::new();
@@ -272,8 +278,14 @@ impl App {
             }
             _ => None,
         };
-        let uploads =
-            Uploads::new(index.clone(), blobs.clone(), &cfg.uploads, cfg.limits.max_blob_bytes, cluster.clone());
+        let uploads = Uploads::new(
+            index.clone(),
+            blobs.clone(),
+            &cfg.uploads,
+            cfg.limits.max_blob_bytes,
+            cluster.clone(),
+            space.clone(),
+        );
         let admission = Arc::new(crate::admission::Admission::new(
             cfg.limits.max_connections,
             cfg.limits.max_connections_per_address,

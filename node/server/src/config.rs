@@ -177,6 +177,12 @@ pub struct StorageConfig {
     pub sync_index: bool,
     /// S3 tiering: set `[storage.s3]` (at least `bucket`) to turn it on. Unset: purely local.
     pub s3: Option<berth_tiering::S3Config>,
+    /// Blob uploads are refused (507) when they would leave less free space than this on the
+    /// data directory's disk (at most a tenth of the disk): the index keeps room to write.
+    pub min_free_bytes: u64,
+    /// A file of this size (at most a twentieth of the disk) is kept in the data directory and
+    /// released at start when the disk is full, so a node killed there can open its index.
+    pub reserve_bytes: u64,
 }
 
 /// Upload sessions.
@@ -328,7 +334,13 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { delete_enabled: true, sync_index: true, s3: None }
+        StorageConfig {
+            delete_enabled: true,
+            sync_index: true,
+            s3: None,
+            min_free_bytes: 256 << 20,
+            reserve_bytes: 64 << 20,
+        }
     }
 }
 

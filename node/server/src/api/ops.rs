@@ -56,15 +56,4 @@ pub(super) fn handle(app: &App, req: &Request, ep: &Endpoint) -> Result<Response
     }
 }
 
-/// Size and free bytes (for unprivileged users) of the filesystem holding `dir`.
-pub(crate) fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a zeroed out-parameter of the right type.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let frsize = st.f_frsize as u64;
-    Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
-}
+pub(crate) use crate::store::space::disk_space;

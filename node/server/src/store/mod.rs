@@ -7,6 +7,7 @@ pub mod access;
 mod blobs;
 pub mod open_files;
 pub mod small;
+pub mod space;
 mod uploads;
 
 pub use blobs::BlobStore;

@@ -21,6 +21,8 @@ use crate::http::{Body, BodyError};
 
 /// Size of the buffers bodies are read into and files are written from.
 const IO_BUF: usize = 256 * 1024;
+/// Free space is checked again after this many bytes of one request body.
+const SPACE_CHECK_BYTES: u64 = 16 << 20;
 
 /// An upload id: a UUID, only constructible by parsing or generating one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +80,8 @@ pub struct Uploads {
     max_blob_bytes: u64,
     /// Cluster mode: blobs are committed through the change log.
     cluster: Option<Arc<crate::cluster::ClusterNode>>,
+    /// The free-space floor uploads keep.
+    space: Arc<super::space::Space>,
 }
 
 /// Exclusive use of one upload session while a request reads into it. Dropping it without
@@ -154,8 +158,10 @@ impl Uploads {
         cfg: &crate::config::UploadConfig,
         max_blob_bytes: u64,
         cluster: Option<Arc<crate::cluster::ClusterNode>>,
+        space: Arc<super::space::Space>,
     ) -> Uploads {
         Uploads {
+            space,
             index,
             blobs,
             slots: Mutex::new(HashMap::new()),
@@ -287,6 +293,12 @@ impl Uploads {
         if self.max_blob_bytes > 0 && body.declared_len().is_some_and(|n| offset + n > self.max_blob_bytes) {
             return Appended { offset, hasher, error: Some(too_large()) };
         }
+        // Keep the floor free for the index: checked up front (with the announced length) and
+        // again every `SPACE_CHECK_BYTES` written.
+        if let Err(e) = self.space.check(body.declared_len().unwrap_or(0)) {
+            return Appended { offset, hasher, error: Some(e) };
+        }
+        let mut since_check = 0u64;
         let mut buf = Vec::with_capacity(IO_BUF);
         loop {
             // Whole buffers, however the client framed its chunks (one write per 256 KiB).
@@ -300,6 +312,13 @@ impl Uploads {
             }
             if self.max_blob_bytes > 0 && offset + n as u64 > self.max_blob_bytes {
                 return Appended { offset, hasher, error: Some(too_large()) };
+            }
+            since_check += n as u64;
+            if since_check >= SPACE_CHECK_BYTES {
+                since_check = 0;
+                if let Err(e) = self.space.check(0) {
+                    return Appended { offset, hasher, error: Some(e) };
+                }
             }
             let (w, b) = file.write_all_at(buf, offset).await;
             buf = b;
