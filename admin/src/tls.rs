@@ -16,7 +16,7 @@ use crate::config::AdminTls;
 type Current = Arc<RwLock<Arc<ServerConfig>>>;
 
 fn load(cfg: &AdminTls) -> Result<ServerConfig, String> {
-    berth_internal_api::tls::server_config(&cfg.cert, &cfg.key, None, false, &[b"http/1.1"])
+    berth_internal_api::tls::server_config(&cfg.cert, &cfg.key, None, None, false, &[b"http/1.1"])
 }
 
 /// A TLS listener for `axum::serve`.

@@ -19,6 +19,11 @@ fn tls_node(tmp: &Path, pki: &Pki) -> Berth {
 
 /// `tls_node` with extra configuration appended.
 fn tls_node_with(tmp: &Path, pki: &Pki, extra: &str) -> Berth {
+    tls_node_full(tmp, pki, "", extra)
+}
+
+/// `tls_node_with`, with lines added to `[tls]` too.
+fn tls_node_full(tmp: &Path, pki: &Pki, tls_extra: &str, extra: &str) -> Berth {
     let htpasswd = tmp.join("htpasswd");
     std::fs::write(&htpasswd, format!("ci:{}\n", bcrypt_hash("ci-pass"))).unwrap();
     let cfg = tmp.join("berth.toml");
@@ -30,7 +35,7 @@ fn tls_node_with(tmp: &Path, pki: &Pki, extra: &str) -> Berth {
 cert = "{}"
 key = "{}"
 client_ca = "{}"
-
+{}
 [auth]
 htpasswd = "{}"
 [auth.token]
@@ -44,6 +49,7 @@ actions = ["*"]
             pki.path("srv.pem"),
             pki.path("srv.key"),
             pki.path("ca.pem"),
+            tls_extra,
             htpasswd.display(),
             extra
         ),
@@ -330,4 +336,37 @@ fn internal_api_over_tls() {
     assert_eq!(st, 200, "{accounts}");
     assert_eq!(accounts["users"][0]["name"], "ci");
     wait_for("the sidecar's sync", 30, || admin.get("/api/v1/stats").1["feed"]["node_reachable"] == true);
+}
+
+/// Security round 2, finding 9: a client certificate whose CN is a removed user still logged
+/// in (and got offline tokens), and certificates could not be revoked. Certificates log in
+/// only existing accounts, and `tls.client_crl` (re-read on SIGHUP) refuses revoked ones.
+#[test]
+fn client_certificates_of_removed_accounts_and_revoked_ones_log_nobody_in() {
+    if !have("openssl") || !have("curl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    pki.client_cert("nobody", "nobody");
+    let crl = pki.crl(&[]);
+    let b = tls_node_full(tmp.path(), &pki, &format!("client_crl = \"{crl}\""), "");
+    let base = format!("https://{}", b.addr);
+    let status = |cert: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "10", "--cacert", &pki.path("ca.pem"), "--cert", &pki.path(&format!("{cert}.pem"))])
+            .args(["--key", &pki.path(&format!("{cert}.key")), "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{base}/v2/team/a/tags/list"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(status("cli"), "404", "ci's certificate logs ci in (no such repository yet)");
+    assert_eq!(status("nobody"), "401", "a certificate of no account is anonymous");
+    // Revoked: after SIGHUP the certificate gets no connection at all.
+    pki.crl(&["cli.pem"]);
+    // SAFETY: a signal to our own child.
+    assert_eq!(unsafe { libc::kill(b.pid() as i32, libc::SIGHUP) }, 0);
+    wait_for("the revocation list reloaded", 10, || status("cli") == "000");
+    assert_eq!(status("nobody"), "401");
 }

@@ -77,6 +77,48 @@ impl Pki {
         ]);
     }
 
+    /// A client certificate `<name>.pem`/`<name>.key` for common name `cn`.
+    pub fn client_cert(&self, name: &str, cn: &str) {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        self.ossl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]].concat());
+        self.ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            "cli.ext",
+        ]);
+    }
+
+    /// Write `crl.pem`: the CA's revocation list, after revoking each of `revoke` (PEM files).
+    pub fn crl(&self, revoke: &[&str]) -> String {
+        if !self.dir.join("ca.cnf").exists() {
+            std::fs::write(self.dir.join("index.txt"), "").unwrap();
+            std::fs::write(self.dir.join("crlnumber"), "01\n").unwrap();
+            std::fs::write(
+                self.dir.join("ca.cnf"),
+                "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n",
+            )
+            .unwrap();
+        }
+        for r in revoke {
+            self.ossl(&["ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem", "-revoke", r]);
+        }
+        self.ossl(&["ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem", "-gencrl", "-out", "crl.pem"]);
+        self.path("crl.pem")
+    }
+
     pub fn path(&self, f: &str) -> String {
         self.dir.join(f).display().to_string()
     }

@@ -54,7 +54,7 @@ async fn get(auth: &Auth, req: &Request, client: &super::Client) -> Result<Respo
     check_service(auth, req.query("service"))?;
     let caller = match req.header("authorization") {
         // A verified client certificate (mTLS) logs its common name in.
-        None => client.cert_user.clone().map_or(Caller::Anonymous, Caller::Named),
+        None => auth.cert_account(client.cert_user.as_deref(), peer).map_or(Caller::Anonymous, Caller::Named),
         Some(h) => {
             let Some((user, password)) = h
                 .split_once(' ')

@@ -71,7 +71,7 @@ fn now_ms() -> u64 {
 
 /// Whether `event` (by `actor`) is a denial: repeated by floods, aggregated.
 fn is_denial(event: &str, actor: &str) -> bool {
-    event == "denied" || (event == "token_refused" && actor == "-")
+    event == "denied" || event == "cert_no_account" || (event == "token_refused" && actor == "-")
 }
 
 impl State {

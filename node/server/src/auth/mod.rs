@@ -238,6 +238,18 @@ impl Auth {
         Some(hex::encode(&sha2::Sha256::digest(material.as_bytes())[..16]))
     }
 
+    /// The account a verified client certificate logs in (its subject's common name), if that
+    /// account exists: a certificate whose user was removed logs nobody in (it is anonymous;
+    /// revoke the certificate itself with `tls.client_crl`).
+    pub fn cert_account(&self, cert_user: Option<&str>, peer: Option<IpAddr>) -> Option<String> {
+        let cn = cert_user?;
+        if self.credential_stamp(cn).is_some() {
+            return Some(cn.to_owned());
+        }
+        self.audit.record("cert_no_account", cn, "client certificate of no account", peer);
+        None
+    }
+
     /// Number of password users.
     pub fn user_count(&self) -> usize {
         self.passwords.len()
@@ -284,7 +296,7 @@ impl Auth {
         cert_user: Option<&str>,
     ) -> Result<Identity, Refused> {
         match presented(header) {
-            Presented::None => Ok(cert_user.map_or(Identity::Anonymous, |u| Identity::User(u.to_owned()))),
+            Presented::None => Ok(self.cert_account(cert_user, peer).map_or(Identity::Anonymous, Identity::User)),
             Presented::Basic { user, password } => {
                 self.login(&user, &password, peer).await?;
                 Ok(Identity::User(user))

@@ -32,6 +32,10 @@ pub struct TlsConfig {
     /// may still use passwords and tokens) or `required` (no certificate, no connection).
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// Certificate revocation list(s) for client certificates (PEM or DER; re-read on SIGHUP
+    /// with the certificates): a revoked certificate gets no connection.
+    #[serde(default)]
+    pub client_crl: Option<PathBuf>,
 }
 
 /// Whether client certificates are required.
@@ -61,6 +65,7 @@ fn load(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
         &cfg.cert,
         &cfg.key,
         cfg.client_ca.as_deref(),
+        cfg.client_crl.as_deref(),
         cfg.client_auth == ClientAuth::Required,
         &[b"http/1.1"],
     )
