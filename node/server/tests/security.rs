@@ -504,3 +504,60 @@ fn nobody_can_lock_a_user_or_robot_out_from_elsewhere() {
     // a user's stays limited there until the bucket refills.
     assert_eq!(get_from(&n, attacker, "/v2/", &basic("robot$ci", &secret)), 200);
 }
+
+/// Security round 2, finding 13 (the small ones): the Host header went unescaped into
+/// `WWW-Authenticate`; bare-LF request heads were accepted (now refused: a proxy in front that
+/// splits lines otherwise could be smuggled past); a logged-in user lost what anonymous callers
+/// may pull; GC retention through the internal API planned tag deletions with deletes off.
+#[test]
+fn round_two_small_findings() {
+    let n = with_alice(|c| {
+        c.auth.token = Some(Default::default());
+        c.auth.rules = vec![
+            berth_node::auth::policy::RuleConfig {
+                subjects: vec!["anonymous".into()],
+                repositories: vec!["public/**".into()],
+                actions: vec!["pull".into()],
+                effect: berth_node::auth::policy::Effect::Allow,
+            },
+            berth_node::auth::policy::RuleConfig {
+                subjects: vec!["user:alice".into()],
+                repositories: vec!["team/**".into()],
+                actions: vec!["pull".into(), "push".into()],
+                effect: berth_node::auth::policy::Effect::Allow,
+            },
+        ];
+        c.storage.delete_enabled = false;
+    });
+    // Host goes into a quoted header value only when it is a plain host[:port].
+    let out = n.raw(
+        b"GET /v2/ HTTP/1.1\r\nHost: evil\",error=\"injected\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    let challenge =
+        out.lines().find(|l| l.to_ascii_lowercase().starts_with("www-authenticate")).unwrap_or("").to_owned();
+    assert!(challenge.contains("realm=\"http://localhost/token\""), "{challenge}");
+    assert!(!challenge.contains("injected"), "{challenge}");
+    let out =
+        n.raw(b"GET /v2/ HTTP/1.1\r\nHost: reg.example:5000\r\nConnection: close\r\n\r\n", Duration::from_secs(5));
+    assert!(out.contains("realm=\"http://reg.example:5000/token\""), "{out}");
+    // Bare LF line ends: 400.
+    let out = n.raw(b"GET /v2/ HTTP/1.1\nHost: x\n\n", Duration::from_secs(5));
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let out = n.raw(b"GET /v2/ HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n", Duration::from_secs(5));
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // Logging in keeps what anonymous callers may pull.
+    let anon = n.get("/v2/public/app/tags/list");
+    assert_eq!(anon.status, 404, "anonymous may pull public/**");
+    let alice = n.req("GET", "/v2/public/app/tags/list", &[("Authorization", &basic("alice", "secret"))], None);
+    assert_eq!(alice.status, 404, "alice lost what anonymous may pull: {}", alice.status);
+    // GC that would delete tags or manifests with deletes disabled: refused, not planned.
+    let token = std::fs::read_to_string(n.dir.path().join("internal.token")).unwrap();
+    let auth = format!("Bearer {}", token.trim());
+    let gc = |body: &str| {
+        n.req("POST", &n.internal_url("/internal/v1/gc"), &[("Authorization", &auth)], Some(body.as_bytes())).status
+    };
+    assert_eq!(gc(r#"{"dry_run": true, "policy": {"retention": [{"repositories": "*", "keep_last": 1}]}}"#), 409);
+    assert_eq!(gc(r#"{"dry_run": false, "policy": {"untagged_max_age_secs": 0}}"#), 409);
+    assert_eq!(gc(r#"{"dry_run": true, "policy": {}}"#), 202, "unreferenced blobs are still collected");
+}

@@ -432,3 +432,35 @@ fn token_requests_and_the_verified_cache_are_bounded() {
     let held = gauge(&n);
     assert!(held > 0.0 && held <= 2.0 * 256.0 * 1024.0, "{held} bytes cached");
 }
+
+/// Security round 2, finding 13 (and reliability round 2, item 3): a token for
+/// `registry:catalog:*` listed nothing, because it carries no repository scopes; it lists what
+/// its subject may pull, as the same user over Basic.
+#[test]
+fn a_catalog_token_lists_what_its_subject_may_pull() {
+    let n = node(TokenConfig::default());
+    let (_, t) = token(&n, Some(&basic("dev", "pw")), &["repository:apps/web:push,pull"]);
+    let r = n.req(
+        "POST",
+        &format!("/v2/apps/web/blobs/uploads/?digest={}", sha256(b"x")),
+        &[("Authorization", &bearer(&t))],
+        Some(b"x"),
+    );
+    assert_eq!(r.status, 201);
+    let (_, t) = token(&n, Some(&basic("dev", "pw")), &["repository:public/lib:push,pull"]);
+    let r = n.req(
+        "POST",
+        &format!("/v2/public/lib/blobs/uploads/?digest={}", sha256(b"y")),
+        &[("Authorization", &bearer(&t))],
+        Some(b"y"),
+    );
+    assert_eq!(r.status, 201);
+    let (st, t) = token(&n, Some(&basic("viewer", "pw")), &["registry:catalog:*"]);
+    assert_eq!(st, 200);
+    let r = n.req("GET", "/v2/_catalog", &[("Authorization", &bearer(&t))], None);
+    assert_eq!(r.status, 200);
+    // viewer pulls apps/**; anonymous (and so everyone) pulls public/**.
+    assert_eq!(r.json()["repositories"], serde_json::json!(["apps/web", "public/lib"]));
+    let basic_list = n.req("GET", "/v2/_catalog", &[("Authorization", &basic("viewer", "pw"))], None);
+    assert_eq!(basic_list.json(), r.json(), "the same list over Basic");
+}

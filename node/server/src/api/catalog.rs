@@ -5,7 +5,6 @@ use berth_types::OciError;
 
 use super::Access;
 use crate::app::App;
-use crate::auth::policy::Action;
 use crate::http::{Method, Request, Response};
 use crate::store::index_error;
 
@@ -17,7 +16,7 @@ pub(super) fn handle(app: &App, req: &Request, access: &Access<'_>) -> Result<Re
     let page = if access.unrestricted() {
         app.index.list_repos(last.as_deref(), n)
     } else {
-        app.index.list_repos_where(last.as_deref(), n, |r| access.may(r, Action::Pull))
+        app.index.list_repos_where(last.as_deref(), n, |r| access.may_list(r))
     }
     .map_err(index_error)?;
     let mut resp = Response::json(200, &serde_json::json!({ "repositories": page.items }));

@@ -68,6 +68,24 @@ impl Access<'_> {
         self.auth.is_none_or(|a| a.may(&self.id, repo, action))
     }
 
+    /// Whether `repo` is listed in the caller's catalog: what it may pull. A token that grants
+    /// `registry:catalog:*` carries no repository scopes for the repositories it lists, so it
+    /// lists what its subject may pull under the rules in force (as the same user over Basic).
+    pub fn may_list(&self, repo: &str) -> bool {
+        let Some(a) = self.auth else { return true };
+        match &self.id {
+            Identity::Token(g) if g.catalog() => {
+                let caller = if g.subject.is_empty() {
+                    crate::auth::policy::Caller::Anonymous
+                } else {
+                    crate::auth::policy::Caller::Named(g.subject.clone())
+                };
+                a.policy().allowed(&caller, repo).has(Action::Pull) || g.actions(repo).has(Action::Pull)
+            }
+            id => a.may(id, repo, Action::Pull),
+        }
+    }
+
     /// Who, for logs and upload quotas: the user, or `None` when anonymous.
     pub fn user(&self) -> Option<&str> {
         match self.id.name() {

@@ -153,10 +153,11 @@ impl Audit {
         );
     }
 
-    /// Events with `seq >= from`, at most `limit` (denials of a finished window included).
+    /// Events with `seq >= from`, at most `limit`. The denials summed so far are closed into
+    /// records first: a reader sees every denial made before it asked.
     pub fn page(&self, from: u64, limit: usize) -> AuditPage {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.flush(false);
+        st.flush(true);
         let first = st.ring.front().map_or(st.next_seq, |(_, e)| e.seq);
         let events = st.ring.iter().map(|(_, e)| e).filter(|e| e.seq >= from).take(limit).cloned().collect();
         AuditPage {

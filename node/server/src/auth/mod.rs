@@ -347,7 +347,17 @@ impl Auth {
         };
         let realm = match &t.cfg.realm {
             Some(r) => r.clone(),
-            None => format!("{}://{}/token", if https { "https" } else { "http" }, host.unwrap_or("localhost")),
+            // The Host header goes into a quoted header value: only a plain host[:port] does.
+            None => {
+                let host = host
+                    .filter(|h| {
+                        !h.is_empty()
+                            && h.len() <= 261
+                            && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+                    })
+                    .unwrap_or("localhost");
+                format!("{}://{host}/token", if https { "https" } else { "http" })
+            }
         };
         let mut v = format!("Bearer realm=\"{realm}\",service=\"{}\"", t.cfg.service);
         if let Some(s) = scope {

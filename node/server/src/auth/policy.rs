@@ -231,6 +231,16 @@ impl Policy {
 
     /// The actions `caller` may take on `repo`.
     pub fn allowed(&self, caller: &Caller, repo: &str) -> Actions {
+        let own = self.allowed_as(caller, repo);
+        match caller {
+            // Logging in never takes away what an anonymous caller may do (a client would only
+            // have to drop its credentials to get it back).
+            Caller::Named(_) => Actions(own.0 | self.allowed_as(&Caller::Anonymous, repo).0),
+            Caller::Anonymous => own,
+        }
+    }
+
+    fn allowed_as(&self, caller: &Caller, repo: &str) -> Actions {
         let mut granted = Actions::NONE;
         let mut decided = Actions::NONE;
         for rule in &self.rules {

@@ -214,6 +214,64 @@ struct VerifyKey {
     key: DecodingKey,
     alg: Algorithm,
     issuer: String,
+    /// One of this node's keys: its ES256 signatures are low-S (canonical) by construction,
+    /// and a high-S twin is refused.
+    own: bool,
+}
+
+/// The order of P-256, big-endian.
+const P256_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6, 0xfa,
+    0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// Half the order of P-256 (rounded down), big-endian: `s` above it is the high-S form.
+const P256_HALF_N: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xde, 0x73, 0x7d,
+    0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+
+/// `n - s` for a 32-byte big-endian `s < n`.
+fn p256_negate(s: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = i16::from(P256_N[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        out[i] = d as u8;
+    }
+    out
+}
+
+/// An ES256 JWS with its signature's `s` in low-S form (the canonical one of the two that
+/// verify): ring signs with either.
+fn es256_low_s(token: String) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Some((signed, sig)) = token.rsplit_once('.') else { return token };
+    let Ok(mut raw) = b64.decode(sig) else { return token };
+    if raw.len() != 64 {
+        return token;
+    }
+    let s: [u8; 32] = raw[32..].try_into().expect("32 bytes");
+    if s <= P256_HALF_N {
+        return token;
+    }
+    raw[32..].copy_from_slice(&p256_negate(&s));
+    format!("{signed}.{}", b64.encode(raw))
+}
+
+/// Whether an ES256 JWS's signature is in high-S (non-canonical) form.
+fn es256_high_s(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some((_, sig)) = token.rsplit_once('.') else { return false };
+    match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig) {
+        Ok(raw) if raw.len() == 64 => raw[32..] > P256_HALF_N[..],
+        _ => false,
+    }
 }
 
 struct Keys {
@@ -339,7 +397,9 @@ impl Tokens {
         let mut header = Header::new(*alg);
         header.kid = Some(kid.clone());
         let lifetime = claims.exp - now;
-        jsonwebtoken::encode(&header, &claims, key).map(|t| (t, lifetime)).map_err(|e| KeyError(e.to_string()))
+        let token = jsonwebtoken::encode(&header, &claims, key).map_err(|e| KeyError(e.to_string()))?;
+        let token = if *alg == Algorithm::ES256 { es256_low_s(token) } else { token };
+        Ok((token, lifetime))
     }
 
     /// Bytes held by the verified-token caches of all cores.
@@ -443,6 +503,9 @@ impl Tokens {
         let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
         let vk = keys.verify.get(kid).ok_or(TokenError::Invalid)?;
         if header.alg != vk.alg {
+            return Err(TokenError::Invalid);
+        }
+        if vk.own && vk.alg == Algorithm::ES256 && es256_high_s(token) {
             return Err(TokenError::Invalid);
         }
         let mut v = Validation::new(vk.alg);
@@ -573,6 +636,7 @@ fn load_keys(cfg: &TokenConfig, dir: &Path, generate: bool) -> Result<Keys, KeyE
                 .map_err(|e| err(e.to_string()))?,
                 alg: l.alg,
                 issuer: cfg.issuer.clone(),
+                own: true,
             },
         );
         jwks.push(l.jwk);
@@ -601,7 +665,7 @@ fn load_keys(cfg: &TokenConfig, dir: &Path, generate: bool) -> Result<Keys, KeyE
                 continue;
             };
             let key = DecodingKey::from_jwk(jwk).map_err(|e| KeyError(format!("trusted issuer key {kid}: {e}")))?;
-            verify.insert(kid, VerifyKey { key, alg, issuer: t.issuer.clone() });
+            verify.insert(kid, VerifyKey { key, alg, issuer: t.issuer.clone(), own: false });
         }
     }
     Ok(Keys { signing, verify, jwks: serde_json::json!({ "keys": jwks }) })
@@ -728,6 +792,27 @@ mod tests {
                 .unwrap();
         let (t, _) = impostor.issue("svc", access("a/b", &["push"])).unwrap();
         assert_eq!(ours.verify(&t).unwrap_err(), TokenError::WrongAudience);
+    }
+
+    /// Security round 2, finding 13: the high-S twin of an ES256 signature verified too.
+    #[test]
+    fn high_s_twins_of_our_signatures_are_refused() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let d = tempfile::tempdir().unwrap();
+        let t = tokens(d.path(), KeyAlgorithm::Es256);
+        for i in 0..16 {
+            let (tok, _) = t.issue(&format!("u{i}"), vec![]).unwrap();
+            assert!(!es256_high_s(&tok), "issued in low-S form");
+            assert!(t.verify(&tok).is_ok());
+            let (signed, sig) = tok.rsplit_once('.').unwrap();
+            let mut raw = b64.decode(sig).unwrap();
+            let s: [u8; 32] = raw[32..].try_into().unwrap();
+            raw[32..].copy_from_slice(&p256_negate(&s));
+            let twin = format!("{signed}.{}", b64.encode(raw));
+            assert!(es256_high_s(&twin));
+            assert_eq!(t.verify(&twin).unwrap_err(), TokenError::Invalid, "the high-S twin verified");
+        }
     }
 
     #[test]

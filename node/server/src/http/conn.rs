@@ -315,6 +315,14 @@ impl Conn {
                 let mut parsed = httparse::Request::new(&mut headers);
                 match parsed.parse(self.buffered()) {
                     Ok(httparse::Status::Complete(n)) => {
+                        // Lines end with CRLF. A bare LF (which httparse tolerates) is refused:
+                        // a proxy in front that splits lines differently could be smuggled past.
+                        let head = &self.buffered()[..n];
+                        if head.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+                            return Err(HeadFailure::Malformed(
+                                "bare LF in the request head: lines must end with CRLF",
+                            ));
+                        }
                         let req = from_parsed(&parsed).map_err(|e| match e {
                             HeadError::Bad(m) => HeadFailure::Malformed(m),
                             HeadError::UnsupportedEncoding => HeadFailure::UnsupportedEncoding,
