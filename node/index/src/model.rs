@@ -34,6 +34,12 @@ pub struct UploadSession {
     /// Who opened it (user name, or client address when anonymous), for per-client caps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The digest this session's own bytes were verified to have, recorded before its data
+    /// file is moved into place or removed. A completion that finds the file gone (a crash or a
+    /// failed commit in between) may finish under this digest only: never under one the client
+    /// names afterwards (another tenant's blob of the same size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Digest>,
 }
 
 /// What the index keeps about a manifest besides its bytes.

@@ -561,3 +561,58 @@ fn round_two_small_findings() {
     assert_eq!(gc(r#"{"dry_run": false, "policy": {"untagged_max_age_secs": 0}}"#), 409);
     assert_eq!(gc(r#"{"dry_run": true, "policy": {}}"#), 202, "unreferenced blobs are still collected");
 }
+
+/// Integrity, finding 2: an upload session whose data file is gone (a crash, or a commit that
+/// failed after the file moved) was finished under whatever digest the client named: bob linked
+/// alice's private blob of the same size into his repository and read it back. Only the digest
+/// the session's own bytes were verified to have may finish it.
+#[test]
+fn a_session_without_its_data_cannot_link_another_tenants_blob() {
+    let rule = |who: &str, repos: &str| berth_node::auth::policy::RuleConfig {
+        subjects: vec![format!("user:{who}")],
+        repositories: vec![repos.into()],
+        actions: vec!["pull".into(), "push".into()],
+        effect: berth_node::auth::policy::Effect::Allow,
+    };
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let n = TestNode::start_with(|c| {
+        c.auth.users =
+            vec![User { name: "alice".into(), bcrypt: hash.clone() }, User { name: "bob".into(), bcrypt: hash }];
+        c.auth.rules = vec![rule("alice", "alice/**"), rule("bob", "bob/**")];
+    });
+    let (alice, bob) = (basic("alice", "pw"), basic("bob", "pw"));
+    let secret = vec![0x5au8; 1000];
+    let d = sha256(&secret);
+    let r = n.req(
+        "POST",
+        &format!("/v2/alice/private/blobs/uploads/?digest={d}"),
+        &[("Authorization", &alice)],
+        Some(&secret),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(n.req("GET", &format!("/v2/alice/private/blobs/{d}"), &[("Authorization", &bob)], None).status, 403);
+    // Bob's session, 1000 bytes of his own, then its file disappears.
+    let r = n.req("POST", "/v2/bob/y/blobs/uploads/", &[("Authorization", &bob)], None);
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").unwrap().to_owned();
+    let r = n.req(
+        "PATCH",
+        &loc,
+        &[("Authorization", &bob), ("Content-Type", "application/octet-stream")],
+        Some(&[1u8; 1000]),
+    );
+    assert_eq!(r.status, 202);
+    let id = loc.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let gone = std::fs::read_dir(n.dir.path().join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy() == id)
+        .expect("the upload's data file");
+    std::fs::remove_file(gone).unwrap();
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = n.req("PUT", &format!("{loc}{sep}digest={d}"), &[("Authorization", &bob)], None);
+    assert_ne!(r.status, 201, "bob finished a session under alice's digest");
+    assert_eq!(r.error_code(), "BLOB_UPLOAD_UNKNOWN");
+    let r = n.req("GET", &format!("/v2/bob/y/blobs/{d}"), &[("Authorization", &bob)], None);
+    assert_eq!(r.status, 404, "alice's bytes reached bob's repository");
+}

@@ -233,6 +233,7 @@ impl Uploads {
             created_at_ms: now,
             updated_at_ms: now,
             owner: Some(owner.to_owned()),
+            verified: None,
         };
         self.index.put_upload(repo, &id.to_string(), &session).map_err(index_error)?;
         Ok((id, session))
@@ -411,14 +412,22 @@ impl Uploads {
             return Err(OciError::new(ErrorKind::DigestInvalid)
                 .msg(format!("content digest is {computed}, not {digest}; the upload was discarded")));
         }
+        // The verified digest goes into the session before the file moves or goes (unsynced:
+        // the commit's synced write carries it; a crash before that loses an unacknowledged
+        // upload, never lets it finish under another digest).
+        s.verified = Some(digest.clone());
+        s.updated_at_ms = now_ms();
+        self.index.put_upload(repo, &id.to_string(), &s).map_err(index_error)?;
         self.publish(repo, id, digest, s.offset).await?;
         lease.forget();
         Ok(s.offset)
     }
 
     /// A session whose data file is gone: a crash between moving the verified file into place
-    /// and committing the index leaves exactly that. If the published file is there and hashes
-    /// to `digest`, finish the commit; otherwise the data is lost and the session is dropped.
+    /// and committing the index leaves exactly that (so does a commit that failed after the
+    /// file moved, in a cluster). Only the digest this session's own bytes were verified to have
+    /// (`verified`, recorded before the file moved) may be finished, and only if the published
+    /// file is there and hashes to it; otherwise the data is lost and the session is dropped.
     async fn recover_published(
         &self,
         repo: &RepoName,
@@ -427,6 +436,18 @@ impl Uploads {
         digest: &Digest,
     ) -> Result<u64, OciError> {
         let sid = id.to_string();
+        if s.verified.as_ref() != Some(digest) {
+            // Never verified (its data is simply gone), or verified as something else: the
+            // client's digest proves nothing about these bytes.
+            self.discard(repo, id);
+            return Err(match &s.verified {
+                Some(_) => OciError::new(ErrorKind::DigestInvalid)
+                    .msg("this upload was verified under another digest; the upload was discarded"),
+                None => {
+                    OciError::new(ErrorKind::BlobUploadUnknown).msg("the upload's data is gone; start a new upload")
+                }
+            });
+        }
         if let Some(cn) = &self.cluster {
             let path = self.blobs.path(digest);
             let _committing = cn.cluster.committing(digest);
