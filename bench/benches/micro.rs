@@ -166,7 +166,7 @@ fn fill_write(c: &mut Criterion) {
     g.throughput(criterion::Throughput::Bytes(body.len() as u64));
     g.bench_function("write_4MiB_in_16KiB_pieces", |b| {
         b.iter(|| {
-            let (_fill, w) = fills.join_or_start(dir.path(), &digest, body.len() as u64).unwrap();
+            let (_fill, w) = fills.join_or_start(dir.path(), "bench", &digest, body.len() as u64).unwrap();
             let mut w = w.unwrap();
             w.started();
             for piece in body.chunks(16 * 1024) {

@@ -37,6 +37,9 @@ pub(crate) enum FillState {
 
 /// A read-through in progress.
 pub struct Fill {
+    /// Where its bytes come from (`s3`, or `<upstream>/<repository>`): fills are shared only
+    /// between requests that would have made the same one.
+    pub source: String,
     /// Blob.
     pub digest: Digest,
     /// Its size.
@@ -62,8 +65,9 @@ impl Fill {
         }
     }
 
-    /// Wait until more than `sent` bytes are in the file; returns how many are (the blob's size
-    /// once complete). An error means the fetch failed and the response must be cut short.
+    /// Wait until more than `sent` bytes may be sent; returns how many (the blob's size once
+    /// complete and verified: the last byte is held back until then). An error means the fetch
+    /// failed and the response must be cut short.
     pub async fn available(&self, sent: u64) -> Result<u64, TierError> {
         let mut rx = self.state.clone();
         let s = rx
@@ -85,11 +89,13 @@ impl Fill {
     }
 }
 
-/// Fills in progress, one per digest: the single-flight registry of a read-through source
-/// (the S3 tier, a pull-through upstream).
+/// Fills in progress, one per source and digest: the single-flight registry of a
+/// read-through source (the S3 tier, a pull-through upstream's repository). A request joins
+/// only a fill of its own source: never bytes from another upstream, or a fill its own route
+/// would not have made.
 #[derive(Default)]
 pub struct Fills {
-    map: std::sync::Mutex<std::collections::HashMap<Digest, Arc<Fill>>>,
+    map: std::sync::Mutex<std::collections::HashMap<(String, Digest), Arc<Fill>>>,
 }
 
 /// The producer side of a [`Fill`]: writes the bytes as they arrive, hashes them, tells the
@@ -118,18 +124,20 @@ impl Fills {
     pub fn join_or_start(
         self: &Arc<Self>,
         scratch: &std::path::Path,
+        source: &str,
         digest: &Digest,
         size: u64,
     ) -> std::io::Result<(Arc<Fill>, Option<FillWriter>)> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = map.get(digest) {
+        let key = (source.to_owned(), digest.clone());
+        if let Some(f) = map.get(&key) {
             return Ok((f.clone(), None));
         }
         let tmp = scratch_path(scratch, "fill", digest);
         let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp)?;
         let (tx, rx) = watch::channel(FillState::Connecting);
-        let fill = Arc::new(Fill { digest: digest.clone(), size, file, state: rx });
-        map.insert(digest.clone(), fill.clone());
+        let fill = Arc::new(Fill { source: source.to_owned(), digest: digest.clone(), size, file, state: rx });
+        map.insert(key, fill.clone());
         let writer = FillWriter {
             fill: fill.clone(),
             tmp,
@@ -143,15 +151,16 @@ impl Fills {
         Ok((fill, Some(writer)))
     }
 
-    /// The fill running for `digest`, if any.
-    pub fn running(&self, digest: &Digest) -> Option<Arc<Fill>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(digest).cloned()
+    /// The fill of `source` running for `digest`, if any.
+    pub fn running(&self, source: &str, digest: &Digest) -> Option<Arc<Fill>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&(source.to_owned(), digest.clone())).cloned()
     }
 
     fn remove(&self, fill: &Arc<Fill>) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&fill.digest).is_some_and(|f| Arc::ptr_eq(f, fill)) {
-            map.remove(&fill.digest);
+        let key = (fill.source.clone(), fill.digest.clone());
+        if map.get(&key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            map.remove(&key);
         }
     }
 }
@@ -177,24 +186,32 @@ impl FillWriter {
         self.hasher.update(chunk);
         self.off += chunk.len() as u64;
         // The first bytes at once (time to first byte), then in steps.
-        if self.announced == 0 || self.off - self.announced >= ANNOUNCE_EVERY || self.off == self.fill.size {
+        if self.announced == 0
+            || self.off - self.announced >= ANNOUNCE_EVERY
+            || self.off >= self.fill.size.saturating_sub(1)
+        {
             self.announce();
         }
         Ok(())
     }
 
+    /// Tell readers what they may send: everything written except the blob's last byte, which
+    /// waits for verification (`done`). A client can then never hold a complete body whose
+    /// digest was not checked: on a mismatch the fill fails and every response is cut short.
     fn announce(&mut self) {
-        self.announced = self.off;
-        let _ = self.tx.send(FillState::Streaming(self.off));
+        let sendable = self.off.min(self.fill.size.saturating_sub(1));
+        if sendable == self.announced && self.announced != 0 {
+            return;
+        }
+        self.announced = sendable;
+        let _ = self.tx.send(FillState::Streaming(sendable));
     }
 
     /// Check the size and digest and sync the file; returns the verified file's path for the
     /// caller to publish. The fill stays running (readers keep sending from the file) until
     /// [`FillWriter::done`].
     pub async fn verify(&mut self) -> Result<PathBuf, TierError> {
-        if self.off != self.announced {
-            self.announce();
-        }
+        self.announce();
         if self.off != self.fill.size {
             return Err(TierError::Verify(format!("the source sent {} of {} bytes", self.off, self.fill.size)));
         }
@@ -242,7 +259,7 @@ impl Drop for FillWriter {
 
 /// Join the S3 fetch running for `digest`, or start one.
 pub(crate) fn join_or_start(t: &Arc<Tiering>, digest: &Digest, size: u64) -> Result<Arc<Fill>, TierError> {
-    let (fill, writer) = t.fills.join_or_start(&t.local.scratch_dir(), digest, size)?;
+    let (fill, writer) = t.fills.join_or_start(&t.local.scratch_dir(), "s3", digest, size)?;
     let Some(mut writer) = writer else { return Ok(fill) };
     let t2 = t.clone();
     t.handle.spawn(async move {

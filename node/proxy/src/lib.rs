@@ -183,9 +183,12 @@ impl Proxy {
     ) {
         let up = route.upstream.clone();
         let name = up.name().to_owned();
+        // A fill is shared only with requests for the same upstream repository: bytes from
+        // another upstream, or a fill another user's route made, never answer this one.
+        let source = format!("{name}/{}", route.upstream_repo);
         let lock = self.fill_lock(&digest);
         let guard = lock.lock().await;
-        if let Some(f) = self.fills.running(&digest) {
+        if let Some(f) = self.fills.running(&source, &digest) {
             let _ = started.send(Ok(Fetch::Fill(f)));
             return;
         }
@@ -208,7 +211,7 @@ impl Proxy {
             let _ = started.send(Err(UpstreamError::Invalid(name, "blob response without Content-Length".into())));
             return;
         };
-        let (fill, writer) = match self.fills.join_or_start(&scratch, &digest, len) {
+        let (fill, writer) = match self.fills.join_or_start(&scratch, &source, &digest, len) {
             Ok(x) => x,
             Err(e) => {
                 let _ = started.send(Err(UpstreamError::Unreachable(name, format!("scratch file: {e}"))));
@@ -216,7 +219,7 @@ impl Proxy {
             }
         };
         drop(guard);
-        // Someone started the same blob meanwhile (another upstream name for it): join theirs.
+        // Someone started the same blob of the same source meanwhile: join theirs.
         let Some(mut w) = writer else {
             let _ = started.send(Ok(Fetch::Fill(fill)));
             return;
