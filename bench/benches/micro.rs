@@ -179,5 +179,22 @@ fn fill_write(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hashing, parsing, index, blob_lookup, fill_write);
+/// A bearer token check as each request makes it: verified once, then found in the core's
+/// cache (security round 2 keys the cache by the token's SHA-256 within a byte budget).
+fn tokens(c: &mut Criterion) {
+    use berth_node::auth::token::{ResourceActions, TokenConfig, Tokens};
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tokens::new(&TokenConfig::default(), dir.path()).unwrap();
+    let access = ["library/app", "library/base", "team/tools"]
+        .iter()
+        .map(|r| ResourceActions { kind: "repository".into(), name: (*r).into(), actions: vec!["pull".into()] })
+        .collect();
+    let (token, _) = t.issue("alice", access).unwrap();
+    t.verify(&token).unwrap();
+    let mut g = c.benchmark_group("token");
+    g.bench_function("verify_cached", |b| b.iter(|| t.verify(black_box(&token)).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, hashing, parsing, index, blob_lookup, fill_write, tokens);
 criterion_main!(benches);

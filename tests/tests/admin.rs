@@ -431,7 +431,7 @@ fn doctor_names_the_broken_dependency() {
     };
     let (ok, out) = run_doctor(&[]);
     assert!(ok && !out.contains("FAIL"), "{out}");
-    assert!(out.contains("schema version 3"), "{out}");
+    assert!(out.contains("schema version 4"), "{out}");
     let dead = format!("http://127.0.0.1:{}", free_port());
     let (ok, out) =
         run_doctor(&[("BERTH_ADMIN_SCAN__SERVER", dead.as_str()), ("BERTH_ADMIN_SCAN__TRIVY", "/nonexistent/trivy")]);

@@ -505,3 +505,22 @@ fn open_blob_files_race_eviction() {
     let data_dir = e.tmp.path().join("data");
     wait_for("descriptors of evicted files to close", 5, || deleted_blob_fds(e.node.pid(), &data_dir).is_empty());
 }
+
+/// Integrity, finding 7: a starting node aborted every multipart upload in the shared bucket,
+/// so restarting node b failed node a's 400 MB push. A node aborts its own crashed uploads
+/// (journaled in its data directory) and others' only when more than a day old.
+#[test]
+fn a_restart_leaves_other_nodes_multipart_uploads_alone() {
+    let Some(mut e) = setup(0, &[]) else { return };
+    // Another node's push in progress: a multipart upload it just started.
+    let auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request";
+    let key = format!("{PREFIX}blobs/sha256/{}", "ab".repeat(32));
+    let r = ureq::post(&e.moto.url(&format!("/{BUCKET}/{key}?uploads"))).set("Authorization", auth).call();
+    assert_eq!(r.map(|r| r.status()).unwrap_or(0), 200);
+    assert_eq!(e.moto.multipart_uploads(BUCKET), 1);
+    e.node.restart();
+    // The uploader has run (it aborts stale uploads first, then tiers this blob).
+    push_blob(&e.node, "other/app", b"after the restart");
+    wait_tiered(&e.node);
+    assert_eq!(e.moto.multipart_uploads(BUCKET), 1, "another node's upload was aborted");
+}

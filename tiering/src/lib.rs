@@ -162,6 +162,7 @@ impl Tiering {
             .build()?;
         let cfg = Arc::new(cfg);
         let remote = rt.block_on(Remote::connect(cfg.clone()));
+        remote.set_journal(local.scratch_dir().with_file_name("s3-multipart"));
         let layout = Layout::new(cfg.normalized_prefix());
         Ok(Arc::new(Tiering {
             handle: rt.handle().clone(),

@@ -53,6 +53,15 @@ pub struct Remote {
     client: Client,
     bucket: String,
     cfg: Arc<S3Config>,
+    /// A directory of this node's multipart uploads in flight (one file each: key, upload
+    /// id), so a restart aborts its own crashed uploads and nobody else's.
+    journal: std::sync::OnceLock<std::path::PathBuf>,
+}
+
+/// The journal entry of an upload id.
+fn journal_name(upload_id: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(upload_id.as_bytes())[..16])
 }
 
 fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
@@ -124,7 +133,14 @@ impl Remote {
             // A slow client of a read-through legitimately pauses the S3 stream.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .build();
-        Remote { client: Client::from_conf(conf), bucket: cfg.bucket.clone(), cfg }
+        Remote { client: Client::from_conf(conf), bucket: cfg.bucket.clone(), cfg, journal: Default::default() }
+    }
+
+    /// Keep the journal of this node's multipart uploads in `dir` (created if needed).
+    pub fn set_journal(&self, dir: std::path::PathBuf) {
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let _ = self.journal.set(dir);
+        }
     }
 
     /// Upload the file at `path` (exactly `size` bytes, content `digest`) to `key`, verified.
@@ -163,6 +179,27 @@ impl Remote {
             .await
             .map_err(|e| s3_err("create_multipart_upload", e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let entry = self.journal.get().map(|dir| dir.join(journal_name(&upload_id)));
+        if let Some(e) = &entry {
+            if let Err(err) = std::fs::write(e, format!("{key}\n{upload_id}\n")) {
+                tracing::warn!(error = %err, "cannot journal a multipart upload (a crash would leave it for a day)");
+            }
+        }
+        let result = self.put_parts_and_complete(key, &upload_id, path, size).await;
+        if let Some(e) = entry {
+            let _ = std::fs::remove_file(e);
+        }
+        result
+    }
+
+    async fn put_parts_and_complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<(), TierError> {
+        let upload_id = upload_id.to_owned();
         match self.upload_parts(key, &upload_id, path, size).await {
             Ok(parts) => {
                 let done = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
@@ -378,21 +415,21 @@ impl Remote {
         Ok(out)
     }
 
-    /// Abort multipart uploads under `prefix` left behind by a crash. Returns how many.
-    pub async fn abort_stale_uploads(&self, prefix: &str) -> Result<usize, TierError> {
-        let out = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .map_err(|e| s3_err("list_multipart_uploads", e))?;
+    /// Abort this node's own multipart uploads that a crash interrupted (from its journal).
+    /// Uploads of other nodes sharing the bucket are never touched (a restart of one node
+    /// failed another's 400 MB push before); leftovers whose node lost its journal are for the
+    /// bucket's lifecycle rule (`AbortIncompleteMultipartUpload`, docs/ARCHITECTURE.md).
+    /// Returns how many were aborted.
+    pub async fn abort_own_stale_uploads(&self) -> Result<usize, TierError> {
         let mut n = 0;
-        for u in out.uploads() {
-            if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
-                self.abort(k, id).await;
-                n += 1;
+        if let Some(dir) = self.journal.get() {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                if let Some((key, id)) = text.trim_end().split_once('\n') {
+                    self.abort(key, id).await;
+                    n += 1;
+                }
+                let _ = std::fs::remove_file(entry.path());
             }
         }
         Ok(n)

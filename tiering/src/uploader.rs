@@ -20,9 +20,9 @@ use crate::{now_ms, TierError, Tiering};
 const NAME: &str = "tier-upload";
 
 pub(crate) async fn run(t: Arc<Tiering>) {
-    match t.remote.abort_stale_uploads(t.layout.prefix()).await {
+    match t.remote.abort_own_stale_uploads().await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(aborted = n, "aborted multipart uploads left by an earlier run"),
+        Ok(n) => tracing::info!(aborted = n, "aborted this node's multipart uploads interrupted by its last run"),
         Err(e) => tracing::debug!(error = %e, "could not list stale multipart uploads"),
     }
     let mut failures = 0u32;
