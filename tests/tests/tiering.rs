@@ -524,3 +524,107 @@ fn a_restart_leaves_other_nodes_multipart_uploads_alone() {
     wait_tiered(&e.node);
     assert_eq!(e.moto.multipart_uploads(BUCKET), 1, "another node's upload was aborted");
 }
+
+/// `method path` on a node's internal API, with its own token from the data directory.
+fn internal_req(node: &Berth, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
+    let (url, token) = internal(node);
+    let auth = format!("Bearer {token}");
+    http(method, &format!("{url}{path}"), &[("Authorization", &auth), ("Content-Type", "application/json")], body)
+}
+
+/// Security round 2, finding 10, and integrity, finding 6: a node rebuilt from the bucket lost
+/// its scan verdicts (a blocked image became pullable) and its managed accounts (robots and
+/// managed rules vanished), skipped tags whose blob links were deleted, and imported planted
+/// link objects and descriptor sizes that disagree with the objects. Verdicts and accounts now
+/// live beside the content in `state/`, and the rebuild applies a push's checks.
+#[test]
+fn a_rebuilt_node_keeps_verdicts_accounts_and_refuses_planted_links() {
+    let Some(mut e) = setup(0, &[("BERTH_AUTH__ENABLED", "true"), ("BERTH_SCAN__ENABLED", "true")]) else {
+        return;
+    };
+    // Managed accounts: a user with a managed rule, a robot.
+    let r = internal_req(&e.node, "PUT", "/internal/v1/users/erin", Some(br#"{"password":"erin-pw-1"}"#));
+    assert_eq!(r.status, 204);
+    let r = internal_req(&e.node, "POST", "/internal/v1/robots", Some(br#"{"name":"ci"}"#));
+    assert_eq!(r.status, 201);
+    let secret = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["secret"].as_str().unwrap().to_owned();
+    let rules = br#"[{"subjects":["user:erin","robot:ci"],"repositories":["team/**"],"actions":["pull","push"]}]"#;
+    assert_eq!(internal_req(&e.node, "PUT", "/internal/v1/rules", Some(rules)).status, 204);
+    let erin = basic("erin", "erin-pw-1");
+    // An image in team/app, and one blob of alice/private nobody else may read.
+    let (config, layer) = (b"{}".to_vec(), noise(71, 3000));
+    let push = |repo: &str, data: &[u8]| {
+        let r = http(
+            "POST",
+            &e.node.url(&format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(data))),
+            &[("Authorization", &erin)],
+            Some(data),
+        );
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    };
+    push("team/app", &config);
+    push("team/app", &layer);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    let ct = ("Content-Type", "application/vnd.oci.image.manifest.v1+json");
+    let r = http("PUT", &e.node.url("/v2/team/app/manifests/v1"), &[("Authorization", &erin), ct], Some(&manifest));
+    assert_eq!(r.status, 201);
+    let md = sha256(&manifest);
+    let private = noise(72, 2000);
+    let r = internal_req(
+        &e.node,
+        "POST",
+        &format!("/v2/alice/private/blobs/uploads/?digest={}", sha256(&private)),
+        Some(&private),
+    );
+    assert_eq!(r.status, 201);
+    // The verdict: a critical finding blocks the pull.
+    let record = serde_json::json!({
+        "status": "completed", "scanned_at_ms": 1, "db_version": "test", "scanner": "test",
+        "counts": {"critical": 1, "high": 0, "medium": 0, "low": 0, "unknown": 0},
+        "findings": [{"cve": "CVE-2026-0001", "severity": "critical", "package": "libfoo", "installed_version": "1.0"}],
+    });
+    let r =
+        internal_req(&e.node, "PUT", &format!("/internal/v1/scans/{md}"), Some(&serde_json::to_vec(&record).unwrap()));
+    assert_eq!(r.status, 204);
+    let pull = |node: &Berth, auth: &str| {
+        http("GET", &node.url("/v2/team/app/manifests/v1"), &[("Authorization", auth)], None).status
+    };
+    assert_eq!(pull(&e.node, &erin), 403, "blocked by its verdict");
+    wait_tiered(&e.node);
+    wait_for("state in the bucket", 30, || {
+        let keys = e.moto.keys(BUCKET, &format!("{PREFIX}state/"));
+        keys.iter().any(|k| k.ends_with("accounts.json")) && keys.iter().any(|k| k.contains(&md))
+    });
+    wait_for("links mirrored", 30, || !e.moto.keys(BUCKET, &format!("{PREFIX}links/team/app/")).is_empty());
+    // Planted: a link giving team/app alice's private blob (no manifest of team/app names it).
+    let auth_hdr = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request";
+    let planted = format!("{PREFIX}links/team/app/{}", sha256(&private));
+    ureq::put(&e.moto.url(&format!("/{BUCKET}/{planted}"))).set("Authorization", auth_hdr).send_bytes(b"").unwrap();
+    // Rebuild: the data directory is gone.
+    e.node.kill9();
+    std::fs::remove_dir_all(&e.node.dir).unwrap();
+    e.node.restart();
+    let log = std::fs::read_to_string(&e.node.log).unwrap();
+    assert!(log.contains("rebuilt it from the bucket"), "{log}");
+    // Accounts are back (managed user, rule, robot), and so is the verdict: still blocked.
+    let robot = basic("robot$ci", &secret);
+    assert_eq!(http("GET", &e.node.url("/v2/"), &[("Authorization", &erin)], None).status, 200, "managed user lost");
+    assert_eq!(http("GET", &e.node.url("/v2/"), &[("Authorization", &robot)], None).status, 200, "robot lost");
+    assert_eq!(pull(&e.node, &erin), 403, "the verdict was lost: a blocked image became pullable");
+    let r =
+        http("GET", &e.node.url(&format!("/v2/team/app/blobs/{}", sha256(&layer))), &[("Authorization", &erin)], None);
+    assert_eq!(r.status, 200);
+    // The planted link was not imported.
+    let r = http(
+        "GET",
+        &e.node.url(&format!("/v2/team/app/blobs/{}", sha256(&private))),
+        &[("Authorization", &erin)],
+        None,
+    );
+    assert_eq!(r.status, 404, "a planted link gave team/app another tenant's blob");
+}

@@ -6,6 +6,7 @@
 //! | `manifests/<repo>/<alg>:<hex>` | the manifest's exact bytes; `Content-Type` is its media type |
 //! | `tags/<repo>/<tag>` | the digest the tag points to |
 //! | `links/<repo>/<alg>:<hex>` | empty: the repository may read this blob |
+//! | `state/accounts.json`, `state/scans/<alg>:<hex>.json` | registry state a rebuild restores (`state.rs`) |
 //!
 //! Manifests are stored per repository (not only by digest) because a manifest's existence is
 //! per repository in the OCI API, and so a deleted manifest in one repository is one DELETE.
@@ -57,6 +58,16 @@ impl Layout {
     /// Key of a link.
     pub fn link(&self, repo: &RepoName, d: &Digest) -> String {
         format!("{}links/{}/{}", self.prefix, repo, d)
+    }
+
+    /// Key of a registry state object (`accounts.json`, `scans/<digest>.json`).
+    pub fn state(&self, rel: &str) -> String {
+        format!("{}state/{rel}", self.prefix)
+    }
+
+    /// Whether `key` is a registry state object (read by `Tiering::read_state`, not `scan`).
+    pub fn is_state(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str()).is_some_and(|r| r.starts_with("state/"))
     }
 
     /// Understand a key of the bucket; `None` for anything that is not ours.

@@ -32,6 +32,7 @@ mod metrics;
 mod mirror;
 mod rebuild;
 mod remote;
+mod state;
 mod uploader;
 mod workers;
 
@@ -127,6 +128,7 @@ pub struct Tiering {
     cache: CacheConfig,
     locks: Locks,
     fills: Arc<Fills>,
+    state_writes: state::StateWrites,
     wake_upload: Notify,
     wake_evict: Notify,
     wake_mirror: Notify,
@@ -175,6 +177,7 @@ impl Tiering {
             cache,
             locks: Locks::new(),
             fills: Arc::default(),
+            state_writes: Default::default(),
             wake_upload: Notify::new(),
             wake_evict: Notify::new(),
             wake_mirror: Notify::new(),

@@ -47,6 +47,9 @@ impl BucketContents {
 pub(crate) async fn scan(remote: &Remote, layout: &Layout) -> Result<BucketContents, TierError> {
     let mut out = BucketContents::default();
     for o in remote.list(layout.prefix()).await? {
+        if layout.is_state(&o.key) {
+            continue;
+        }
         match layout.parse(&o.key) {
             Some(Object::Blob(d)) => out.blobs.push((d, o.size, o.modified_ms)),
             Some(Object::Manifest(repo, digest)) => {

@@ -226,6 +226,19 @@ impl Index {
         Ok(true)
     }
 
+    /// A named marker of this node (one-time jobs done, and the like); 0 when never set. Not a
+    /// feed consumer: it holds nothing back.
+    pub fn marker(&self, name: &str) -> Result<u64> {
+        self.stat(&format!("marker/{name}"))
+    }
+
+    /// Set a marker (synced like any index write).
+    pub fn set_marker(&self, name: &str, value: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.put_stat(&mut batch, &format!("marker/{name}"), value);
+        self.write(batch)
+    }
+
     /// A named consumer's position in the change feed (the last sequence it applied; 0 for none).
     pub fn cursor(&self, name: &str) -> Result<u64> {
         self.stat(&cursor_key(name))

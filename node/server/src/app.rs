@@ -109,6 +109,25 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     restrict_mode(dir, 0o700)
 }
 
+/// Keep the registry state a rebuild needs beside the content in the bucket: managed accounts
+/// on every change (and now), scan records as they are stored (`api/internal/scans.rs`), and
+/// once, the records stored before this was built. (In a cluster the change log holds them.)
+fn keep_state_in_bucket(tier: &Arc<Tiering>, index: &Arc<Index>, auth: Option<&Auth>) {
+    if let Some(a) = auth {
+        let t = tier.clone();
+        a.managed.set_on_store(Box::new(move |bytes| t.put_state("accounts.json", bytes.to_vec())));
+    }
+    const SYNCED: &str = "s3_state_scans_v1";
+    if index.marker(SYNCED).unwrap_or(0) == 0 {
+        if let Ok(all) = index.all_scans() {
+            for (d, r) in all {
+                tier.put_state(&format!("scans/{d}.json"), serde_json::to_vec(&r).unwrap_or_default());
+            }
+        }
+        let _ = index.set_marker(SYNCED, 1);
+    }
+}
+
 /// Why the node could not start. Each names what failed (file, directory, bucket) and,
 /// where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
@@ -227,8 +246,15 @@ impl App {
                     .map_err(|e| StartError::S3 { bucket: s3.bucket.clone(), reason: e.to_string() })?;
                 // In a cluster the change log, not the bucket, rebuilds an empty index.
                 if s3.rebuild_on_empty_index && index.next_sequence() == 1 && cfg.cluster.is_none() {
-                    let report = crate::rebuild::from_bucket(&index, &tier)
+                    let mut report = crate::rebuild::from_bucket(&index, &tier)
                         .map_err(|reason| StartError::Rebuild { bucket: s3.bucket.clone(), reason })?;
+                    if let (Some(a), Some(stored)) = (&auth, report.accounts.take()) {
+                        match a.restore_managed(stored) {
+                            Ok(true) => tracing::warn!("managed accounts restored from the bucket"),
+                            Ok(false) => {}
+                            Err(e) => tracing::error!(error = ?e, "managed accounts in the bucket not restored"),
+                        }
+                    }
                     if !report.is_empty() {
                         tracing::warn!(%report, "index was empty: rebuilt it from the bucket");
                     }
@@ -236,6 +262,9 @@ impl App {
                 tier.metrics.register(metrics.registry_mut());
                 metrics.register_tier_gauges(&cfg.cache);
                 tier.start_workers();
+                if cfg.cluster.is_none() {
+                    keep_state_in_bucket(&tier, &index, auth.as_deref());
+                }
                 Some(tier)
             }
         };

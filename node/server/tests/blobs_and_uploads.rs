@@ -304,8 +304,16 @@ fn regression_crash_between_publish_and_commit_completes_on_retry() {
     assert_eq!(n.req("PATCH", &loc, &[], Some(&data)).status, 202);
     let id = loc.rsplit('/').next().unwrap().to_owned();
     let dir = n.stop();
-    // What publish() does before the index commit: move the file into place.
+    // What complete() and publish() do before the index commit: record the digest the bytes
+    // verified to in the session, then move the file into place.
     let d = sha256(&data);
+    {
+        let index = berth_index::Index::open(&dir.path().join("index"), true).unwrap();
+        let repo: berth_types::RepoName = "crash".parse().unwrap();
+        let mut s = index.upload(&repo, &id).unwrap().expect("the session");
+        s.verified = Some(d.parse().unwrap());
+        index.put_upload(&repo, &id, &s).unwrap();
+    }
     let hex = d.strip_prefix("sha256:").unwrap();
     let dest = dir.path().join("blobs/sha256").join(&hex[..2]);
     std::fs::create_dir_all(&dest).unwrap();

@@ -99,6 +99,8 @@ pub struct Managed {
     write: Mutex<()>,
     /// In a cluster: every change goes through the change log first.
     replicator: std::sync::OnceLock<Box<dyn Replicator>>,
+    /// Told every state written (the S3 tier keeps a copy for rebuilds).
+    on_store: std::sync::OnceLock<Box<dyn Fn(&[u8]) + Send + Sync>>,
 }
 
 /// Unix ms now.
@@ -120,6 +122,7 @@ impl Managed {
             state: RwLock::new(Arc::new(stored)),
             write: Mutex::new(()),
             replicator: std::sync::OnceLock::new(),
+            on_store: std::sync::OnceLock::new(),
         })
     }
 
@@ -158,6 +161,9 @@ impl Managed {
     fn store(&self, next: Stored) -> Result<Arc<Stored>, String> {
         let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
         crate::app::write_private(&self.path, &bytes).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        if let Some(f) = self.on_store.get() {
+            f(&bytes);
+        }
         let next = Arc::new(next);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
         Ok(next)
@@ -167,6 +173,15 @@ impl Managed {
     /// Takes no writer lock: it runs while this node's own `update` waits for its commit.
     pub fn install(&self, next: Stored) -> Result<Arc<Stored>, String> {
         self.store(next)
+    }
+
+    /// Call `f` with every state written from now on, and once now with the current one
+    /// (the S3 tier's copy for rebuilds; set once at start).
+    pub fn set_on_store(&self, f: Box<dyn Fn(&[u8]) + Send + Sync>) {
+        if let Ok(bytes) = serde_json::to_vec_pretty(&*self.get()) {
+            f(&bytes);
+        }
+        let _ = self.on_store.set(f);
     }
 
     /// Route every later `update` through `replicate` (cluster mode; set once at start).

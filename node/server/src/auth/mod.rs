@@ -214,6 +214,17 @@ impl Auth {
         Ok(())
     }
 
+    /// Install managed accounts restored from the bucket by a rebuild (only when this node
+    /// manages none: never over a live state).
+    pub fn restore_managed(&self, stored: accounts::Stored) -> Result<bool, AccountError> {
+        if !self.managed.get().is_empty() {
+            return Ok(false);
+        }
+        self.managed.install(stored).map_err(AccountError::Io)?;
+        self.apply_current()?;
+        Ok(true)
+    }
+
     /// The rules in force.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()

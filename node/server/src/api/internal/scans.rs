@@ -25,6 +25,10 @@ pub(super) async fn put(app: &App, body: &mut Body<'_>, d: &str) -> Result<Respo
         return Ok(Response::new(204));
     }
     app.index.put_scan(&digest, &record).map_err(index_error)?;
+    if let Some(t) = &app.tier {
+        // A rebuild from the bucket restores it (the verdict a pull is judged by).
+        t.put_state(&format!("scans/{digest}.json"), bytes.to_vec());
+    }
     if let Some(book) = &app.scans {
         book.update(&digest, &record);
     }
