@@ -11,10 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::{TierError, Tiering};
 
-/// Per key: the newest write's number, and the lock that orders the writes of the key.
+/// The newest write's number, and the lock that orders the writes of the key.
+type KeyState = (u64, Arc<tokio::sync::Mutex<()>>);
+
+/// Per key: its [`KeyState`].
 #[derive(Default)]
 pub(crate) struct StateWrites {
-    keys: Mutex<HashMap<String, (u64, Arc<tokio::sync::Mutex<()>>)>>,
+    keys: Mutex<HashMap<String, KeyState>>,
 }
 
 impl StateWrites {

@@ -100,15 +100,24 @@ fn serve_memory(app: &App, req: &Request, digest: &Digest, bytes: Rc<[u8]>) -> R
     resp
 }
 
-/// Read a small local blob whole and keep it in this core's cache.
-fn load_small(app: &App, digest: &Digest, file: &std::fs::File, size: u64) -> Option<Rc<[u8]>> {
+/// Read a small local blob whole, check its digest, and keep it in this core's cache. A copy
+/// that fails the check is never cached nor served (each core would otherwise keep whatever it
+/// read: two cores served different bytes for one digest); a verified push repairs it.
+fn load_small(app: &App, digest: &Digest, file: &std::fs::File, size: u64) -> Result<Option<Rc<[u8]>>, OciError> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; size as usize];
-    file.read_exact_at(&mut buf, 0).ok()?;
+    if file.read_exact_at(&mut buf, 0).is_err() {
+        return Ok(None);
+    }
+    if &Digest::of(digest.algorithm(), &buf) != digest {
+        tracing::error!(%digest, "the stored copy fails its digest check: not served (push it again to repair it)");
+        return Err(OciError::new(ErrorKind::Unavailable)
+            .msg(format!("the stored copy of {digest} is damaged; it is not served (a push of the blob repairs it)")));
+    }
     let bytes: Rc<[u8]> = buf.into();
     let per_core = (app.cfg.limits.small_blob_cache_bytes / app.cfg.worker_count().max(1) as u64) as usize;
     crate::store::small::put(digest, bytes.clone(), per_core);
-    Some(bytes)
+    Ok(Some(bytes))
 }
 
 async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Result<Response, OciError> {
@@ -151,7 +160,7 @@ async fn get(app: &App, req: &Request, repo: &RepoName, digest: &Digest) -> Resu
             Ok(file)
                 if meta.size <= app.cfg.limits.small_blob_max_bytes && app.cfg.limits.small_blob_cache_bytes > 0 =>
             {
-                if let Some(bytes) = load_small(app, digest, &file, meta.size) {
+                if let Some(bytes) = load_small(app, digest, &file, meta.size)? {
                     return Ok(serve_memory(app, req, digest, bytes));
                 }
                 return Ok(serve_local(app, req, digest, meta.size, Rc::new(file)));

@@ -91,6 +91,9 @@ impl UpdateError {
     }
 }
 
+/// Told the bytes of every state written.
+pub type OnStore = Box<dyn Fn(&[u8]) + Send + Sync>;
+
 /// The managed accounts and their file.
 pub struct Managed {
     path: PathBuf,
@@ -100,7 +103,7 @@ pub struct Managed {
     /// In a cluster: every change goes through the change log first.
     replicator: std::sync::OnceLock<Box<dyn Replicator>>,
     /// Told every state written (the S3 tier keeps a copy for rebuilds).
-    on_store: std::sync::OnceLock<Box<dyn Fn(&[u8]) + Send + Sync>>,
+    on_store: std::sync::OnceLock<OnStore>,
 }
 
 /// Unix ms now.
@@ -177,7 +180,7 @@ impl Managed {
 
     /// Call `f` with every state written from now on, and once now with the current one
     /// (the S3 tier's copy for rebuilds; set once at start).
-    pub fn set_on_store(&self, f: Box<dyn Fn(&[u8]) + Send + Sync>) {
+    pub fn set_on_store(&self, f: OnStore) {
         if let Ok(bytes) = serde_json::to_vec_pretty(&*self.get()) {
             f(&bytes);
         }

@@ -489,9 +489,25 @@ impl Uploads {
             return self.publish_clustered(cn, repo, id, digest, size).await;
         }
         let path = self.path(id);
-        let seen = self.index.blob(digest).map_err(index_error)?.is_some();
+        let seen = self.index.blob(digest).map_err(index_error)?;
+        // A verified push of a digest already stored repairs a bad copy: a local file that is
+        // gone, truncated or corrupt (checked off the serving core), or a copy only in S3 (which
+        // may be lost or corrupt: ours is kept and uploaded again).
+        let mut repair = false;
+        if let Some(meta) = &seen {
+            repair = !meta.tier.is_local() || {
+                let stored = self.blobs.path(digest);
+                let d = digest.clone();
+                let ok = crate::offload::run(move || {
+                    std::fs::metadata(&stored).is_ok_and(|m| m.len() == size)
+                        && hash_file(&stored, d.algorithm()).ok().as_ref() == Some(&d)
+                })
+                .await;
+                ok == Some(false)
+            };
+        }
         let mut synced = false;
-        if !seen {
+        if seen.is_none() || repair {
             let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_error(e, "open upload"))?;
             // Drop anything past the verified length (left by an earlier broken chunk).
             f.set_len(size).map_err(|e| io_error(e, "truncate upload"))?;
@@ -503,16 +519,29 @@ impl Uploads {
         // From here to the commit, no await: the stripe lock keeps GC from removing this
         // digest (index entry or file) between our check and our commit.
         let _g = self.blobs.lock(digest);
-        if self.index.blob(digest).map_err(index_error)?.is_some() {
-            let _ = std::fs::remove_file(&path);
-        } else {
-            if !synced {
-                // It existed a moment ago and GC removed it since: publish ours after all.
-                let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_error(e, "open upload"))?;
-                f.set_len(size).map_err(|e| io_error(e, "truncate upload"))?;
-                f.sync_all().map_err(|e| io_error(e, "sync upload"))?;
+        match self.index.blob(digest).map_err(index_error)? {
+            Some(meta) if repair => {
+                tracing::warn!(%digest, tier = ?meta.tier, "the stored copy is missing or fails its digest: replaced by a verified push");
+                // Removal first: open-file caches holding the bad copy drop it.
+                let _ = self.blobs.remove(digest);
+                self.blobs.publish(&path, digest).map_err(|e| io_error(e, "publish blob"))?;
+                if meta.tier != berth_index::TierState::Local {
+                    // Local again, and queued: the uploader puts the verified bytes to S3.
+                    self.index.set_tier(digest, meta.tier, berth_index::TierState::Local).map_err(index_error)?;
+                }
             }
-            self.blobs.publish(&path, digest).map_err(|e| io_error(e, "publish blob"))?;
+            Some(_) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            None => {
+                if !synced {
+                    // It existed a moment ago and GC removed it since: publish ours after all.
+                    let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_error(e, "open upload"))?;
+                    f.set_len(size).map_err(|e| io_error(e, "truncate upload"))?;
+                    f.sync_all().map_err(|e| io_error(e, "sync upload"))?;
+                }
+                self.blobs.publish(&path, digest).map_err(|e| io_error(e, "publish blob"))?;
+            }
         }
         self.index.commit_blob(repo, digest, size, Some(&id.to_string())).map_err(index_error)?;
         super::access::record_now(&self.index, digest);
