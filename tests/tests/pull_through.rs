@@ -378,7 +378,9 @@ fn raw_get(addr: &str, path: &str) -> (u16, Option<u64>, Vec<u8>) {
 /// default upstream), with the real clients.
 #[test]
 fn mirror_modes_for_containerd_and_docker() {
-    let Some((p, layers)) = plain(300, "[proxy]\ndefault_upstream = \"up\"") else { return };
+    let Some((p, layers)) = plain(300, "[proxy]\ndefault_upstream = \"up\"\nlocal_namespaces = [\"mine/**\"]") else {
+        return;
+    };
     let tmp = p._tmp.path();
     // Plain HTTP first: ?ns= and a plain name both land in `up/app`.
     let ns = get_manifest(&p.node, "/v2/app/manifests/v1?ns=up");
@@ -391,6 +393,17 @@ fn mirror_modes_for_containerd_and_docker() {
     push_blob(&p.node, "mine/app", b"local");
     let r = http("GET", &p.node.url("/v2/mine/app/manifests/v1"), &[], None);
     assert_eq!(r.status, 404);
+    // Integrity, finding 3: plain names outside the local namespaces are the mirror's. A push
+    // there is refused (it would shadow the upstream's image for every mirror client)…
+    let d = sha256(b"shadow");
+    let r = http("POST", &p.node.url(&format!("/v2/library/app/blobs/uploads/?digest={d}")), &[], Some(b"shadow"));
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("local_namespaces"));
+    // …and a local name nobody pushed never falls through to the upstream's image of that
+    // name (dependency confusion), though the upstream has it.
+    seed(tmp, "confused", 1, 1234, &format!("docker://127.0.0.1:{}/mine/newapp:v1", p.reg_port), None);
+    let r = get_manifest(&p.node, "/v2/mine/newapp/manifests/v1");
+    assert_eq!(r.status, 404, "a local name was served from the upstream");
 
     if have("containerd") && have("ctr") {
         let c = Containerd::start(&tmp.join("containerd"));

@@ -14,6 +14,12 @@ pub struct ProxyConfig {
     /// for Docker Hub): reads of a repository that has no upstream prefix and does not exist
     /// here go to this upstream as `<default_upstream>/<name>`. Unset: plain names are local.
     pub default_upstream: Option<String>,
+    /// With `default_upstream`: the repositories that are this registry's own (globs: `*` one
+    /// path segment, `**` any number, e.g. `team/**`). Plain names outside them are the
+    /// mirror's: always read from the upstream (a local push can never shadow them) and never
+    /// pushed here; names inside them are local: never read from the upstream (no dependency
+    /// confusion: a name nobody pushed here is 404, not the upstream's image of that name).
+    pub local_namespaces: Vec<String>,
     /// Parallel image pulls of `berth preload`.
     pub preload_parallelism: usize,
 }
@@ -113,6 +119,9 @@ impl ProxyConfig {
             }
             crate::outbound::Outbound::new(&u.url, &u.redirect_origins, &u.token_realms)
                 .map_err(|e| format!("proxy upstream {:?}: {e}", u.name))?;
+        }
+        for g in &self.local_namespaces {
+            glob::Pattern::new(g).map_err(|e| format!("proxy.local_namespaces {g:?}: {e}"))?;
         }
         if let Some(d) = &self.default_upstream {
             if !self.upstreams.iter().any(|u| &u.name == d) {

@@ -41,6 +41,7 @@ pub struct Proxy {
     handle: tokio::runtime::Handle,
     upstreams: HashMap<String, Arc<Upstream>>,
     default_upstream: Option<String>,
+    local_namespaces: Vec<glob::Pattern>,
     fills: Arc<Fills>,
     /// One "is it running, else ask the upstream and start it" step at a time per digest, so
     /// concurrent cold requests for a blob make one upstream request.
@@ -94,6 +95,7 @@ impl Proxy {
             rt: Mutex::new(Some(rt)),
             upstreams,
             default_upstream: cfg.default_upstream.clone(),
+            local_namespaces: cfg.local_namespaces.iter().filter_map(|g| glob::Pattern::new(g).ok()).collect(),
             fills: Arc::default(),
             fill_locks: Mutex::new(HashMap::new()),
             metrics,
@@ -116,6 +118,13 @@ impl Proxy {
     /// The upstream plain names are read from in mirror mode.
     pub fn default_upstream(&self) -> Option<&str> {
         self.default_upstream.as_deref()
+    }
+
+    /// Whether `repo` (a plain name) is one of this registry's own repositories in mirror
+    /// mode (`local_namespaces`).
+    pub fn is_local_namespace(&self, repo: &str) -> bool {
+        let opts = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
+        self.local_namespaces.iter().any(|p| p.matches_with(repo, opts))
     }
 
     /// Run `fut` on the proxy's runtime and await it from any executor.

@@ -57,6 +57,18 @@ impl PullThrough {
         PullThrough { proxy, checked: Mutex::new(HashMap::new()), tag_locks: Mutex::new(HashMap::new()) }
     }
 
+    /// In mirror mode, why a write to the plain name `repo` is refused: it is the mirror's.
+    pub fn mirror_refuses_write(&self, repo: &RepoName) -> Option<String> {
+        let d = self.proxy.default_upstream()?;
+        if self.route(repo).is_some() || self.proxy.is_local_namespace(repo.as_str()) {
+            return None;
+        }
+        Some(format!(
+            "{repo} is a name of the mirror of upstream {d} here; push to one of this registry's own namespaces \
+             (proxy.local_namespaces)"
+        ))
+    }
+
     /// The upstream of `repo`, if it is in a cached namespace.
     pub fn route(&self, repo: &RepoName) -> Option<Route> {
         self.proxy.route(repo.as_str())
@@ -65,15 +77,17 @@ impl PullThrough {
     /// The local name a read of `repo` is served under: containerd's `?ns=<upstream>` and the
     /// default upstream (Docker's `registry-mirrors`) put plain names into an upstream's
     /// namespace; `None` leaves the name as it is.
-    pub fn local_name(&self, app: &App, repo: &RepoName, ns: Option<&str>) -> Option<RepoName> {
+    pub fn local_name(&self, repo: &RepoName, ns: Option<&str>) -> Option<RepoName> {
         if self.route(repo).is_some() {
             return None;
         }
         let prefix = match ns {
             Some(ns) if self.proxy.upstream(ns).is_some() => ns,
-            // A plain name that exists here is a local repository, not a mirror read.
+            // Mirror mode: a plain name is the mirror's unless it is in a local namespace.
+            // Whether a local repository of that name exists does not matter: a push can never
+            // shadow the upstream's image, and a local name never falls through to the upstream.
             _ => match self.proxy.default_upstream() {
-                Some(d) if !app.index.repo_exists(repo).unwrap_or(true) => d,
+                Some(d) if !self.proxy.is_local_namespace(repo.as_str()) => d,
                 _ => return None,
             },
         };

@@ -135,10 +135,15 @@ pub async fn handle_as(
         if matches!(req.method, Method::Get | Method::Head) {
             // Mirror mode: containerd's `?ns=<upstream>`, Docker's registry-mirrors (plain names).
             if let Some(repo) = ep.read_repo_mut() {
-                if let Some(local) = pt.local_name(app, repo, req.query("ns")) {
+                if let Some(local) = pt.local_name(repo, req.query("ns")) {
                     *repo = local;
                 }
             }
+        } else if let Some(msg) = ep.written_repo(req.method).and_then(|r| pt.mirror_refuses_write(r)) {
+            return (
+                Response::from(OciError::new(ErrorKind::Denied).msg(msg)).header(API_VERSION.0, API_VERSION.1),
+                ep.name(),
+            );
         } else if let Some(route) = ep.written_repo(req.method).and_then(|r| pt.route(r)) {
             if !route.upstream.cfg.allow_push {
                 let msg = format!(
