@@ -641,6 +641,9 @@ fn multi_arch_index_is_cached_sparsely() {
     }
 }
 
+/// Marks a pause in a scripted answer.
+const PAUSE: &str = "\u{0}pause\u{0}";
+
 /// A scripted HTTP server playing a hostile upstream (or a realm it names): it answers every
 /// request with `answer(head)` and records each request head. A fake is the point here: no
 /// real registry sends credentials-stealing realms or inward redirects on purpose.
@@ -673,8 +676,14 @@ impl Scripted {
                         }
                         let head = String::from_utf8_lossy(&head).into_owned();
                         h.lock().unwrap().push(head.clone());
-                        if s.write_all(answer(&head).as_bytes()).is_err() {
-                            return;
+                        // `PAUSE` in an answer: what precedes it is sent, then a 2 s pause.
+                        for (i, part) in answer(&head).split(PAUSE).enumerate() {
+                            if i > 0 {
+                                std::thread::sleep(Duration::from_secs(2));
+                            }
+                            if s.write_all(part.as_bytes()).is_err() {
+                                return;
+                            }
                         }
                     }
                 });
@@ -776,4 +785,47 @@ fn hostile_upstreams_get_no_credentials_no_inward_redirects_and_no_echo() {
     let r = get_manifest(&node, "/v2/globbed/lib/a/manifests/v1");
     assert_eq!(r.status, 404);
     assert_eq!(globbed.heads().len(), 1);
+}
+
+/// Integrity, finding 4: a request for a digest joined any fill running for it, whichever
+/// upstream started it: a user of `evil/**`, whose upstream does not have the blob, got the
+/// bytes of another user's fill of it from another upstream. Fills are shared only between
+/// requests of the same upstream repository.
+#[test]
+fn a_fill_is_never_shared_with_another_upstreams_route() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = "private layer bytes ".repeat(100);
+    let d = sha256(body.as_bytes());
+    let served = body.clone();
+    // The trusted upstream sends the headers at once and the body after a pause.
+    let good = Scripted::start(move |_| {
+        let half = served.len() / 2;
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n{}{PAUSE}{}",
+            served.len(),
+            &served[..half],
+            &served[half..]
+        )
+    });
+    let evil = Scripted::start(|_| reply("404 Not Found", &[], ""));
+    let cfg = write_config(
+        &tmp.path().join("proxy.toml"),
+        &format!(
+            "[[proxy.upstreams]]\nname = \"good\"\nurl = \"{}\"\n[[proxy.upstreams]]\nname = \"evil\"\nurl = \"{}\"\n",
+            good.url(),
+            evil.url()
+        ),
+    );
+    let node = Berth::start(&tmp.path().join("data"), &[("BERTH_CONFIG", &cfg)]);
+    let addr = node.addr.clone();
+    let path = format!("/v2/good/lib/app/blobs/{d}");
+    let first = std::thread::spawn(move || raw_get(&addr, &path));
+    wait_for("the trusted fill to start", 10, || !good.heads().is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    // While it runs: the same digest through the other upstream's route.
+    let r = http("GET", &node.url(&format!("/v2/evil/lib/app/blobs/{d}")), &[], None);
+    assert_eq!(r.status, 404, "joined another upstream's fill: {}", String::from_utf8_lossy(&r.body));
+    assert!(!evil.heads().is_empty(), "the evil upstream was asked for its own answer");
+    let (status, _, got) = first.join().unwrap();
+    assert_eq!((status, got == body.as_bytes()), (200, true));
 }
