@@ -66,7 +66,7 @@ fn oras_artifacts_and_referrers() {
     let ok = Command::new("python3").args(["-c", "import oras"]).status().unwrap().success();
     if !ok {
         assert!(std::env::var_os("CI").is_none(), "python oras is required under CI");
-        eprintln!("SKIP: python oras not installed");
+        skip("python oras not installed (pip install oras)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -24,7 +24,7 @@ struct Registry {
 impl Registry {
     fn start(dir: &Path, storage: &Path, htpasswd: Option<&Path>, tls: Option<(&Path, &Path)>) -> Option<Registry> {
         if !have("docker-registry") {
-            eprintln!("docker-registry not installed: skipping");
+            skip("docker-registry not installed (apt install docker-registry)");
             return None;
         }
         std::fs::create_dir_all(dir).unwrap();

@@ -49,6 +49,19 @@ pub fn sha256(data: &[u8]) -> String {
 
 /// Whether a client program is available. Under CI (`CI` set) a missing client fails the
 /// test instead of skipping it, so a broken install step cannot pass silently.
+/// Record that the running test is skipped (it returns early): `bash tests/run.sh` counts
+/// these (`BERTH_SKIP_LOG`) and reports them as skipped, not passed.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    eprintln!("SKIP: {test}: {why}");
+    if let Some(log) = std::env::var_os("BERTH_SKIP_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = writeln!(f, "{test}\t{why}");
+        }
+    }
+}
+
 pub fn have(tool: &str) -> bool {
     let ok = Command::new("sh")
         .arg("-c")
@@ -60,7 +73,7 @@ pub fn have(tool: &str) -> bool {
         if std::env::var_os("CI").is_some() {
             panic!("{tool} is required under CI (install it in .ci/run)");
         }
-        eprintln!("SKIP: {tool} not installed");
+        skip(&format!("{tool} not installed"));
     }
     ok
 }
