@@ -471,7 +471,7 @@ fn over_capacity(status: u16) -> Response {
         "too many open connections from your address; close some or retry shortly"
     };
     let kind = if status == 503 { ErrorKind::Unavailable } else { ErrorKind::TooManyRequests };
-    Response::from(OciError::new(kind).msg(msg)).header("Retry-After", "1")
+    Response::from(OciError::new(kind).msg(msg)).set_header("Retry-After", "1")
 }
 
 async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut limits: Limits, core: usize, mode: Mode) {

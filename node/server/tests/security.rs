@@ -82,6 +82,8 @@ fn failed_logins_are_rate_limited() {
     assert_eq!(r.error_code(), "TOOMANYREQUESTS");
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=10).contains(&wait), "{wait}");
+    // Reliability round 2, item 8: one Retry-After, the limiter's, not a second generic one.
+    assert_eq!(r.headers_all("retry-after"), vec![wait.to_string().as_str()]);
     // Already verified credentials are not held back by someone else's guesses.
     assert_eq!(n.req("GET", "/v2/", &[("Authorization", &good)], None).status, 200);
 }

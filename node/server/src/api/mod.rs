@@ -325,7 +325,7 @@ fn scope_actions(a: Action) -> &'static str {
 pub(crate) fn too_many(wait: Duration, msg: &str) -> Response {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     Response::from(OciError::new(ErrorKind::TooManyRequests).msg(msg))
-        .header("Retry-After", secs.max(1).to_string())
+        .set_header("Retry-After", secs.max(1).to_string())
         .header(API_VERSION.0, API_VERSION.1)
 }
 

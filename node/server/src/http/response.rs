@@ -72,6 +72,12 @@ impl Response {
         self.headers.push((name, value.into()));
         self
     }
+    /// Set a header that may appear once (`Retry-After`), replacing any value already set.
+    pub fn set_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name, value.into()));
+        self
+    }
     /// A JSON body.
     pub fn json(status: u16, value: &serde_json::Value) -> Response {
         Response::bytes(status, "application/json", serde_json::to_vec(value).unwrap_or_default())
