@@ -418,8 +418,11 @@ impl Config {
         let top = |key: &str| key.split("__").next().unwrap_or("").split('.').next().unwrap_or("").to_ascii_lowercase();
         // Variables of the command line itself (`--config`), not configuration keys.
         const FLAGS: [&str; 1] = ["config"];
+        // Other programs' variables sharing the prefix: the sidecar's (`BERTH_ADMIN_*`) are not a
+        // mistake and are not reported.
         let ignored: Vec<String> = std::env::vars()
             .filter_map(|(k, _)| k.strip_prefix("BERTH_").map(str::to_owned))
+            .filter(|k| !k.starts_with("ADMIN_"))
             .filter(|k| !sections.contains(&top(k)) && !FLAGS.contains(&top(k).as_str()))
             .map(|k| format!("BERTH_{k}"))
             .collect();
@@ -548,7 +551,13 @@ mod tests {
         std::env::set_var("BERTH_PASSWORD", "x");
         std::env::set_var("BERTH_INTERNAL_URL", "http://127.0.0.1:1");
         std::env::set_var("BERTH_AUTH__REALM", "from-env");
+        std::env::set_var("BERTH_ADMIN_API_TOKEN", "the sidecar's");
         let (cfg, ignored) = Config::load_reporting(None).unwrap();
+        std::env::remove_var("BERTH_ADMIN_API_TOKEN");
+        assert!(
+            !ignored.iter().any(|v| v.starts_with("BERTH_ADMIN_")),
+            "the sidecar's variables are not reported: {ignored:?}"
+        );
         std::env::remove_var("BERTH_AUTH__REALM");
         assert_eq!(cfg.listen, "127.0.0.1:5000");
         assert_eq!(cfg.auth.realm, "from-env", "nested settings still come from the environment");
