@@ -65,6 +65,23 @@ pub async fn watch(sc: Arc<Sidecar>) {
                 continue;
             }
             let error = v["error"].as_str().map(str::to_owned);
+            // Every job's end is logged with its results (scheduled runs included).
+            let report = &v["report"];
+            let count = |k: &str| report[k].as_array().map_or(0, Vec::len);
+            match &error {
+                None => tracing::info!(
+                    job = %id,
+                    state = %state,
+                    dry_run = report["dry_run"].as_bool().unwrap_or(false),
+                    tags = count("tags"),
+                    manifests = count("manifests"),
+                    blobs = count("blobs"),
+                    blob_bytes = report["blob_bytes"].as_u64().unwrap_or(0),
+                    kept_in_use = report["kept_in_use"].as_u64().unwrap_or(0),
+                    "garbage collection finished"
+                ),
+                Some(e) => tracing::warn!(job = %id, state = %state, error = %e, "garbage collection failed"),
+            }
             let r = c
                 .execute(
                     "UPDATE gc_jobs SET state = $2, finished_at = now(), report = $3, error = $4 WHERE id = $1",

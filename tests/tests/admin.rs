@@ -236,6 +236,11 @@ fn admin_api_gc_jobs_workers_repositories_stats() {
         let (_, v) = e.admin.get("/api/v1/jobs");
         v["jobs"].as_array().unwrap().iter().any(|j| j["trigger"] == "schedule")
     });
+    // Reliability round 2, item 19: a job's end is logged with its results, not only its start.
+    wait_for("a finished job in the sidecar's log", 30, || {
+        std::fs::read_to_string(&e.admin.log)
+            .is_ok_and(|l| l.contains("garbage collection finished") && l.contains("blob_bytes"))
+    });
 
     // Workers of both processes.
     let (s, w) = e.admin.get("/api/v1/workers");
