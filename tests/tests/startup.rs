@@ -364,3 +364,21 @@ fn doctor_reports_each_broken_dependency_in_one_line() {
     let (ok, out) = doctor(&args, &[("BERTH_SCAN__POLICY__BLOCK_SEVERITY", "urgent")]);
     assert!(!ok && out.lines().any(|l| l.starts_with("FAIL") && l.contains("block_severity")), "{out}");
 }
+
+/// Reliability round 2, item 17: every load-balancer probe was an INFO access line. Successful
+/// `/healthz` and `/readyz` are logged at DEBUG; other requests as before.
+#[test]
+fn health_probes_stay_out_of_the_access_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Berth::start(&tmp.path().join("data"), &[]);
+    for _ in 0..5 {
+        assert_eq!(http("GET", &node.url("/healthz"), &[], None).status, 200);
+        assert_eq!(http("GET", &node.url("/readyz"), &[], None).status, 200);
+    }
+    assert_eq!(http("GET", &node.url("/v2/"), &[], None).status, 200);
+    wait_for("the /v2/ access line", 10, || {
+        std::fs::read_to_string(&node.log).is_ok_and(|l| l.contains("path=/v2/") || l.contains("path=\"/v2/\""))
+    });
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(!log.contains("/healthz") && !log.contains("/readyz"), "{log}");
+}

@@ -612,9 +612,11 @@ async fn serve(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut limits: L
                 )
             };
         }
-        // The internal API is mostly the sidecar's long polls: keep them out of the access log
-        // at the default level.
-        if internal {
+        // The internal API is mostly the sidecar's long polls, and `/healthz`/`/readyz` a load
+        // balancer's probes every few seconds: keep them out of the access log at the default
+        // level (unless they fail).
+        let probe = matches!(endpoint, "healthz" | "readyz") && status < 400;
+        if internal || probe {
             access_log!(tracing::Level::DEBUG);
         } else {
             access_log!(tracing::Level::INFO);
