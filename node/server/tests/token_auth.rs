@@ -464,3 +464,18 @@ fn a_catalog_token_lists_what_its_subject_may_pull() {
     let basic_list = n.req("GET", "/v2/_catalog", &[("Authorization", &basic("viewer", "pw"))], None);
     assert_eq!(basic_list.json(), r.json(), "the same list over Basic");
 }
+
+/// Round 2 "what held": wildcard and dot-segment scopes grant nothing (names are parsed into
+/// repository names before the rules are asked).
+#[test]
+fn wildcard_and_dot_scopes_grant_nothing() {
+    let n = node(TokenConfig::default());
+    for scope in
+        ["repository:*:pull", "repository:**:pull", "repository:apps/../secret:pull", "repository:apps/*:pull,push"]
+    {
+        let (st, t) = token(&n, Some(&basic("dev", "pw")), &[scope]);
+        assert_eq!(st, 200, "{scope}");
+        let granted = claims(t["token"].as_str().unwrap())["access"].clone();
+        assert!(granted.is_null() || granted == serde_json::json!([]), "{scope} granted {granted}");
+    }
+}

@@ -753,6 +753,52 @@ mod tests {
         assert_eq!(t.verify_refresh(&r).unwrap(), Refresh { subject: "alice".into(), stamp: Some("stamp-1".into()) });
     }
 
+    /// Round 2 "what held": every header-borne forgery is refused. A token signed by another
+    /// key that names our `kid` and carries its own key (`jwk`), a key URL (`jku`) or chain
+    /// (`x5c`); HS256 with our public key as the secret; a path-like `kid`.
+    #[test]
+    fn header_borne_keys_and_algorithm_confusion_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let t = tokens(d.path(), KeyAlgorithm::Es256);
+        let ours = t.keys().signing.as_ref().unwrap().0.clone();
+        let d2 = tempfile::tempdir().unwrap();
+        let attacker = tokens(d2.path(), KeyAlgorithm::Es256);
+        let keys = attacker.keys();
+        let (_, akey, _) = keys.signing.as_ref().unwrap();
+        let now = now_secs();
+        let claims = Claims {
+            iss: "berth".into(),
+            sub: "mallory".into(),
+            aud: "berth".into(),
+            exp: now + 60,
+            nbf: now - 1,
+            iat: now,
+            jti: "x".into(),
+            access: access("a", &["pull", "push"]),
+            berth_use: None,
+            berth_cred: None,
+        };
+        let attacker_jwk: Jwk = serde_json::from_value(attacker.jwks()["keys"][0].clone()).unwrap();
+        for variant in 0..4 {
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = Some(ours.clone());
+            match variant {
+                0 => h.jwk = Some(attacker_jwk.clone()),
+                1 => h.jku = Some("http://127.0.0.1:1/jwks.json".into()),
+                2 => h.x5c = Some(vec!["MIIB".into()]),
+                _ => h.kid = Some("../../../../etc/passwd".into()),
+            }
+            let forged = jsonwebtoken::encode(&h, &claims, akey).unwrap();
+            assert_eq!(t.verify(&forged).unwrap_err(), TokenError::Invalid, "variant {variant}");
+        }
+        // HS256 with our public key (as published) as the HMAC secret.
+        let public = t.jwks().to_string();
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(ours);
+        let forged = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(public.as_bytes())).unwrap();
+        assert_eq!(t.verify(&forged).unwrap_err(), TokenError::Invalid);
+    }
+
     /// Tokens of a configured external issuer are accepted (verified with its JWKS), with
     /// their own `iss`; a token claiming that issuer but signed by our key is not.
     #[test]
