@@ -89,6 +89,9 @@ pub struct Conn {
     tls: Option<Box<rustls::ServerConnection>>,
     /// File bytes on their way into TLS records.
     file_buf: Vec<u8>,
+    /// On a TLS connection: whether its first byte was looked at (plain HTTP gets a readable
+    /// 400 instead of a TLS alert that curl reports as "HTTP/0.9").
+    sniffed: bool,
 }
 
 impl Conn {
@@ -107,7 +110,35 @@ impl Conn {
             limits,
             tls: None,
             file_buf: Vec::new(),
+            sniffed: false,
         }
+    }
+
+    /// A TLS connection whose client speaks plain HTTP (its first byte is a letter, where a
+    /// TLS record starts with 0x16): answer, in plain text, that this port speaks TLS, as nginx
+    /// does. `true` when it was answered (the connection is to be closed).
+    fn plain_http_on_tls(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = self.stream.as_raw_fd();
+        let mut first = [0u8; 1];
+        // SAFETY: peek one byte into a buffer we own, on a socket we own.
+        let n = unsafe { libc::recv(fd, first.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if n != 1 {
+            return false;
+        }
+        self.sniffed = true;
+        if !first[0].is_ascii_uppercase() {
+            return false;
+        }
+        let body = "This port speaks TLS: use https:// (or the registry's plain-HTTP port).\n";
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        // SAFETY: write bytes we own to a socket we own (non-blocking; a short write loses the
+        // courtesy, not data).
+        unsafe { libc::send(fd, answer.as_ptr().cast(), answer.len(), libc::MSG_NOSIGNAL) };
+        true
     }
 
     /// Wrap an accepted stream that speaks TLS with `session`.
@@ -188,6 +219,9 @@ impl Conn {
                 Err(e) => return Err(io::Error::other(e)),
             }
             self.flush_tls().await?;
+            if !self.sniffed && self.plain_http_on_tls() {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "plain HTTP on the TLS port"));
+            }
             // Try the socket first (the next request is often there already); wait for
             // readiness only when it is empty.
             let tls = self.tls.as_mut().expect("TLS connection");
