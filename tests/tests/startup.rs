@@ -382,3 +382,29 @@ fn health_probes_stay_out_of_the_access_log() {
     let log = std::fs::read_to_string(&node.log).unwrap();
     assert!(!log.contains("/healthz") && !log.contains("/readyz"), "{log}");
 }
+
+/// Reliability round 2, item 10: a fresh volume (an empty directory its runtime made 0755) is
+/// made private without a warning; the healthcheck follows `BERTH_LISTEN`.
+#[test]
+fn a_fresh_volume_is_narrowed_quietly_and_the_healthcheck_follows_the_listen_address() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("volume");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let node = Berth::start(&data, &[]);
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(!log.contains("narrowed permissions"), "{log}");
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(berth_bin());
+        cmd.arg("healthcheck").env_remove("BERTH_HEALTHCHECK_URL").env_remove("BERTH_LISTEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap().status.success()
+    };
+    let port = node.addr.rsplit(':').next().unwrap().to_owned();
+    assert!(check(&[("BERTH_LISTEN", &format!("0.0.0.0:{port}"))]), "the healthcheck did not follow BERTH_LISTEN");
+    assert!(!check(&[("BERTH_LISTEN", &format!("127.0.0.1:{}", free_port()))]));
+}

@@ -104,8 +104,13 @@ fn restrict_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
 /// The data directory is the node's alone: created 0700 (and narrowed to 0700 if an older
 /// version left it open), so other local users cannot read blobs, the index or the token.
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    // An empty directory (a fresh container volume, made 0755 by its runtime) is narrowed
+    // quietly: there is nothing in it anyone could have read.
+    if std::fs::read_dir(dir)?.next().is_none() {
+        return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
     restrict_mode(dir, 0o700)
 }
 

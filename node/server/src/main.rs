@@ -118,9 +118,10 @@ enum Command {
     /// Exit 0 when the node at URL answers its health check (for container HEALTHCHECKs and
     /// probes: no curl needed in the image).
     Healthcheck {
-        /// Health endpoint.
-        #[arg(long, env = "BERTH_HEALTHCHECK_URL", default_value = "http://127.0.0.1:5000/healthz")]
-        url: String,
+        /// Health endpoint. Default: `/healthz` at `BERTH_LISTEN` (a wildcard address asked on
+        /// loopback), else `http://127.0.0.1:5000/healthz`.
+        #[arg(long, env = "BERTH_HEALTHCHECK_URL")]
+        url: Option<String>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3)]
         timeout: u64,
@@ -492,6 +493,30 @@ fn rebuild_index(config: Option<PathBuf>, data_dir: Option<PathBuf>, merge: bool
     Ok(())
 }
 
+/// `/healthz` at the node's listen address (`BERTH_LISTEN`): the container's HEALTHCHECK
+/// follows the port the node was given. A wildcard address is asked on loopback.
+fn default_health_url(listen: Option<&str>) -> String {
+    let listen = listen.map(str::trim).filter(|l| !l.is_empty()).unwrap_or("127.0.0.1:5000");
+    let addr = match listen.rsplit_once(':') {
+        Some(("0.0.0.0" | "", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => listen.to_owned(),
+    };
+    format!("http://{addr}/healthz")
+}
+
+#[cfg(test)]
+mod health_url_tests {
+    #[test]
+    fn the_healthcheck_follows_berth_listen() {
+        assert_eq!(super::default_health_url(None), "http://127.0.0.1:5000/healthz");
+        assert_eq!(super::default_health_url(Some("0.0.0.0:8080")), "http://127.0.0.1:8080/healthz");
+        assert_eq!(super::default_health_url(Some("[::]:5001")), "http://[::1]:5001/healthz");
+        assert_eq!(super::default_health_url(Some("10.1.2.3:6000")), "http://10.1.2.3:6000/healthz");
+        assert_eq!(super::default_health_url(Some(":7000")), "http://127.0.0.1:7000/healthz");
+    }
+}
+
 /// Read the password: BERTH_PASSWORD, a no-echo prompt (twice) on a terminal, or stdin.
 fn read_password() -> anyhow::Result<String> {
     if let Ok(p) = std::env::var("BERTH_PASSWORD") {
@@ -680,6 +705,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Healthcheck { url, timeout } => {
+            let url = url.unwrap_or_else(|| default_health_url(std::env::var("BERTH_LISTEN").ok().as_deref()));
             let r = ureq::get(&url).timeout(Duration::from_secs(timeout)).call();
             match r {
                 Ok(resp) if resp.status() == 200 => Ok(()),
