@@ -505,18 +505,6 @@ fn default_health_url(listen: Option<&str>) -> String {
     format!("http://{addr}/healthz")
 }
 
-#[cfg(test)]
-mod health_url_tests {
-    #[test]
-    fn the_healthcheck_follows_berth_listen() {
-        assert_eq!(super::default_health_url(None), "http://127.0.0.1:5000/healthz");
-        assert_eq!(super::default_health_url(Some("0.0.0.0:8080")), "http://127.0.0.1:8080/healthz");
-        assert_eq!(super::default_health_url(Some("[::]:5001")), "http://[::1]:5001/healthz");
-        assert_eq!(super::default_health_url(Some("10.1.2.3:6000")), "http://10.1.2.3:6000/healthz");
-        assert_eq!(super::default_health_url(Some(":7000")), "http://127.0.0.1:7000/healthz");
-    }
-}
-
 /// Read the password: BERTH_PASSWORD, a no-echo prompt (twice) on a terminal, or stdin.
 fn read_password() -> anyhow::Result<String> {
     if let Ok(p) = std::env::var("BERTH_PASSWORD") {
@@ -713,5 +701,17 @@ fn run() -> anyhow::Result<()> {
                 Err(e) => anyhow::bail!("{url}: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod health_url_tests {
+    #[test]
+    fn the_healthcheck_follows_berth_listen() {
+        assert_eq!(super::default_health_url(None), "http://127.0.0.1:5000/healthz");
+        assert_eq!(super::default_health_url(Some("0.0.0.0:8080")), "http://127.0.0.1:8080/healthz");
+        assert_eq!(super::default_health_url(Some("[::]:5001")), "http://[::1]:5001/healthz");
+        assert_eq!(super::default_health_url(Some("10.1.2.3:6000")), "http://10.1.2.3:6000/healthz");
+        assert_eq!(super::default_health_url(Some(":7000")), "http://127.0.0.1:7000/healthz");
     }
 }
