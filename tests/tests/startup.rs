@@ -408,3 +408,26 @@ fn a_fresh_volume_is_narrowed_quietly_and_the_healthcheck_follows_the_listen_add
     assert!(check(&[("BERTH_LISTEN", &format!("0.0.0.0:{port}"))]), "the healthcheck did not follow BERTH_LISTEN");
     assert!(!check(&[("BERTH_LISTEN", &format!("127.0.0.1:{}", free_port()))]));
 }
+
+/// Reliability round 2, item 16: a cause was printed twice ("No such file or directory (os
+/// error 2): No such file or directory (os error 2)"): once in the message, once as the source.
+#[test]
+fn start_errors_name_their_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    for env in [vec![], vec![("BERTH_AUTH__HTPASSWD", "/nonexistent/htpasswd")]] {
+        let mut cmd = std::process::Command::new(berth_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]);
+        if env.is_empty() {
+            cmd.arg("/proc/no-such-dir/data");
+        } else {
+            cmd.arg(tmp.path().join("data"));
+        }
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    }
+}

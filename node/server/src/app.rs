@@ -138,12 +138,12 @@ fn keep_state_in_bucket(tier: &Arc<Tiering>, index: &Arc<Index>, auth: Option<&A
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The data directory cannot be created or written.
-    #[error("data directory {path}: {source}{hint}")]
+    #[error("data directory {path}: {error}{hint}")]
     DataDir {
         /// The directory.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not as a source: the chain would print it twice).
+        error: std::io::Error,
         /// How to fix it.
         hint: &'static str,
     },
@@ -154,12 +154,12 @@ pub enum StartError {
     #[error("data directory {0} is in use by another berth process (its index is locked); stop that process or choose another --data-dir")]
     InUse(String),
     /// Index.
-    #[error("index in {path}: {source}")]
+    #[error("index in {path}: {error}")]
     Index {
         /// The index directory.
         path: String,
-        /// Why.
-        source: berth_index::IndexError,
+        /// Why (in the message only: as a source the chain would print it twice).
+        error: berth_index::IndexError,
     },
     /// Users, rules or token keys.
     #[error(transparent)]
@@ -209,7 +209,7 @@ impl App {
                 std::io::ErrorKind::ReadOnlyFilesystem => "; choose a --data-dir on a writable filesystem",
                 _ => "",
             };
-            StartError::DataDir { path: dir.clone(), source, hint }
+            StartError::DataDir { path: dir.clone(), error: source, hint }
         };
         // Auth first: a wrong htpasswd path must not leave a half-created data directory.
         Auth::validate(&cfg.auth)?;
@@ -234,7 +234,7 @@ impl App {
             } else if text.contains("Permission denied") {
                 data_dir_err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
             } else {
-                StartError::Index { path: index_dir.display().to_string(), source }
+                StartError::Index { path: index_dir.display().to_string(), error: source }
             }
         })?);
         crate::store::space::ensure_reserve(&cfg.data_dir, cfg.storage.reserve_bytes, space.floor());

@@ -136,14 +136,14 @@ pub enum BindError {
         addr: SocketAddr,
     },
     /// Any other bind failure.
-    #[error("{key} {addr}: cannot listen: {source}")]
+    #[error("{key} {addr}: cannot listen: {error}")]
     Other {
         /// The configuration key.
         key: &'static str,
         /// The address.
         addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message only: as a source the chain would print it twice).
+        error: std::io::Error,
     },
 }
 
@@ -171,7 +171,7 @@ fn bind_named(key: &'static str, addr: SocketAddr) -> Result<std::net::TcpListen
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(BindError::InUse { key, addr }),
-            Err(source) => return Err(BindError::Other { key, addr, source }),
+            Err(error) => return Err(BindError::Other { key, addr, error }),
         }
     }
 }

@@ -180,7 +180,7 @@ impl Auth {
     pub fn validate(cfg: &AuthConfig) -> Result<(), AuthError> {
         Policy::compile(&cfg.rules, &cfg.groups, cfg.anonymous_pull).map_err(AuthError::Policy)?;
         if let Some(path) = &cfg.htpasswd {
-            std::fs::metadata(path).map_err(|source| AuthFileError { path: path.display().to_string(), source })?;
+            std::fs::metadata(path).map_err(|error| AuthFileError { path: path.display().to_string(), error })?;
         }
         Ok(())
     }

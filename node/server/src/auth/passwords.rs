@@ -238,19 +238,18 @@ impl Pool {
 
 /// The htpasswd file could not be read: names the file.
 #[derive(Debug, thiserror::Error)]
-#[error("auth.htpasswd {path}: {source}")]
+#[error("auth.htpasswd {path}: {error}")]
 pub struct AuthFileError {
     /// The file.
     pub path: String,
-    /// Why.
-    pub source: std::io::Error,
+    /// Why (in the message, not as a source: the chain would print it twice).
+    pub error: std::io::Error,
 }
 
 fn load_users(cfg: &AuthConfig) -> Result<HashMap<String, String>, AuthFileError> {
     let mut users = HashMap::new();
     if let Some(path) = &cfg.htpasswd {
-        users
-            .extend(parse_htpasswd(path).map_err(|source| AuthFileError { path: path.display().to_string(), source })?);
+        users.extend(parse_htpasswd(path).map_err(|error| AuthFileError { path: path.display().to_string(), error })?);
     }
     for u in &cfg.users {
         users.insert(u.name.clone(), u.bcrypt.clone());
