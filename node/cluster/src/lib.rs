@@ -170,7 +170,13 @@ impl Cluster {
             cfg.postgres_url.parse().map_err(|e| format!("cluster.postgres_url: {e}"))?;
         // A node paused (or partitioned) inside a commit must not hold the append lock for
         // ever: Postgres ends such a session, rolling its transaction back.
-        pg.options(format!("-c idle_in_transaction_session_timeout={}", cfg.postgres_timeout_ms));
+        // Schema set-up is idempotent (`CREATE … IF NOT EXISTS`): its "already exists,
+        // skipping" NOTICEs on every node's start are not worth a log line; warnings still are.
+        let given = pg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+        pg.options(format!(
+            "{given}-c idle_in_transaction_session_timeout={} -c client_min_messages=warning",
+            cfg.postgres_timeout_ms
+        ));
         pg.connect_timeout(Duration::from_millis(cfg.postgres_timeout_ms));
         let mgr =
             Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
