@@ -11,6 +11,7 @@
 
 pub mod accounts;
 pub mod audit;
+mod es256;
 pub mod limiter;
 mod manage;
 pub mod passwords;
