@@ -44,6 +44,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// The single `{…}` path parameter as sent (decoded), a JSON 400 when absent or malformed.
+async fn path_param<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, Response> {
+    let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(raw)
+}
+
 /// A `{name}` path parameter parsed into an account name (users, robots, groups) at the edge:
 /// a name that could leave its path segment (`..`, `/`, `%`) is a 400 here, never pasted into
 /// an internal URL.
@@ -53,9 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for NameParam {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let raw = path_param(parts, state).await?;
         berth_internal_api::accounts::AccountName::parse(&raw)
             .map(NameParam)
             .map_err(|e| error(StatusCode::BAD_REQUEST, e))
@@ -69,9 +75,7 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdParam {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let raw = path_param(parts, state).await?;
         let hex = raw.strip_prefix("gc-").unwrap_or("");
         if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(JobIdParam(raw))
@@ -88,9 +92,7 @@ impl<S: Send + Sync> FromRequestParts<S> for DigestParam {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let raw = path_param(parts, state).await?;
         raw.parse().map(DigestParam).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid digest {raw:?}: {e}")))
     }
 }

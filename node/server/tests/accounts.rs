@@ -7,14 +7,7 @@ use berth_node::config::User;
 use common::{basic, sha256, TestNode};
 
 fn internal(n: &TestNode, method: &str, path: &str, body: Option<serde_json::Value>) -> common::Resp {
-    let token = std::fs::read_to_string(n.dir.path().join("internal.token")).unwrap();
-    let bytes = body.map(|b| b.to_string().into_bytes());
-    n.req(
-        method,
-        &n.internal_url(path),
-        &[("Authorization", &format!("Bearer {}", token.trim())), ("Content-Type", "application/json")],
-        bytes.as_deref(),
-    )
+    n.internal(method, path, body)
 }
 
 fn with_admin() -> TestNode {

@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod pg;
 pub mod pki;
 pub mod s3;
+pub mod scripted;
 pub mod trivy;
 
 /// The berth binary built alongside the tests (`cargo test --workspace` builds it).

@@ -123,6 +123,18 @@ impl TestNode {
         format!("http://{}{path}", addr.trim())
     }
 
+    /// `method path` on the internal listener with the node's token (a JSON body if given).
+    pub fn internal(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Resp {
+        let token = std::fs::read_to_string(self.dir.path().join("internal.token")).unwrap();
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        self.req(
+            method,
+            &self.internal_url(path),
+            &[("Authorization", &format!("Bearer {}", token.trim())), ("Content-Type", "application/json")],
+            bytes.as_deref(),
+        )
+    }
+
     /// `/metrics`, from the internal listener.
     pub fn metrics(&self) -> String {
         String::from_utf8(self.get(&self.internal_url("/metrics")).body).unwrap()
