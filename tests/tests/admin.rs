@@ -651,6 +651,12 @@ fn admin_api_path_parameters_cannot_leave_their_segment() {
     // The node's internal listener refuses such paths too (the other side of the same rule).
     assert_eq!(internal("/internal/v1/users/%2e%2e%2Fexport").status, 400);
     assert_eq!(internal("/internal/v1/jobs/..%2Fexport").status, 400);
+    // Counts the caller chooses are bounded: a preload of 1,001 images is refused before any
+    // is fetched (the request holds its connection until every one is done).
+    let many: Vec<String> = (0..1001).map(|i| format!("up/app{i}:v1")).collect();
+    let (st, v) = e.admin.send("POST", "/api/v1/preload", Some(json!({ "images": many })));
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("at most 1000"), "{v}");
     // Well-formed parameters still work.
     assert_eq!(e.admin.send("PUT", "/api/v1/users/dot.ted", Some(json!({"password": "pw-dotted"}))).0, 204);
     assert_eq!(e.admin.send("DELETE", "/api/v1/users/dot.ted", None).0, 204);
